@@ -1,0 +1,105 @@
+"""`streams local up|down|status|logs|reset`: the local Kafka + schema registry stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+
+from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say
+from streams.localstack.stack import ComponentStatus, LocalStack
+
+__all__ = ["local"]
+
+
+@click.group()
+def local() -> None:
+    """Run a real Kafka broker and schema registry on this machine, without Docker."""
+
+
+def _describe(name: str, component: ComponentStatus) -> str:
+    if component.ready:
+        return f"{name:<16} running  pid {component.pid:<8} {component.address}"
+    if component.running:
+        return f"{name:<16} starting pid {component.pid:<8} {component.address} (not answering yet)"
+    stale = " (stale pid file: run `streams local down`)" if component.stale_pid_file else ""
+    return f"{name:<16} stopped{stale}"
+
+
+@local.command()
+@fail_cleanly
+def up() -> None:
+    """Start the broker and the registry (downloading them once) and wait until both answer."""
+    stack = LocalStack()
+    report = stack.up(progress=lambda message: say(message, err=True))
+    status = report.status
+    if not report.started:
+        say("local stack already running:")
+    else:
+        say(f"local stack up in {report.seconds:.1f} s:")
+    say(_describe("kafka", status.kafka))
+    say(_describe("schema registry", status.schema_registry))
+    say(f"bootstrap servers:   {status.bootstrap_servers}")
+    say(f"schema registry url: {status.schema_registry_url}")
+    say(f"state folder:        {status.home}")
+
+
+@local.command()
+@fail_cleanly
+def down() -> None:
+    """Stop the broker and the registry (SIGTERM, wait, then report)."""
+    for name, pid, outcome in LocalStack().down():
+        say(f"{name:<16} {outcome}" + (f" (pid {pid})" if pid else ""))
+
+
+@local.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@fail_cleanly
+def status(as_json: bool) -> None:
+    """Show whether the broker and the registry run and answer. Exit 3 if either does not."""
+    current = LocalStack().status()
+    if as_json:
+        payload = current.to_dict()
+        payload["running"] = current.running
+        emit_json(payload)
+    else:
+        say(_describe("kafka", current.kafka))
+        say(_describe("schema registry", current.schema_registry))
+        say(f"state folder:        {current.home}")
+    if not current.running:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+@local.command()
+@click.argument("component", type=click.Choice(["kafka", "registry"]), default="kafka")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@fail_cleanly
+def logs(component: str, lines: int, follow: bool) -> None:
+    """Show the log of the broker or the registry."""
+    path = LocalStack().log_file(component)
+    if not path.exists():
+        say(f"no log yet at {path}: the {component} has not been started", err=True)
+        sys.exit(EXIT_CHECK_FAILED)
+    argv = ["tail", "-n", str(lines), *(["-F"] if follow else []), str(path)]
+    try:
+        subprocess.run(argv, check=False)
+    except KeyboardInterrupt:
+        pass
+
+
+@local.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@fail_cleanly
+def reset(yes: bool) -> None:
+    """Stop the stack and delete its topics, schemas and logs (downloads are kept)."""
+    stack = LocalStack()
+    if not yes:
+        if not sys.stdin.isatty():
+            say("error: refusing to delete local data without confirmation", err=True)
+            say("hint: pass --yes", err=True)
+            sys.exit(1)
+        click.confirm(f"Delete all topics, schemas and logs under {stack.settings.home}?", abort=True)
+    for path in stack.reset():
+        say(f"removed {path}")

@@ -1,0 +1,50 @@
+"""All printing of the command line happens here, and the mapping of errors to exit codes.
+
+Exit codes: 0 success; 1 the operation failed (the message says why and what to do);
+2 bad usage (click's own); 3 a check ran and found a problem (for example `local status` with
+the stack down, or an invariant that does not hold).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from streams.exceptions import StreamsError
+
+__all__ = ["EXIT_CHECK_FAILED", "EXIT_FAILED", "emit_json", "fail_cleanly", "say"]
+
+EXIT_FAILED = 1
+EXIT_CHECK_FAILED = 3
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def say(message: str = "", *, err: bool = False) -> None:
+    click.echo(message, err=err)
+
+
+def emit_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def fail_cleanly(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn a StreamsError into `error: ...` / `hint: ...` on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except StreamsError as error:
+            click.echo(f"error: {error.message}", err=True)
+            if error.hint:
+                click.echo(f"hint: {error.hint}", err=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper

@@ -1,0 +1,94 @@
+"""Typed, frozen settings, read from the environment here and nowhere else.
+
+Every setting has an environment variable named ``STREAMS_<FIELD>`` (upper case). Values given
+as arguments win over the environment. Raw librdkafka settings, for anything not modelled here,
+go through ``STREAMS_KAFKA_EXTRA`` as JSON (for example ``{"security.protocol": "SSL"}``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["KafkaSettings", "LocalStackSettings", "default_home"]
+
+
+def default_home() -> Path:
+    """The folder that holds the local stack's jars, data, logs and pid files."""
+    return Path.home() / ".streams-local"
+
+
+class LocalStackSettings(BaseSettings):
+    """Where and how the local Kafka broker and schema registry run.
+
+    Environment: ``STREAMS_HOME`` (the state folder), ``STREAMS_KAFKA_PORT``,
+    ``STREAMS_CONTROLLER_PORT``, ``STREAMS_REGISTRY_PORT``, ``STREAMS_KAFKA_VERSION``, ...
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    host: str = "127.0.0.1"
+    kafka_port: int = 19092
+    controller_port: int = 19093
+    registry_port: int = 18081
+    # 4.1.2: the newest 4.1 patch; 4.0.0 lacks JoinGroup v0/v1 (KAFKA-19444) and log4j-core.
+    kafka_version: str = "4.1.2"
+    # Kafka 4.1 pins log4j2 2.24.3; the broker's pom adds these jars by hand.
+    log4j2_version: str = "2.24.3"
+    apicurio_version: str = "3.3.3"
+    # 1 GiB is kafka-server-start.sh's own cap; on 2 cores and a test load the broker sits far below.
+    kafka_heap: str = "-Xms256m -Xmx1g"
+    registry_heap: str = "-Xms64m -Xmx384m"
+    # Cold start on 2 cores: about 10 s for the broker, 10-20 s for the registry; 180 s leaves
+    # room for a loaded CI machine without hanging forever on a broker that will never answer.
+    start_timeout_s: float = 180.0
+    stop_timeout_s: float = 60.0
+    maven_command: str = "mvn"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def registry_base_url(self) -> str:
+        return f"http://{self.host}:{self.registry_port}"
+
+    @property
+    def schema_registry_url(self) -> str:
+        return f"{self.registry_base_url}/apis/ccompat/v7"
+
+
+class KafkaSettings(BaseSettings):
+    """How clients reach Kafka and the schema registry.
+
+    Environment: ``STREAMS_BOOTSTRAP_SERVERS``, ``STREAMS_SCHEMA_REGISTRY_URL``,
+    ``STREAMS_SASL_USERNAME`` / ``STREAMS_SASL_PASSWORD``, ``STREAMS_KAFKA_EXTRA`` (JSON).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    schema_registry_url: str = "http://127.0.0.1:18081/apis/ccompat/v7"
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    kafka_extra: dict[str, Any] = Field(default_factory=dict)
+
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka settings common to every client (dotted keys)."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        if self.security_protocol:
+            config["security.protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        config.update(self.kafka_extra)
+        return config

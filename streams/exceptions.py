@@ -1,0 +1,156 @@
+"""Every error this package raises, in one tree.
+
+::
+
+    StreamsError                      base of everything raised on purpose here
+    ├── ConfigError                   a setting is missing or invalid: fix the environment or file
+    ├── LocalStackError               the local Kafka + schema registry stack cannot start or stop
+    │   ├── PrerequisiteError         java 17+ or mvn missing, repository unreachable
+    │   ├── PortInUseError            a port the stack needs is taken by another process
+    │   └── StalePidFileError         a pid file names a process that is gone or is not ours
+    ├── TopologyError                 a pipeline declaration is inconsistent (names, topics, types)
+    ├── TopicMismatchError            an existing topic differs from the declared spec
+    ├── SchemaError                   a model and its Avro schema disagree, or a change breaks compatibility
+    ├── SerializationError            a record cannot be serialized or deserialized (carries raw bytes)
+    ├── KafkaClientError              librdkafka reported an error; retriable/fatal/abortable copied from it
+    │   └── TransactionError          a transactional call failed; see ``requires_abort`` and ``fatal``
+    └── StageStoppedError             a stage stopped itself because continuing would lose a record
+
+Every error carries a ``hint``: one sentence saying what the operator should do next.
+The command line prints ``error: <message>`` and, on the next line, ``hint: <hint>``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "KafkaClientError",
+    "LocalStackError",
+    "PortInUseError",
+    "PrerequisiteError",
+    "SchemaError",
+    "SerializationError",
+    "StageStoppedError",
+    "StalePidFileError",
+    "StreamsError",
+    "TopicMismatchError",
+    "TopologyError",
+    "TransactionError",
+]
+
+
+class StreamsError(Exception):
+    """Base of every error raised on purpose by this package."""
+
+    default_hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(StreamsError):
+    """A setting is missing or invalid."""
+
+    default_hint = "check the STREAMS_* environment variables and the settings file"
+
+
+class LocalStackError(StreamsError):
+    """The local Kafka + schema registry stack could not be brought up or down."""
+
+    default_hint = "run `streams local logs` to see what the broker and registry printed"
+
+
+class PrerequisiteError(LocalStackError):
+    """A tool the local stack needs (java 17+, mvn, Maven Central) is missing or unreachable."""
+
+
+class PortInUseError(LocalStackError):
+    """A port the local stack needs is already bound by a process that is not ours."""
+
+
+class StalePidFileError(LocalStackError):
+    """A pid file names a process that is no longer running, or is not ours."""
+
+    default_hint = "run `streams local down` to clear stale pid files, then `streams local up`"
+
+
+class TopologyError(StreamsError):
+    """A pipeline declaration is inconsistent."""
+
+
+class TopicMismatchError(StreamsError):
+    """An existing topic differs from its declared spec (partition count or config)."""
+
+    default_hint = (
+        "alter the topic by hand (kafka-topics --alter / kafka-configs) or change the declaration"
+    )
+
+
+class SchemaError(StreamsError):
+    """A pydantic model and its Avro schema disagree, or a schema change breaks compatibility."""
+
+
+class SerializationError(StreamsError):
+    """A record could not be serialized or deserialized.
+
+    ``raw`` holds the bytes that failed, so that nothing is lost when the record is routed aside.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: bytes | None = None,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.raw = raw
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class KafkaClientError(StreamsError):
+    """librdkafka reported an error.
+
+    The three flags are copied once from the client's ``KafkaError`` so that callers never
+    have to reach into confluent_kafka to decide what to do.
+    """
+
+    default_hint = "check that the broker is up (`streams local status`) and reachable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        retriable: bool = False,
+        fatal: bool = False,
+        requires_abort: bool = False,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+        self.retriable = retriable
+        self.fatal = fatal
+        self.requires_abort = requires_abort
+
+
+class TransactionError(KafkaClientError):
+    """A transactional call failed.
+
+    ``requires_abort``: abort and rewind to the committed offsets. ``fatal`` (fencing included):
+    the producer must be recreated; the stage does this itself. Neither: treated as fatal.
+    """
+
+
+class StageStoppedError(StreamsError):
+    """A stage stopped itself because going on would have skipped or lost a record."""

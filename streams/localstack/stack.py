@@ -1,0 +1,227 @@
+"""The local stack: one Kafka broker and one schema registry on loopback, without Docker.
+
+State lives in one folder, ``$STREAMS_HOME`` (default ``~/.streams-local``)::
+
+    lib/kafka-<v>/          broker jars from Maven Central (kept by `reset`)
+    lib/apicurio-<v>/       registry distribution (kept by `reset`)
+    kafka/                  server.properties, log4j2.yaml, data/ (topic logs)
+    registry/               the registry's H2 database (schemas)
+    logs/                   kafka.log, registry.log
+    run/                    kafka.pid, registry.pid
+
+When ``up`` fails, ``streams local logs kafka`` / ``streams local logs registry`` show why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams.config import LocalStackSettings
+from streams.exceptions import LocalStackError
+from streams.localstack.components import KafkaBroker, SchemaRegistry
+from streams.localstack.jdk import JavaRuntime
+from streams.localstack.process import ManagedProcess, process_alive
+
+__all__ = ["ComponentStatus", "LocalStack", "StackStatus", "UpReport"]
+
+Progress = Callable[[str], None]
+
+
+def _silent(_message: str) -> None:
+    return
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    running: bool
+    pid: int | None
+    ready: bool
+    address: str
+    log_file: str
+    stale_pid_file: bool = False
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    bootstrap_servers: str
+    schema_registry_url: str
+    home: str
+    kafka: ComponentStatus
+    schema_registry: ComponentStatus
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def running(self) -> bool:
+        return self.kafka.ready and self.schema_registry.ready
+
+
+@dataclass
+class UpReport:
+    status: StackStatus
+    already_running: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    downloaded: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class LocalStack:
+    """Bring the local Kafka broker and schema registry up and down."""
+
+    def __init__(self, settings: LocalStackSettings | None = None) -> None:
+        self.settings = settings or LocalStackSettings()
+        self.kafka = KafkaBroker(self.settings)
+        self.registry = SchemaRegistry(self.settings)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> StackStatus:
+        return StackStatus(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            schema_registry_url=self.settings.schema_registry_url,
+            home=str(self.settings.home),
+            kafka=self._component_status(
+                self.kafka.process, self.settings.bootstrap_servers, self.kafka.answers
+            ),
+            schema_registry=self._component_status(
+                self.registry.process, self.settings.schema_registry_url, self.registry.answers
+            ),
+        )
+
+    @staticmethod
+    def _component_status(
+        process: ManagedProcess, address: str, answers: Callable[[], bool]
+    ) -> ComponentStatus:
+        pid = process.running_pid()
+        stale = pid is None and process.pid_file.exists()
+        return ComponentStatus(
+            running=pid is not None,
+            pid=pid,
+            ready=pid is not None and answers(),
+            address=address,
+            log_file=str(process.log_file),
+            stale_pid_file=stale,
+        )
+
+    # -- up ---------------------------------------------------------------------------------
+
+    def up(self, progress: Progress = _silent) -> UpReport:
+        """Start whatever is not running and wait until both answer.
+
+        Idempotent: components that already run are reported, not restarted. Raises a
+        LocalStackError subclass, with a hint, for a stale pid file, a port in use, a missing
+        java or mvn, an unreachable repository, or a component that does not come up in time.
+        """
+        began = time.monotonic()
+        report = UpReport(status=self.status())
+        kafka_pid = self.kafka.process.pid()  # raises StalePidFileError
+        registry_pid = self.registry.process.pid()
+        if kafka_pid is not None:
+            report.already_running.append("kafka")
+        if registry_pid is not None:
+            report.already_running.append("schema registry")
+
+        kafka_java: JavaRuntime | None = None
+        registry_java: JavaRuntime | None = None
+        if kafka_pid is None:
+            kafka_java = self.kafka.java()
+            self.kafka.process.require_port(
+                self.settings.host, self.settings.kafka_port, "STREAMS_KAFKA_PORT"
+            )
+            self.kafka.process.require_port(
+                self.settings.host, self.settings.controller_port, "STREAMS_CONTROLLER_PORT"
+            )
+        if registry_pid is None:
+            registry_java = self.registry.java()
+            self.registry.process.require_port(
+                self.settings.host, self.settings.registry_port, "STREAMS_REGISTRY_PORT"
+            )
+            self.registry.process.require_port(
+                self.settings.host, self.registry.management_port, "STREAMS_REGISTRY_PORT (+1)"
+            )
+
+        if kafka_java is not None:
+            progress(f"kafka: fetching {self.settings.kafka_version} jars (cached after the first run)")
+            if self.kafka.fetch():
+                report.downloaded.append(f"kafka {self.settings.kafka_version}")
+            self.kafka.write_config()
+            if self.kafka.format_storage(kafka_java):
+                progress(f"kafka: formatted {self.kafka.data_dir}")
+            self.kafka.process.spawn(self.kafka.command(kafka_java), cwd=self.settings.home)
+            report.started.append("kafka")
+        if registry_java is not None:
+            progress(f"schema registry: fetching Apicurio {self.settings.apicurio_version}")
+            if self.registry.fetch():
+                report.downloaded.append(f"apicurio {self.settings.apicurio_version}")
+            (self.settings.home / "registry").mkdir(parents=True, exist_ok=True)
+            self.registry.process.spawn(self.registry.command(registry_java), cwd=self.settings.home)
+            report.started.append("schema registry")
+
+        self._wait_ready(progress)
+        report.status = self.status()
+        report.seconds = time.monotonic() - began
+        return report
+
+    def _wait_ready(self, progress: Progress) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        waiting = {"kafka": (self.kafka.process, self.kafka.answers),
+                   "schema registry": (self.registry.process, self.registry.answers)}
+        while waiting:
+            for name, (process, answers) in list(waiting.items()):
+                pid = process.running_pid()
+                if pid is None or not process_alive(pid):
+                    raise LocalStackError(
+                        f"{name} exited during start-up: {_tail(process.log_file)}",
+                        hint=f"see the whole log: {process.log_file}",
+                    )
+                if answers():
+                    progress(f"{name}: ready")
+                    del waiting[name]
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(waiting)
+                self.down()
+                raise LocalStackError(
+                    f"{names} did not answer within {self.settings.start_timeout_s:.0f} s "
+                    "(stopped again)",
+                    hint="see `streams local logs`; raise STREAMS_START_TIMEOUT_S on a slow machine",
+                )
+            if waiting:
+                time.sleep(0.5)
+
+    # -- down / reset / logs ----------------------------------------------------------------
+
+    def down(self) -> list[tuple[str, int | None, str]]:
+        """Stop both (SIGTERM, wait, SIGKILL after the stop timeout); returns what happened."""
+        results = []
+        for name, process in (("schema registry", self.registry.process), ("kafka", self.kafka.process)):
+            pid, outcome = process.stop(self.settings.stop_timeout_s)
+            results.append((name, pid, outcome))
+        return results
+
+    def reset(self) -> list[Path]:
+        """Stop the stack and delete its data and logs; the downloaded jars are kept."""
+        self.down()
+        removed = []
+        for sub in ("kafka", "registry", "logs", "run"):
+            path = self.settings.home / sub
+            if path.exists():
+                shutil.rmtree(path)
+                removed.append(path)
+        return removed
+
+    def log_file(self, component: str) -> Path:
+        return {"kafka": self.kafka.process, "registry": self.registry.process}[component].log_file
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(line.strip() for line in text[-lines:])
