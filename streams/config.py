@@ -40,7 +40,7 @@ class LocalStackSettings(BaseSettings):
     # Kafka 4.1 pins log4j2 2.24.3; the broker's pom adds these jars by hand.
     log4j2_version: str = "2.24.3"
     apicurio_version: str = "3.3.3"
-    # 1 GiB is kafka-server-start.sh's own cap; on 2 cores and a test load the broker sits far below.
+    # 1 GiB is kafka-server-start.sh's own cap; a test load on 2 cores stays far below it.
     kafka_heap: str = "-Xms256m -Xmx1g"
     registry_heap: str = "-Xms64m -Xmx384m"
     # Cold start on 2 cores: about 10 s for the broker, 10-20 s for the registry; 180 s leaves

@@ -2,19 +2,19 @@
 
 ::
 
-    StreamsError                      base of everything raised on purpose here
-    ├── ConfigError                   a setting is missing or invalid: fix the environment or file
-    ├── LocalStackError               the local Kafka + schema registry stack cannot start or stop
-    │   ├── PrerequisiteError         java 17+ or mvn missing, repository unreachable
-    │   ├── PortInUseError            a port the stack needs is taken by another process
-    │   └── StalePidFileError         a pid file names a process that is gone or is not ours
-    ├── TopologyError                 a pipeline declaration is inconsistent (names, topics, types)
-    ├── TopicMismatchError            an existing topic differs from the declared spec
-    ├── SchemaError                   a model and its Avro schema disagree, or a change breaks compatibility
-    ├── SerializationError            a record cannot be serialized or deserialized (carries raw bytes)
-    ├── KafkaClientError              librdkafka reported an error; retriable/fatal/abortable copied from it
-    │   └── TransactionError          a transactional call failed; see ``requires_abort`` and ``fatal``
-    └── StageStoppedError             a stage stopped itself because continuing would lose a record
+    StreamsError              base of everything raised on purpose here
+    ├── ConfigError           a setting is missing or invalid: fix the environment or file
+    ├── LocalStackError       the local Kafka + schema registry stack cannot start or stop
+    │   ├── PrerequisiteError java 17+/21+ or mvn missing, repository unreachable
+    │   ├── PortInUseError    a port the stack needs is taken by another process
+    │   └── StalePidFileError a pid file names a process that is gone or is not ours
+    ├── TopologyError         a pipeline declaration is inconsistent (names, topics, types)
+    ├── TopicMismatchError    an existing topic differs from the declared spec
+    ├── SchemaError           a model and its Avro schema disagree, or a change is incompatible
+    ├── SerializationError    a record cannot be (de)serialized; carries the raw bytes
+    ├── KafkaClientError      librdkafka reported an error; retriable/fatal/abortable copied
+    │   └── TransactionError  a transactional call failed; see ``requires_abort``, ``fatal``
+    └── StageStoppedError     a stage stopped itself: continuing would lose a record
 
 Every error carries a ``hint``: one sentence saying what the operator should do next.
 The command line prints ``error: <message>`` and, on the next line, ``hint: <hint>``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -83,10 +84,8 @@ def logs(component: str, lines: int, follow: bool) -> None:
         say(f"no log yet at {path}: the {component} has not been started", err=True)
         sys.exit(EXIT_CHECK_FAILED)
     argv = ["tail", "-n", str(lines), *(["-F"] if follow else []), str(path)]
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(argv, check=False)
-    except KeyboardInterrupt:
-        pass
 
 
 @local.command()
@@ -100,6 +99,8 @@ def reset(yes: bool) -> None:
             say("error: refusing to delete local data without confirmation", err=True)
             say("hint: pass --yes", err=True)
             sys.exit(1)
-        click.confirm(f"Delete all topics, schemas and logs under {stack.settings.home}?", abort=True)
+        click.confirm(
+            f"Delete all topics, schemas and logs under {stack.settings.home}?", abort=True
+        )
     for path in stack.reset():
         say(f"removed {path}")

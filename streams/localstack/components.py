@@ -13,7 +13,9 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from streams.config import LocalStackSettings
 from streams.exceptions import LocalStackError
@@ -112,7 +114,9 @@ class KafkaBroker:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         properties = self.config_dir / "server.properties"
         properties.write_text(text)
-        (self.config_dir / "log4j2.yaml").write_text((ops_dir() / "kafka" / "log4j2.yaml").read_text())
+        (self.config_dir / "log4j2.yaml").write_text(
+            (ops_dir() / "kafka" / "log4j2.yaml").read_text()
+        )
         return properties
 
     def _jvm_common(self) -> list[str]:
@@ -160,9 +164,12 @@ class KafkaBroker:
         """True when a metadata request to the broker succeeds."""
         from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - slow import, only when asked
 
-        admin = AdminClient(
-            {"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0, "logger": _Quiet()}
-        )
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.settings.bootstrap_servers,
+            "log_level": 0,
+            "logger": _Quiet(),
+        }
+        admin = AdminClient(config)
         try:
             metadata = admin.list_topics(timeout=2)
         except Exception:  # noqa: BLE001 - any failure means "not ready yet"
@@ -264,6 +271,6 @@ class SchemaRegistry:
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
-            return 200 <= int(response.status) < 300
+            return int(response.status) == HTTPStatus.OK
     except (urllib.error.URLError, OSError, ValueError):
         return False

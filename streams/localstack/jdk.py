@@ -18,8 +18,15 @@ from streams.exceptions import PrerequisiteError
 __all__ = ["JavaRuntime", "find_java", "java_candidates", "parse_java_version"]
 
 _VERSION_RE = re.compile(r'version "(?P<v>[^"]+)"')
-# Where Debian, Ubuntu, Temurin's packages and SDKMAN put JDKs when they are not on PATH.
-_JVM_DIRS = (Path("/usr/lib/jvm"), Path("/opt/java"), Path.home() / ".sdkman/candidates/java")
+# Where Debian, Ubuntu, Temurin's packages and SDKMAN put JDKs when they are not on PATH;
+# STREAMS_JVM_DIRS (os.pathsep-separated) replaces this list.
+_JVM_DIRS = ("/usr/lib/jvm", "/opt/java", "~/.sdkman/candidates/java")
+
+
+def _jvm_dirs() -> list[Path]:
+    configured = os.environ.get("STREAMS_JVM_DIRS")
+    names = configured.split(os.pathsep) if configured is not None else list(_JVM_DIRS)
+    return [Path(name).expanduser() for name in names if name]
 
 
 @dataclass(frozen=True)
@@ -57,15 +64,16 @@ def _probe(java: Path) -> JavaRuntime | None:
 
 
 def java_candidates(env_var: str) -> list[Path]:
-    """Java executables to try, most explicit first: $<env_var>, $JAVA_HOME, PATH, JVM folders."""
-    seen: list[Path] = []
-    for home in (os.environ.get(env_var), os.environ.get("JAVA_HOME")):
-        if home:
-            seen.append(Path(home) / "bin" / "java")
+    """Java executables to try, most explicit first: $<env_var>, $JAVA_HOME, PATH, JVM folders.
+
+    ``STREAMS_JVM_DIRS`` replaces the JVM folders searched (set it empty to search none).
+    """
+    homes = (os.environ.get(env_var), os.environ.get("JAVA_HOME"))
+    seen = [Path(home) / "bin" / "java" for home in homes if home]
     on_path = shutil.which("java")
     if on_path:
         seen.append(Path(on_path))
-    for folder in _JVM_DIRS:
+    for folder in _jvm_dirs():
         if folder.is_dir():
             seen.extend(sorted(folder.glob("*/bin/java"), reverse=True))
     unique: list[Path] = []

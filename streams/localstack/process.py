@@ -15,6 +15,10 @@ from streams.exceptions import PortInUseError, StalePidFileError
 
 __all__ = ["ManagedProcess", "port_is_free", "process_alive"]
 
+# Children started by this process, kept so they are reaped (not left as zombies or reported as
+# leaked) when the same process stops them, as the test fixtures do.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 def process_alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
@@ -33,7 +37,9 @@ def process_alive(pid: int) -> bool:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return ""
 
@@ -68,7 +74,9 @@ class ManagedProcess:
             return None
         text = self.pid_file.read_text().strip()
         if not text.isdigit():
-            raise StalePidFileError(f"{self.name}: pid file {self.pid_file} is unreadable ({text!r})")
+            raise StalePidFileError(
+                f"{self.name}: pid file {self.pid_file} is unreadable ({text!r})"
+            )
         pid = int(text)
         if not process_alive(pid):
             raise StalePidFileError(
@@ -116,8 +124,10 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the CLI; Ctrl-C in the terminal does not reach it
+                # own session: it outlives the CLI, and a Ctrl-C in the terminal does not reach it
+                start_new_session=True,
             )
+        _CHILDREN[proc.pid] = proc
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
 
@@ -130,18 +140,26 @@ class ManagedProcess:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            _reap(pid)
             if not process_alive(pid):
                 self.pid_file.unlink(missing_ok=True)
                 return pid, "stopped"
-            _reap(pid)
             time.sleep(0.2)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=10)
         self.pid_file.unlink(missing_ok=True)
         return pid, f"killed after {timeout_s:.0f} s without exiting on SIGTERM"
 
 
 def _reap(pid: int) -> None:
     """Reap pid if it is our child (when the same process started and stops it, as tests do)."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)

@@ -147,7 +147,9 @@ class LocalStack:
             )
 
         if kafka_java is not None:
-            progress(f"kafka: fetching {self.settings.kafka_version} jars (cached after the first run)")
+            progress(
+                f"kafka: fetching {self.settings.kafka_version} jars (cached after the first run)"
+            )
             if self.kafka.fetch():
                 report.downloaded.append(f"kafka {self.settings.kafka_version}")
             self.kafka.write_config()
@@ -160,7 +162,9 @@ class LocalStack:
             if self.registry.fetch():
                 report.downloaded.append(f"apicurio {self.settings.apicurio_version}")
             (self.settings.home / "registry").mkdir(parents=True, exist_ok=True)
-            self.registry.process.spawn(self.registry.command(registry_java), cwd=self.settings.home)
+            self.registry.process.spawn(
+                self.registry.command(registry_java), cwd=self.settings.home
+            )
             report.started.append("schema registry")
 
         self._wait_ready(progress)
@@ -170,8 +174,10 @@ class LocalStack:
 
     def _wait_ready(self, progress: Progress) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s
-        waiting = {"kafka": (self.kafka.process, self.kafka.answers),
-                   "schema registry": (self.registry.process, self.registry.answers)}
+        waiting = {
+            "kafka": (self.kafka.process, self.kafka.answers),
+            "schema registry": (self.registry.process, self.registry.answers),
+        }
         while waiting:
             for name, (process, answers) in list(waiting.items()):
                 pid = process.running_pid()
@@ -189,7 +195,7 @@ class LocalStack:
                 raise LocalStackError(
                     f"{names} did not answer within {self.settings.start_timeout_s:.0f} s "
                     "(stopped again)",
-                    hint="see `streams local logs`; raise STREAMS_START_TIMEOUT_S on a slow machine",
+                    hint="see `streams local logs`; raise STREAMS_START_TIMEOUT_S if slow",
                 )
             if waiting:
                 time.sleep(0.5)
@@ -199,7 +205,10 @@ class LocalStack:
     def down(self) -> list[tuple[str, int | None, str]]:
         """Stop both (SIGTERM, wait, SIGKILL after the stop timeout); returns what happened."""
         results = []
-        for name, process in (("schema registry", self.registry.process), ("kafka", self.kafka.process)):
+        for name, process in (
+            ("schema registry", self.registry.process),
+            ("kafka", self.kafka.process),
+        ):
             pid, outcome = process.stop(self.settings.stop_timeout_s)
             results.append((name, pid, outcome))
         return results

@@ -1,0 +1,177 @@
+"""A real Kafka broker and schema registry for the integration tests, chosen in this order:
+
+1. ``STREAMS_TEST_BOOTSTRAP_SERVERS`` (and ``STREAMS_TEST_SCHEMA_REGISTRY_URL``) from the
+   environment: a cluster you run yourself; nothing is started or stopped.
+2. testcontainers, where a Docker engine actually answers a ping (a Docker CLI alone does not
+   count): ``apache/kafka`` configured for transactions on one node, and Apicurio Registry.
+3. The local stack (``streams local up``): reused if it already runs, otherwise started here and
+   stopped at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from streams.localstack.stack import LocalStack
+
+KAFKA_IMAGE = "apache/kafka:4.1.2"
+REGISTRY_IMAGE = "apicurio/apicurio-registry:3.3.3"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    bootstrap_servers: str
+    schema_registry_url: str
+    source: str
+
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap_servers, **extra}
+
+
+def _docker_answers() -> bool:
+    """True only if a Docker engine answers /_ping (a Docker CLI without an engine is common)."""
+    try:
+        import docker  # noqa: PLC0415 - optional; only where testcontainers is installed
+    except ImportError:
+        return False
+    base_url = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if base_url.startswith("unix://") and not Path(base_url.removeprefix("unix://")).exists():
+        return False
+    # an explicit API version: docker.from_env() would query the version first and leak the
+    # socket of that request when no engine answers
+    client = docker.APIClient(base_url=base_url, version="1.41", timeout=3)
+    try:
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001 - refused, timed out, no permission: all mean "no Docker"
+        return False
+    finally:
+        client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _containers() -> Iterator[Cluster]:
+    from testcontainers.core.container import DockerContainer  # noqa: PLC0415
+    from testcontainers.core.waiting_utils import wait_for_logs  # noqa: PLC0415
+
+    port = _free_port()
+    kafka = (
+        DockerContainer(KAFKA_IMAGE)
+        .with_bind_ports(9092, port)
+        .with_env("KAFKA_NODE_ID", "1")
+        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
+        .with_env("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
+        .with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://127.0.0.1:{port}")
+        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+        .with_env(
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        )
+        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+    )
+    registry = DockerContainer(REGISTRY_IMAGE).with_exposed_ports(8080)
+    with kafka, registry:
+        wait_for_logs(kafka, "Kafka Server started", timeout=120)
+        wait_for_logs(registry, "Listening on", timeout=120)
+        host = registry.get_container_host_ip()
+        registry_port = registry.get_exposed_port(8080)
+        yield Cluster(
+            f"127.0.0.1:{port}",
+            f"http://{host}:{registry_port}/apis/ccompat/v7",
+            "testcontainers",
+        )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The session's broker and registry (see the module docstring for the order)."""
+    bootstrap = os.environ.get("STREAMS_TEST_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        registry = os.environ.get(
+            "STREAMS_TEST_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7"
+        )
+        yield Cluster(bootstrap, registry, "environment")
+        return
+    if _docker_answers():
+        yield from _containers()
+        return
+    stack = LocalStack()
+    started_here = not stack.status().running
+    if started_here:
+        stack.up()
+    status = stack.status()
+    try:
+        yield Cluster(status.bootstrap_servers, status.schema_registry_url, "local")
+    finally:
+        if started_here:
+            stack.down()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _client_environment(cluster: Cluster) -> Iterator[None]:
+    """Subprocesses (`streams ...`) started by tests talk to the same cluster."""
+    saved = {
+        k: os.environ.get(k) for k in ("STREAMS_BOOTSTRAP_SERVERS", "STREAMS_SCHEMA_REGISTRY_URL")
+    }
+    os.environ["STREAMS_BOOTSTRAP_SERVERS"] = cluster.bootstrap_servers
+    os.environ["STREAMS_SCHEMA_REGISTRY_URL"] = cluster.schema_registry_url
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def admin(cluster: Cluster) -> AdminClient:
+    return AdminClient(cluster.client_config())
+
+
+TopicFactory = Callable[..., str]
+
+
+@pytest.fixture
+def topic_factory(admin: AdminClient, request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
+    """Create topics with unique names for one test; they are deleted when the test ends."""
+    created: list[str] = []
+
+    def create(
+        prefix: str = "t", *, partitions: int = 1, config: dict[str, str] | None = None
+    ) -> str:
+        test_name = request.node.name.replace("[", "-").replace("]", "")[:40]
+        name = f"test.{test_name}.{prefix}.{uuid.uuid4().hex[:8]}"
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})]
+        )
+        futures[name].result(timeout=30)
+        created.append(name)
+        return name
+
+    yield create
+    if created:
+        for future in admin.delete_topics(created).values():
+            future.result(timeout=30)
+
+
+@pytest.fixture
+def unique_id() -> str:
+    return uuid.uuid4().hex[:10]

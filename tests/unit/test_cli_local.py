@@ -1,0 +1,133 @@
+"""`streams local` error lines, as a user sees them: one clear line, a hint, a non-zero exit.
+
+These run the real command in a subprocess with a private STREAMS_HOME; none needs a broker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from streams.cli.main import cli
+
+STREAMS = str(Path(sys.executable).with_name("streams"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def private_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["STREAMS_HOME"] = str(tmp_path / "home")
+    base = _free_port()
+    env["STREAMS_KAFKA_PORT"] = str(base)
+    env["STREAMS_CONTROLLER_PORT"] = str(_free_port())
+    env["STREAMS_REGISTRY_PORT"] = str(_free_port())
+    return env
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [STREAMS, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_up_without_java_says_so_and_exits_1(private_env: dict[str, str], tmp_path: Path) -> None:
+    private_env["PATH"] = str(Path(sys.executable).parent)  # python and streams, no java
+    private_env.pop("JAVA_HOME", None)
+    private_env["STREAMS_JVM_DIRS"] = ""
+    done = _run(["local", "up"], private_env)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "error: java not found: the Kafka broker needs Java 17+"
+    assert lines[1].startswith("hint: install a JDK 17+")
+    assert "Traceback" not in done.stderr
+
+
+def test_up_with_the_port_taken_names_the_port_and_the_variable(
+    private_env: dict[str, str],
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        private_env["STREAMS_KAFKA_PORT"] = str(port)
+        done = _run(["local", "up"], private_env)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == f"error: kafka: port {port} on 127.0.0.1 is in use by another process"
+    assert "STREAMS_KAFKA_PORT" in lines[1]
+
+
+def test_up_with_a_stale_pid_file_says_to_run_down(private_env: dict[str, str]) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run = Path(private_env["STREAMS_HOME"]) / "run"
+    run.mkdir(parents=True)
+    (run / "kafka.pid").write_text(f"{dead.pid}\n")
+    done = _run(["local", "up"], private_env)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("error: kafka: stale pid file")
+    assert f"process {dead.pid} is not running" in lines[0]
+    assert lines[1] == (
+        "hint: run `streams local down` to clear stale pid files, then `streams local up`"
+    )
+    down = _run(["local", "down"], private_env)
+    assert down.returncode == 0
+    assert "kafka            removed stale pid file" in down.stdout
+    assert not (run / "kafka.pid").exists()
+
+
+def test_status_of_a_stopped_stack_exits_3_with_json(private_env: dict[str, str]) -> None:
+    done = _run(["local", "status", "--json"], private_env)
+    assert done.returncode == 3
+    import json  # noqa: PLC0415
+
+    status = json.loads(done.stdout)
+    assert status["running"] is False
+    assert status["kafka"] == {
+        "address": f"127.0.0.1:{private_env['STREAMS_KAFKA_PORT']}",
+        "log_file": f"{private_env['STREAMS_HOME']}/logs/kafka.log",
+        "pid": None,
+        "ready": False,
+        "running": False,
+        "stale_pid_file": False,
+    }
+    assert status["schema_registry"]["running"] is False
+
+
+def test_reset_refuses_without_yes_when_not_interactive(private_env: dict[str, str]) -> None:
+    done = _run(["local", "reset"], private_env)
+    assert done.returncode == 1
+    assert "refusing to delete local data without confirmation" in done.stderr
+
+
+def test_reset_with_yes_removes_data_but_keeps_downloads(
+    private_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = Path(private_env["STREAMS_HOME"])
+    for sub in ("kafka/data", "registry", "logs", "lib/kafka-4.1.2"):
+        (home / sub).mkdir(parents=True)
+    monkeypatch.setenv("STREAMS_HOME", str(home))
+    result = CliRunner().invoke(cli, ["local", "reset", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert not (home / "kafka").exists()
+    assert not (home / "logs").exists()
+    assert (home / "lib" / "kafka-4.1.2").exists()
+
+
+def test_unknown_component_for_logs_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["local", "logs", "zookeeper"])
+    assert result.exit_code == 2
+    assert "'zookeeper' is not one of 'kafka', 'registry'" in result.output
