@@ -92,3 +92,28 @@ class KafkaSettings(BaseSettings):
             config["sasl.password"] = self.sasl_password.get_secret_value()
         config.update(self.kafka_extra)
         return config
+
+
+class StageSettings(BaseSettings):
+    """How a stage worker batches, commits and stops. Environment: ``STREAMS_STAGE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_STAGE_", frozen=True, extra="ignore")
+
+    # A transaction ends at whichever comes first. 1,000 records / 100 ms: at 1,000 records the
+    # fixed cost of a commit (about 3 round trips) is under 5 % of the batch on the local broker
+    # (bench/README.md); 100 ms bounds the latency one stage adds, as Kafka Streams' EOS default.
+    batch_max_records: int = 1000
+    batch_max_ms: int = 100
+    # Records asked of librdkafka per consume() call; larger calls amortise the Python overhead.
+    consume_max_records: int = 500
+    # Short, so that a crashed worker's open transaction stops holding back read_committed
+    # readers (the LSO) soon; must stay well above a batch's worst processing + commit time.
+    transaction_timeout_ms: int = 30000
+    # Retriable errors in init/send_offsets/commit/abort are retried for this long.
+    transaction_deadline_s: float = 20.0
+    # 10 s: a SIGKILLed worker's partitions move to a live one within about 10 s (default 45 s).
+    session_timeout_ms: int = 10000
+    max_poll_interval_ms: int = 300000
+    # SIGTERM: finish the batch in flight and commit within this long, else abort and exit.
+    shutdown_deadline_s: float = 30.0
+    stats_interval_s: float = 10.0

@@ -6,6 +6,9 @@ import click
 
 from streams import __version__
 from streams.cli.local import local
+from streams.cli.run import run
+from streams.cli.schemas import schemas
+from streams.cli.topics import topics
 
 __all__ = ["cli", "main"]
 
@@ -17,6 +20,9 @@ def cli() -> None:
 
 
 cli.add_command(local)
+cli.add_command(run)
+cli.add_command(schemas)
+cli.add_command(topics)
 
 
 def main() -> None:

@@ -1,0 +1,61 @@
+# The two commands of the README:
+#   make demo   the main job on the embedded local stack (sets everything up itself)
+#   make test   lint, type-check and every test against a real broker and registry
+# Everything runs from a virtual environment in .venv, created on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install lint typecheck unit integration test demo up down status bench clean
+
+help:
+	@echo "make demo       run the main job on the local stack"
+	@echo "make test       ruff + mypy + all tests (starts and stops what it needs)"
+	@echo "make up/down    start/stop the local Kafka + schema registry"
+	@echo "make bench      run the throughput benchmark (bench/README.md)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check streams tests bench
+	$(BIN)/ruff format --check streams tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy streams tests
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+# pytest exits 5 when it collected no test; that fails the target like any other non-zero code.
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration -q
+
+test: lint typecheck
+	$(BIN)/pytest tests -q
+
+up: $(STAMP)
+	$(BIN)/streams local up
+
+down: $(STAMP)
+	$(BIN)/streams local down
+
+status: $(STAMP)
+	$(BIN)/streams local status
+
+demo: $(STAMP)
+	$(BIN)/streams local up
+	$(BIN)/python -m streams.examples.demo $(DEMO_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

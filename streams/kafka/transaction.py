@@ -1,0 +1,231 @@
+"""One Kafka transaction at a time, as an explicit state machine.
+
+::
+
+    IDLE --begin--> OPEN --commit--> IDLE
+                     |  \\--abort---> IDLE
+                     |   (abortable error: caller aborts, then rewinds its consumer)
+    any --fatal error or fencing--> BROKEN   (the producer must be recreated: ``reset()``)
+
+The object owns the transactional producer, the records produced in the open transaction and
+the input offsets that go with them. Commit sends the offsets with the consumer's group
+metadata (KIP-447), then commits; both are retried on retriable errors within a deadline.
+An indeterminate commit (still retriable at the deadline) marks the producer BROKEN: a new
+producer with the same transactional.id resolves the outcome at ``init_transactions``, and the
+caller then rewinds to the committed offsets, which reflect what really happened.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer, TopicPartition
+
+from streams.exceptions import TransactionError
+from streams.kafka.errors import from_kafka_exception, is_fenced
+
+__all__ = ["Transaction", "TxnState"]
+
+log = logging.getLogger("streams.transaction")
+
+# When the local queue is full, serve delivery reports for this long before trying again.
+_QUEUE_FULL_POLL_S = 0.05
+
+
+class TxnState(enum.Enum):
+    IDLE = "idle"
+    OPEN = "open"
+    BROKEN = "broken"
+
+
+_ALLOWED = {
+    ("begin", TxnState.IDLE),
+    ("produce", TxnState.OPEN),
+    ("commit", TxnState.OPEN),
+    ("abort", TxnState.OPEN),
+    ("abort", TxnState.IDLE),
+}
+
+
+class Transaction:
+    """The transactional producer of one worker and the transaction it has open."""
+
+    def __init__(
+        self,
+        producer_factory: Callable[[], Producer],
+        *,
+        transactional_id: str,
+        deadline_s: float,
+    ) -> None:
+        self._factory = producer_factory
+        self.transactional_id = transactional_id
+        self._deadline_s = deadline_s
+        self._producer = self._new_producer()
+        self.state = TxnState.IDLE
+        self.opened_at = 0.0
+        self.records = 0
+        self.delivery_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _new_producer(self) -> Producer:
+        producer = self._factory()
+        deadline = time.monotonic() + self._deadline_s
+        while True:
+            try:
+                producer.init_transactions(max(1.0, deadline - time.monotonic()))
+            except KafkaException as error:
+                mapped = from_kafka_exception(error, operation="init_transactions")
+                if mapped.retriable and time.monotonic() < deadline:
+                    continue  # resumable: calling again resumes the background work
+                raise mapped from error
+            return producer
+
+    def reset(self) -> None:
+        """Recreate the producer (same transactional.id): fences and resolves the old one."""
+        old = self._producer
+        self.state = TxnState.BROKEN
+        try:
+            old.flush(0)
+        except KafkaException:
+            log.debug("flush of the broken producer failed", exc_info=True)
+        del old
+        self._producer = self._new_producer()
+        self.state = TxnState.IDLE
+        self.records = 0
+        self.delivery_error = None
+
+    def _require(self, operation: str) -> None:
+        if (operation, self.state) not in _ALLOWED:
+            raise TransactionError(
+                f"{operation} is not allowed while the transaction is {self.state.value}",
+                fatal=True,
+            )
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is TxnState.OPEN
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self.opened_at if self.is_open else 0.0
+
+    # -- operations ------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self._require("begin")
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as error:
+            self.state = TxnState.BROKEN
+            raise from_kafka_exception(error, operation="begin_transaction") from error
+        self.state = TxnState.OPEN
+        self.opened_at = time.monotonic()
+        self.records = 0
+        self.delivery_error = None
+
+    def _on_delivery(self, error: Any, _message: Any) -> None:
+        if error is not None and self.delivery_error is None:
+            # the transaction is now abortable; commit will fail and say so
+            self.delivery_error = str(error)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:
+        self._require("produce")
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, on_delivery=self._on_delivery
+                )
+            except BufferError:
+                self._producer.poll(_QUEUE_FULL_POLL_S)
+                continue
+            except KafkaException as error:
+                mapped = from_kafka_exception(error, operation=f"produce to {topic}")
+                if mapped.fatal:
+                    self.state = TxnState.BROKEN
+                raise mapped from error
+            break
+        self.records += 1
+
+    def poll(self) -> None:
+        """Serve delivery reports (cheap; call once per loop)."""
+        self._producer.poll(0)
+
+    def commit(self, offsets: Mapping[tuple[str, int], int], group_metadata: Any) -> None:
+        """Send offsets (next offset to read, per partition) and commit, within the deadline.
+
+        Raises TransactionError: ``requires_abort`` -> call ``abort()`` and rewind;
+        ``fatal`` -> call ``reset()`` and rewind. State is IDLE after success.
+        """
+        self._require("commit")
+        deadline = time.monotonic() + self._deadline_s
+        if offsets:
+            partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            self._retrying(
+                lambda: self._producer.send_offsets_to_transaction(
+                    partitions, group_metadata, max(1.0, deadline - time.monotonic())
+                ),
+                "send_offsets_to_transaction",
+                deadline,
+            )
+        self._retrying(
+            lambda: self._producer.commit_transaction(max(1.0, deadline - time.monotonic())),
+            "commit_transaction",
+            deadline,
+        )
+        self.state = TxnState.IDLE
+
+    def abort(self) -> None:
+        """Abort the open transaction; a failing abort leaves the producer BROKEN."""
+        self._require("abort")
+        if self.state is TxnState.IDLE:
+            return
+        deadline = time.monotonic() + self._deadline_s
+        self._retrying(
+            lambda: self._producer.abort_transaction(max(1.0, deadline - time.monotonic())),
+            "abort_transaction",
+            deadline,
+        )
+        self.state = TxnState.IDLE
+
+    def _retrying(self, call: Callable[[], None], operation: str, deadline: float) -> None:
+        while True:
+            try:
+                call()
+            except KafkaException as error:
+                mapped = from_kafka_exception(error, operation=operation)
+                if is_fenced(error):
+                    self.state = TxnState.BROKEN
+                    mapped.fatal = True
+                    raise mapped from error
+                if mapped.retriable and not mapped.requires_abort:
+                    if time.monotonic() < deadline:
+                        log.warning("%s: retriable error, retrying: %s", operation, mapped)
+                        time.sleep(0.1)
+                        continue
+                    # indeterminate: the outcome is unknown; a new producer resolves it
+                    self.state = TxnState.BROKEN
+                    mapped.fatal = True
+                    raise mapped from error
+                if mapped.fatal and not mapped.requires_abort:
+                    self.state = TxnState.BROKEN
+                raise mapped from error
+            return
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self.is_open:
+            try:
+                self.abort()
+            except TransactionError:
+                log.warning("abort at close failed; the coordinator will time it out")
+        self._producer.flush(timeout_s)

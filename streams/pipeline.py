@@ -1,0 +1,226 @@
+"""Pipelines as code: named stages, their topics, encodings and handlers.
+
+::
+
+    pipeline = Pipeline("orders", partitions=3)
+
+    @pipeline.stage("validate", inputs=["orders.raw"], input=json(RawOrder),
+                    outputs={"orders.placed": avro(OrderPlaced, "orders/order_placed.v1.avsc")})
+    def validate(record: Record[RawOrder]) -> OrderPlaced:
+        return OrderPlaced(...)
+
+A stage ``S`` of pipeline ``P`` is the consumer group ``P.S``. A handler returns nothing, a
+value (written to the stage's only output with the input key), an ``Output`` or a list of them.
+``async def`` handlers run concurrently within a batch, up to ``concurrency`` at a time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.codecs import Codec, raw, text
+from streams.exceptions import TopologyError
+from streams.record import Record
+
+__all__ = ["Handler", "Pipeline", "StageSpec", "TopicSpec", "load_pipeline"]
+
+Handler = Callable[[Record[Any]], Any] | Callable[[Record[Any]], Awaitable[Any]]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as the pipeline needs it: name, partition count and topic-level config."""
+
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: a consumer group reading ``inputs`` and writing ``outputs`` through a handler."""
+
+    pipeline: str
+    name: str
+    inputs: tuple[str, ...]
+    input_codec: Codec
+    key_codec: Codec
+    outputs: Mapping[str, Codec]
+    handler: Handler
+    concurrency: int = 16
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.pipeline}.{self.name}"
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.handler)
+
+    @property
+    def default_output(self) -> str | None:
+        """The output topic used when a handler does not name one (only with exactly one)."""
+        return next(iter(self.outputs)) if len(self.outputs) == 1 else None
+
+    def transactional_id(self, slot: int) -> str:
+        """Stable per worker slot, unique among live workers of this stage."""
+        return f"{self.group_id}.{slot}"
+
+
+class Pipeline:
+    """A named set of stages connected by topics."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        partitions: int = 3,
+        topic_config: Mapping[str, str] | None = None,
+    ) -> None:
+        if not _NAME.match(name):
+            raise TopologyError(f"pipeline name {name!r} must be letters, digits, '_' or '-'")
+        self.name = name
+        self.default_partitions = partitions
+        self.default_topic_config = dict(topic_config or {})
+        self._stages: dict[str, StageSpec] = {}
+        self._topics: dict[str, TopicSpec] = {}
+
+    def topic(
+        self, name: str, *, partitions: int | None = None, config: Mapping[str, str] | None = None
+    ) -> str:
+        """Declare a topic's partition count and config (else the pipeline's defaults apply)."""
+        _check_topic(name)
+        self._topics[name] = TopicSpec(
+            name,
+            partitions or self.default_partitions,
+            {**self.default_topic_config, **(config or {})},
+        )
+        return name
+
+    def stage(
+        self,
+        name: str,
+        *,
+        inputs: Iterable[str],
+        outputs: Mapping[str, Codec] | Iterable[str] = (),
+        input: Codec | None = None,  # noqa: A002 - the natural word in a declaration
+        key: Codec | None = None,
+        concurrency: int = 16,
+    ) -> Callable[[Handler], Handler]:
+        """Declare a stage; use as a decorator on its handler."""
+
+        def register(handler: Handler) -> Handler:
+            self.add_stage(
+                name,
+                handler,
+                inputs=inputs,
+                outputs=outputs,
+                input=input,
+                key=key,
+                concurrency=concurrency,
+            )
+            return handler
+
+        return register
+
+    def add_stage(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        inputs: Iterable[str],
+        outputs: Mapping[str, Codec] | Iterable[str] = (),
+        input: Codec | None = None,  # noqa: A002
+        key: Codec | None = None,
+        concurrency: int = 16,
+    ) -> StageSpec:
+        if not _NAME.match(name):
+            raise TopologyError(f"stage name {name!r} must be letters, digits, '_' or '-'")
+        if name in self._stages:
+            raise TopologyError(f"pipeline {self.name!r} already has a stage {name!r}")
+        input_topics = tuple(inputs)
+        if not input_topics:
+            raise TopologyError(f"stage {name!r} reads no topic: give inputs=[...]")
+        output_codecs = (
+            dict(outputs) if isinstance(outputs, Mapping) else dict.fromkeys(outputs, raw())
+        )
+        for topic in (*input_topics, *output_codecs):
+            _check_topic(topic)
+        loop = set(input_topics) & set(output_codecs)
+        if loop:
+            raise TopologyError(f"stage {name!r} writes to its own input {sorted(loop)}")
+        if concurrency < 1:
+            raise TopologyError(f"stage {name!r}: concurrency must be at least 1")
+        spec = StageSpec(
+            pipeline=self.name,
+            name=name,
+            inputs=input_topics,
+            input_codec=input or raw(),
+            key_codec=key or text(),
+            outputs=output_codecs,
+            handler=handler,
+            concurrency=concurrency,
+        )
+        self._stages[name] = spec
+        return spec
+
+    @property
+    def stages(self) -> list[StageSpec]:
+        return list(self._stages.values())
+
+    def get(self, name: str) -> StageSpec:
+        try:
+            return self._stages[name]
+        except KeyError:
+            known = ", ".join(self._stages) or "none"
+            raise TopologyError(
+                f"pipeline {self.name!r} has no stage {name!r} (stages: {known})"
+            ) from None
+
+    def topic_specs(self) -> list[TopicSpec]:
+        """Every topic the pipeline reads or writes, with its declared or default settings."""
+        names: dict[str, None] = {}
+        for stage in self._stages.values():
+            names.update(dict.fromkeys(stage.inputs))
+            names.update(dict.fromkeys(stage.outputs))
+        return [
+            self._topics.get(
+                name, TopicSpec(name, self.default_partitions, dict(self.default_topic_config))
+            )
+            for name in names
+        ]
+
+
+def _check_topic(name: str) -> None:
+    if not _TOPIC.match(name) or name in {".", ".."}:
+        raise TopologyError(
+            f"topic name {name!r} is not valid: 1-249 of letters, digits, '.', '_' and '-'"
+        )
+
+
+def load_pipeline(reference: str) -> Pipeline:
+    """Import ``module:attribute`` and return the Pipeline it names."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise TopologyError(
+            f"{reference!r} is not MODULE:PIPELINE",
+            hint="name the module and the pipeline variable, e.g. streams.examples.hello:pipeline",
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise TopologyError(
+            f"cannot import {module_name!r}: {error}",
+            hint="run from the folder that holds the module, or install it",
+        ) from error
+    pipeline = getattr(module, attribute, None)
+    if not isinstance(pipeline, Pipeline):
+        raise TopologyError(f"{reference!r} is not a Pipeline (found {type(pipeline).__name__})")
+    return pipeline

@@ -1,0 +1,61 @@
+"""What a handler receives (Record) and what it returns (Output)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = ["Headers", "Output", "Record"]
+
+V = TypeVar("V")
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Record(Generic[V]):
+    """One input record, decoded.
+
+    ``key`` is the decoded key (str by default), ``value`` the decoded value (a pydantic model for
+    Avro and JSON topics). ``topic``/``partition``/``offset`` say where it was read.
+    """
+
+    value: V
+    key: str | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    headers: Headers = ()
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of header ``name``, or None."""
+        found = None
+        for key, value in self.headers:
+            if key == name:
+                found = value
+        return found
+
+    @property
+    def coordinates(self) -> str:
+        """``topic/partition@offset``: how logs and errors name this record."""
+        return f"{self.topic}/{self.partition}@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record a handler wants written.
+
+    ``topic`` may be left out when the stage has exactly one output topic. ``key`` left as the
+    default keeps the input record's key (so per-key order carries through the stage); pass
+    ``key=None`` explicitly to write a record without a key.
+    """
+
+    value: object
+    key: str | None | type[KeepKey] = field(default_factory=lambda: KeepKey)
+    topic: str | None = None
+    headers: Headers = ()
+
+
+class KeepKey:
+    """Marker: the output keeps the key of the input record."""

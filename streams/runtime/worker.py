@@ -1,0 +1,98 @@
+"""One worker process: runs one slot of one stage until SIGTERM.
+
+Exit codes (the supervisor restarts only on 1 and on signals):
+0 stopped on request; 1 crashed (restart); 3 stopped on a record it cannot process (needs an
+operator: see the error line); 4 fenced by another worker with the same slot; 5 cannot start
+(configuration, schema mismatch, unknown stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+from streams.exceptions import StageStoppedError, StreamsError
+from streams.pipeline import load_pipeline
+from streams.runtime.logs import configure_logging
+from streams.stage import FencedError, StageRunner
+
+__all__ = [
+    "EXIT_CRASHED",
+    "EXIT_FENCED",
+    "EXIT_OK",
+    "EXIT_START_FAILED",
+    "EXIT_STOPPED_ON_RECORD",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_CRASHED = 1
+EXIT_STOPPED_ON_RECORD = 3
+EXIT_FENCED = 4
+EXIT_START_FAILED = 5
+
+log = logging.getLogger("streams.worker")
+
+
+class _AbortNow(BaseException):
+    """Second SIGTERM, or the shutdown deadline: stop without committing."""
+
+
+def run_worker(reference: str, stage: str, slot: int) -> int:
+    try:
+        spec = load_pipeline(reference).get(stage)
+        runner = StageRunner(spec, slot=slot)
+    except StreamsError as error:
+        log.error("cannot start: %s", error, extra={"hint": error.hint})  # noqa: TRY400
+        return EXIT_START_FAILED
+
+    deadline_s = runner.settings.shutdown_deadline_s
+    stopping = {"since": 0.0}
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        if stopping["since"]:
+            raise _AbortNow
+        stopping["since"] = time.monotonic()
+        log.info("%s: draining the batch in flight, then committing", signal.Signals(signum).name)
+        runner.request_stop()
+        signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(_AbortNow()))
+        signal.alarm(max(1, int(deadline_s)))
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        runner.run()
+    except FencedError as error:
+        log.error("%s", error, extra={"hint": error.hint})  # noqa: TRY400
+        return EXIT_FENCED
+    except StageStoppedError as error:
+        log.error("%s", error, extra={"hint": error.hint})  # noqa: TRY400
+        return EXIT_STOPPED_ON_RECORD
+    except _AbortNow:
+        log.warning("stop deadline passed or second signal: aborting the open transaction")
+        return EXIT_CRASHED
+    finally:
+        signal.alarm(0)
+    log.info("stopped cleanly")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m streams.runtime.worker")
+    parser.add_argument("pipeline", help="MODULE:PIPELINE")
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--slot", type=int, default=0)
+    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    parser.add_argument("--log-level", default=os.environ.get("STREAMS_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level, prefix=f"{args.stage}/{args.slot}")
+    sys.exit(run_worker(args.pipeline, args.stage, args.slot))
+
+
+if __name__ == "__main__":
+    main()

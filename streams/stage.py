@@ -1,0 +1,530 @@
+"""The exactly-once loop of one stage worker: consume -> handle -> produce + offsets, one transaction.
+
+One ``read_committed`` consumer (auto-commit off, cooperative-sticky) and one transactional
+producer per worker. Each transaction holds the outputs of a batch and the input offsets they
+came from, bounded by a record count and a time. What happens on each kind of failure:
+
+- retriable (timeouts, coordinator moves): retried inside ``Transaction`` within a deadline;
+- abortable (a failed delivery, a generation error after a rebalance): abort, then rewind every
+  assigned partition to its committed offset, so the aborted records are processed again;
+- fatal (including an indeterminate commit): a new producer with the same transactional.id,
+  then rewind. Fenced by another live worker with the same id: stop (exit code 4);
+- partitions revoked: commit what was processed first; partitions lost: abort and rewind;
+- a record that cannot be decoded, or a handler that raises: the records before it are
+  committed, then the stage stops with ``StageStoppedError`` naming the record (exit code 3)
+  rather than skip it. (Routing such records to retry and dead-letter topics is a later layer.)
+- SIGTERM (``request_stop``): finish the batch in flight, commit, leave the group, return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from streams.config import KafkaSettings, StageSettings
+from streams.exceptions import (
+    SerializationError,
+    StageStoppedError,
+    StreamsError,
+    TransactionError,
+)
+from streams.kafka.transaction import Transaction
+from streams.pipeline import StageSpec
+from streams.record import KeepKey, Output, Record
+from streams.runtime.stats import StageStats
+from streams.serde import Serde
+
+__all__ = ["FencedError", "StageCodecs", "StageRunner", "normalize_outputs"]
+
+log = logging.getLogger("streams.stage")
+
+TP = tuple[str, int]
+
+
+class FencedError(StageStoppedError):
+    """Another live worker uses this worker's transactional.id: this one must stop."""
+
+    default_hint = (
+        "two workers run with the same --slot; run each slot once (the supervisor does this)"
+    )
+
+
+class StageCodecs:
+    """The serdes of one stage, built (and checked against their schemas) at start-up."""
+
+    def __init__(self, spec: StageSpec, registry: SchemaRegistryClient | None) -> None:
+        self.spec = spec
+        self.key: Serde[Any] = spec.key_codec.build(registry)
+        self.input: Serde[Any] = spec.input_codec.build(registry)
+        self.outputs: dict[str, Serde[Any]] = {
+            topic: codec.build(registry) for topic, codec in spec.outputs.items()
+        }
+
+    def decode(self, message: Message) -> Record[Any]:
+        topic = message.topic() or ""
+        partition = message.partition() or 0
+        offset = message.offset() or 0
+        raw_value = message.value()
+        raw_key = message.key()
+        try:
+            if raw_value is None:
+                raise SerializationError("the value is null (a tombstone)", raw=None)
+            value = self.input.deserialize(bytes(raw_value), topic=topic)
+            key = None if raw_key is None else self.key.deserialize(bytes(raw_key), topic=topic)
+        except SerializationError as error:
+            error.topic, error.partition, error.offset = topic, partition, offset
+            error.raw = None if raw_value is None else bytes(raw_value)
+            raise
+        headers = message.headers() or []
+        return Record(
+            value=value,
+            key=key,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=message.timestamp()[1],
+            headers=tuple((name, bytes(data or b"")) for name, data in headers),
+        )
+
+    def encode(
+        self, output: Output, record: Record[Any]
+    ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
+        topic = output.topic or self.spec.default_output
+        if topic is None:
+            raise StageStoppedError(
+                f"stage {self.spec.group_id}: an output without a topic, and the stage has "
+                f"{len(self.spec.outputs)} output topics",
+                hint="name the topic: Output(value, topic=...)",
+            )
+        serde = self.outputs.get(topic)
+        if serde is None:
+            raise StageStoppedError(
+                f"stage {self.spec.group_id}: output to undeclared topic {topic!r}",
+                hint=f"declare it in outputs= (declared: {', '.join(self.spec.outputs)})",
+            )
+        key = record.key if output.key is KeepKey else output.key
+        key_bytes = None if key is None else self.key.serialize(key, topic=topic)
+        value = None if output.value is None else serde.serialize(output.value, topic=topic)
+        return topic, value, key_bytes, list(output.headers)
+
+
+def normalize_outputs(result: object) -> list[Output]:
+    """A handler's return value as a list of Outputs (None, a value, an Output, or many)."""
+    if result is None:
+        return []
+    if isinstance(result, Output):
+        return [result]
+    if isinstance(result, list | tuple):
+        return [item if isinstance(item, Output) else Output(item) for item in result]
+    return [Output(result)]
+
+
+class StageRunner:
+    """Runs one stage in this process until stopped. One instance = one worker slot."""
+
+    def __init__(
+        self,
+        spec: StageSpec,
+        *,
+        slot: int = 0,
+        kafka: KafkaSettings | None = None,
+        settings: StageSettings | None = None,
+        registry: SchemaRegistryClient | None = None,
+        on_stats: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.slot = slot
+        self.kafka = kafka or KafkaSettings()
+        self.settings = settings or StageSettings()
+        if registry is None and _needs_registry(spec):
+            registry = SchemaRegistryClient({"url": self.kafka.schema_registry_url})
+        self._registry = registry
+        self.codecs = StageCodecs(spec, registry)  # fails here, at start-up, on a bad schema
+        self.stats = StageStats()
+        self._on_stats = on_stats
+        self._next_offset: dict[TP, int] = {}
+        self._in_txn = 0  # input records processed in the open transaction
+        self._rewind_pending = False
+        self._stop_requested = False
+        self._consumer: Consumer | None = None
+        self._txn: Transaction | None = None
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def _consumer_config(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            **self.kafka.client_config(),
+            "group.id": self.spec.group_id,
+            "client.id": f"{self.spec.group_id}.{self.slot}",
+            "enable.auto.commit": False,  # offsets only go through the transaction
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",  # a new group must not skip what is already there
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": s.session_timeout_ms,
+            "heartbeat.interval.ms": max(1000, s.session_timeout_ms // 3),
+            "max.poll.interval.ms": s.max_poll_interval_ms,
+        }
+
+    def _producer(self) -> Producer:
+        return Producer(
+            {
+                **self.kafka.client_config(),
+                "client.id": f"{self.spec.group_id}.{self.slot}.producer",
+                "transactional.id": self.spec.transactional_id(self.slot),
+                "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+                # batching inside the transaction window; commit flushes at once regardless
+                "linger.ms": 5,
+                "batch.size": 262144,
+            }
+        )
+
+    # -- public ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Finish the batch in flight, commit, and return from ``run`` (SIGTERM calls this)."""
+        self._stop_requested = True
+
+    def run(self, *, max_records: int | None = None, idle_timeout_s: float | None = None) -> None:
+        """Consume and process until ``request_stop`` (or the optional limits, for tests)."""
+        self._txn = Transaction(
+            self._producer,
+            transactional_id=self.spec.transactional_id(self.slot),
+            deadline_s=self.settings.transaction_deadline_s,
+        )
+        consumer = Consumer(self._consumer_config())
+        self._consumer = consumer
+        consumer.subscribe(
+            list(self.spec.inputs),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info(
+            "stage started",
+            extra={
+                "stage": self.spec.group_id,
+                "slot": self.slot,
+                "transactional_id": self._txn.transactional_id,
+                "inputs": list(self.spec.inputs),
+                "outputs": list(self.spec.outputs),
+            },
+        )
+        last_stats = time.monotonic()
+        last_record = time.monotonic()
+        try:
+            while not self._stop_requested:
+                messages = self._consume_batch()
+                if messages:
+                    last_record = time.monotonic()
+                self._process(messages)
+                self._maybe_commit(force=False)
+                if time.monotonic() - last_stats >= self.settings.stats_interval_s:
+                    self._emit_stats()
+                    last_stats = time.monotonic()
+                if max_records is not None and self.stats.consumed >= max_records:
+                    break
+                if idle_timeout_s is not None and time.monotonic() - last_record > idle_timeout_s:
+                    break
+            self._maybe_commit(force=True)
+        except StageStoppedError:
+            self._abort_quietly()
+            raise
+        finally:
+            self._emit_stats()
+            self._close()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _consume_batch(self) -> list[Message]:
+        assert self._consumer is not None  # noqa: S101 - set in run()
+        assert self._txn is not None  # noqa: S101
+        self._txn.poll()
+        room = self.settings.batch_max_records - self._in_txn if self._txn.is_open else None
+        count = min(self.settings.consume_max_records, room or self.settings.consume_max_records)
+        timeout = 0.1
+        if self._txn.is_open:
+            left = self.settings.batch_max_ms / 1000 - self._txn.age_s
+            timeout = max(0.0, min(timeout, left))
+        messages = self._consumer.consume(num_messages=max(1, count), timeout=timeout)
+        if self._rewind_pending:
+            # a rebalance callback aborted the transaction inside consume(): what it returned
+            # may lie beyond the rewind point and is read again after the seek
+            self._rewind()
+            return []
+        return messages
+
+    def _process(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        began = time.monotonic()
+        good: list[Message] = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                good.append(message)
+            elif error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                continue
+            elif error.fatal():
+                raise StageStoppedError(f"consumer fatal error: {error.str()}")
+            else:
+                log.warning("consumer error (librdkafka retries): %s", error.str())
+        if self.spec.is_async:
+            self._process_async(good)
+        else:
+            for message in good:
+                record = self._decode_or_stop(message)
+                self._write(record, self._call_sync(record), message)
+        self.stats.observe_batch(time.monotonic() - began)
+
+    def _decode_or_stop(self, message: Message) -> Record[Any]:
+        try:
+            return self.codecs.decode(message)
+        except SerializationError as error:
+            self._commit_before_stop()
+            coordinates = f"{error.topic}/{error.partition}@{error.offset}"
+            raise StageStoppedError(
+                f"stage {self.spec.group_id}: cannot decode record {coordinates}: {error.message}"
+                f" (raw value: {len(error.raw or b'')} bytes); stopped without skipping it",
+                hint="fix the producer of that record or the stage's input codec; the stage "
+                "resumes at this record when restarted",
+            ) from error
+
+    def _call_sync(self, record: Record[Any]) -> list[Output]:
+        try:
+            return normalize_outputs(self.spec.handler(record))
+        except StreamsError:
+            raise
+        except Exception as error:
+            self._commit_before_stop()
+            raise _handler_failed(self.spec, record, error) from error
+
+    def _process_async(self, messages: list[Message]) -> None:
+        records = []
+        for index, message in enumerate(messages):
+            try:
+                records.append(self.codecs.decode(message))
+            except SerializationError:
+                # process what precedes the bad record, then stop on it
+                self._process_async(messages[:index])
+                self._decode_or_stop(message)
+        results = asyncio.run(self._gather(records))
+        for record, message, result in zip(records, messages, results, strict=True):
+            if isinstance(result, BaseException):
+                self._commit_before_stop()
+                raise _handler_failed(self.spec, record, result) from result
+            self._write(record, normalize_outputs(result), message)
+
+    async def _gather(self, records: list[Record[Any]]) -> list[object]:
+        limit = asyncio.Semaphore(self.spec.concurrency)
+        handler: Callable[[Record[Any]], Awaitable[object]] = self.spec.handler  # type: ignore[assignment]
+
+        async def one(record: Record[Any]) -> object:
+            async with limit:
+                return await handler(record)
+
+        return await asyncio.gather(*(one(r) for r in records), return_exceptions=True)
+
+    def _write(self, record: Record[Any], outputs: Iterable[Output], message: Message) -> None:
+        assert self._txn is not None  # noqa: S101
+        if not self._txn.is_open:
+            self._begin()
+        for output in outputs:
+            topic, value, key, headers = self.codecs.encode(output, record)
+            self._txn.produce(topic, value, key, headers)
+            self.stats.produced += 1
+        self._next_offset[(record.topic, record.partition)] = (message.offset() or 0) + 1
+        self._in_txn += 1
+        self.stats.consumed += 1
+
+    def _begin(self) -> None:
+        assert self._txn is not None  # noqa: S101
+        try:
+            self._txn.begin()
+        except TransactionError:
+            self._txn.reset()
+            self.stats.producer_resets += 1
+            self._txn.begin()
+
+    # -- commit and recovery ---------------------------------------------------------------
+
+    def _offsets(self) -> dict[TP, int]:
+        """Next offsets to commit; past trailing transaction markers where that is safe."""
+        assert self._consumer is not None  # noqa: S101
+        offsets = dict(self._next_offset)
+        if offsets:
+            # everything consumed has been processed here (between batches), so position()
+            # differs from our own count only by control markers: committing it avoids a
+            # permanent lag of 1 behind a marker (librdkafka#3917)
+            positions = self._consumer.position(
+                [TopicPartition(t, p) for (t, p) in offsets]
+            )
+            for tp in positions:
+                key = (tp.topic, tp.partition)
+                if tp.error is None and tp.offset > offsets[key]:
+                    offsets[key] = tp.offset
+        return offsets
+
+    def _maybe_commit(self, *, force: bool) -> None:
+        assert self._txn is not None  # noqa: S101
+        if not self._txn.is_open:
+            return
+        due = (
+            force
+            or self._in_txn >= self.settings.batch_max_records
+            or self._txn.age_s * 1000 >= self.settings.batch_max_ms
+        )
+        if due:
+            self._commit()
+
+    def _commit(self) -> bool:
+        """Commit the open transaction; on failure recover (abort/reset + rewind). True if done."""
+        assert self._txn is not None  # noqa: S101
+        assert self._consumer is not None  # noqa: S101
+        offsets = self._offsets()
+        try:
+            self._txn.commit(offsets, self._consumer.consumer_group_metadata())
+        except TransactionError as error:
+            self._recover(error)
+            return False
+        self.stats.transactions_committed += 1
+        self._next_offset.clear()
+        self._in_txn = 0
+        return True
+
+    def _recover(self, error: TransactionError) -> None:
+        assert self._txn is not None  # noqa: S101
+        age_ms = self._txn.age_s * 1000
+        self.stats.transactions_aborted += 1
+        if error.requires_abort and not error.fatal:
+            log.warning("transaction aborted, rewinding: %s", error)
+            try:
+                self._txn.abort()
+            except TransactionError:
+                self._reset_producer(error)
+        else:
+            if error.code in {"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"} and (
+                age_ms < self.settings.transaction_timeout_ms
+            ):
+                # not our own timeout: a newer producer with our transactional.id is alive
+                raise FencedError(
+                    f"stage {self.spec.group_id} slot {self.slot}: fenced by another worker "
+                    f"with transactional.id {self._txn.transactional_id}; stopping without "
+                    "committing (its records are processed by the newer worker)"
+                ) from error
+            self._reset_producer(error)
+        self._rewind()
+
+    def _reset_producer(self, error: StreamsError) -> None:
+        assert self._txn is not None  # noqa: S101
+        log.warning("recreating the transactional producer after: %s", error)
+        self.stats.producer_resets += 1
+        self._txn.reset()
+
+    def _rewind(self, partitions: list[TopicPartition] | None = None) -> None:
+        """Seek every assigned partition back to its committed offset."""
+        assert self._consumer is not None  # noqa: S101
+        self._rewind_pending = False
+        self._next_offset.clear()
+        self._in_txn = 0
+        targets = partitions if partitions is not None else self._consumer.assignment()
+        if not targets:
+            return
+        self.stats.rewinds += 1
+        committed = self._consumer.committed(targets, timeout=30)
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            try:
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            except KafkaException as error:
+                # not fetching yet: it will start from the committed offset anyway
+                log.debug("seek %s/%s skipped: %s", tp.topic, tp.partition, error)
+
+    def _commit_before_stop(self) -> None:
+        """Keep the partial success: commit what was processed before a record we stop on."""
+        assert self._txn is not None  # noqa: S101
+        if self._txn.is_open:
+            self._commit()
+
+    def _abort_quietly(self) -> None:
+        if self._txn is not None and self._txn.is_open:
+            try:
+                self._txn.abort()
+            except TransactionError:
+                log.warning("abort while stopping failed; the coordinator will time it out")
+
+    # -- rebalance callbacks (run inside consume()) ------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", _names(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", _names(partitions))
+        if self._txn is not None and self._txn.is_open:
+            # everything handed to us so far has been processed: commit it while we still
+            # own the partitions (with the current generation)
+            if not self._commit():
+                self._rewind_pending = True
+        for tp in partitions:
+            self._next_offset.pop((tp.topic, tp.partition), None)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("partitions lost: %s; aborting the open transaction", _names(partitions))
+        if self._txn is not None and self._txn.is_open:
+            self.stats.transactions_aborted += 1
+            try:
+                self._txn.abort()
+            except TransactionError as error:
+                self._reset_producer(error)
+            self._rewind_pending = True
+        for tp in partitions:
+            self._next_offset.pop((tp.topic, tp.partition), None)
+
+    # -- end -------------------------------------------------------------------------------
+
+    def _emit_stats(self) -> None:
+        snapshot = {"stage": self.spec.group_id, "slot": self.slot, **self.stats.snapshot()}
+        log.info("stage stats", extra={"stats": snapshot})
+        if self._on_stats is not None:
+            self._on_stats(snapshot)
+
+    def _close(self) -> None:
+        if self._txn is not None:
+            self._txn.close()
+        if self._consumer is not None:
+            self._consumer.close()  # leaves the group: partitions move at once, not at timeout
+        if self._registry is not None:
+            self._registry.close()
+
+
+def _handler_failed(spec: StageSpec, record: Record[Any], error: BaseException) -> StageStoppedError:
+    return StageStoppedError(
+        f"stage {spec.group_id}: handler raised {type(error).__name__} on record "
+        f"{record.coordinates}: {error}; stopped without skipping it",
+        hint="fix the handler or the dependency it calls; the stage resumes at this record",
+    )
+
+
+def _needs_registry(spec: StageSpec) -> bool:
+    codecs = [spec.key_codec, spec.input_codec, *spec.outputs.values()]
+    return any(codec.needs_registry for codec in codecs)
+
+
+def _names(partitions: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions) or "none"
+

@@ -1,0 +1,92 @@
+"""Create the topics a pipeline needs, and report how existing ones differ from the declaration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.cimpl import NewTopic
+
+from streams.config import KafkaSettings
+from streams.exceptions import KafkaClientError
+from streams.pipeline import Pipeline, TopicSpec
+
+__all__ = ["TopicReport", "ensure_topics"]
+
+_TIMEOUT_S = 30
+
+
+@dataclass
+class TopicReport:
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    differences: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+def ensure_topics(
+    pipeline: Pipeline, *, kafka: KafkaSettings | None = None, replication_factor: int = 1
+) -> TopicReport:
+    """Create missing topics; compare partitions and config of existing ones. Idempotent.
+
+    Differences are reported, never changed silently: fewer partitions cannot be undone and
+    more partitions move keys between partitions, so that is an operator's decision.
+    """
+    settings = kafka or KafkaSettings()
+    admin = AdminClient(settings.client_config())
+    specs = pipeline.topic_specs()
+    try:
+        existing = admin.list_topics(timeout=_TIMEOUT_S).topics
+    except KafkaException as error:
+        raise KafkaClientError(
+            f"cannot list topics on {settings.bootstrap_servers}: {error}",
+        ) from error
+    report = TopicReport()
+    missing = [spec for spec in specs if spec.name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(
+                    spec.name,
+                    num_partitions=spec.partitions,
+                    replication_factor=replication_factor,
+                    config=dict(spec.config),
+                )
+                for spec in missing
+            ],
+            operation_timeout=_TIMEOUT_S,
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as error:
+                if "TOPIC_ALREADY_EXISTS" not in str(error):
+                    raise KafkaClientError(f"cannot create topic {name}: {error}") from error
+            report.created.append(name)
+    for spec in specs:
+        if spec.name in existing:
+            problems = _compare(admin, spec, len(existing[spec.name].partitions))
+            if problems:
+                report.differences[spec.name] = problems
+            else:
+                report.unchanged.append(spec.name)
+    return report
+
+
+def _compare(admin: AdminClient, spec: TopicSpec, partitions: int) -> list[str]:
+    problems = []
+    if partitions != spec.partitions:
+        problems.append(f"partitions: declared {spec.partitions}, topic has {partitions}")
+    if spec.config:
+        resource = ConfigResource(ResourceType.TOPIC, spec.name)
+        described = admin.describe_configs([resource])[resource].result(timeout=_TIMEOUT_S)
+        for key, wanted in sorted(spec.config.items()):
+            entry = described.get(key)
+            actual = None if entry is None else entry.value
+            if actual != str(wanted):
+                problems.append(f"{key}: declared {wanted}, topic has {actual}")
+    return problems

@@ -1,0 +1,103 @@
+"""Helpers for exactly-once tests: numbered input, a read_committed reader, the checker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from tests.integration.conftest import Cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def produce_numbered(cluster: Cluster, topic: str, count: int, *, keys: int = 50) -> None:
+    """Values b'0'..b'count-1' with keys over a small key set (per-key order is checkable)."""
+    producer = Producer(cluster.client_config(**{"enable.idempotence": True, "linger.ms": 5}))
+    for n in range(count):
+        while True:
+            try:
+                producer.produce(topic, str(n).encode(), key=f"k{n % keys}".encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+
+
+@dataclass
+class ReadResult:
+    values: list[int] = field(default_factory=list)
+    by_partition: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    by_key: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+
+def read_committed(
+    cluster: Cluster, topic: str, partitions: int, *, expect: int, timeout_s: float = 120
+) -> ReadResult:
+    """Read the whole topic with read_committed until `expect` records or quiet for 5 s."""
+    import time  # noqa: PLC0415
+
+    consumer = Consumer(
+        cluster.client_config(
+            **{
+                "group.id": f"verify-{uuid.uuid4().hex}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    result = ReadResult()
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        batch = consumer.consume(num_messages=1000, timeout=0.5)
+        if not batch:
+            if len(result.values) >= expect and time.monotonic() - quiet_since > 3:
+                break
+            continue
+        quiet_since = time.monotonic()
+        for message in batch:
+            assert message.error() is None, message.error()
+            value = int(message.value() or b"-1")
+            result.values.append(value)
+            result.by_partition[message.partition() or 0].append(value)
+            result.by_key[(message.key() or b"").decode()].append(value)
+    consumer.close()
+    return result
+
+
+def check_exactly_once(result: ReadResult, count: int, *, keys: int = 50) -> None:
+    """Every input exactly once, and each key's values in increasing order."""
+    seen = defaultdict(int)
+    for value in result.values:
+        seen[value] += 1
+    duplicates = sorted(v for v, n in seen.items() if n > 1)
+    missing = sorted(set(range(count)) - set(seen))
+    assert not duplicates, f"{len(duplicates)} duplicates, first {duplicates[:10]}"
+    assert not missing, f"{len(missing)} lost, first {missing[:10]}"
+    assert len(result.values) == count
+    for key, values in result.by_key.items():
+        assert values == sorted(values), f"key {key} out of order"
+    assert len(result.by_key) == min(keys, count)
+
+
+def start_worker(
+    env: dict[str, str], stage: str, slot: int, *, log: Path
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.runtime.worker", "tests.integration.pipelines:copy",
+             "--stage", stage, "--slot", str(slot)],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

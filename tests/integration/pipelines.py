@@ -1,0 +1,28 @@
+"""Pipelines the integration tests run in worker subprocesses.
+
+Topic and pipeline names come from the environment, so each test gets its own topics:
+``TEST_PIPELINE``, ``TEST_INPUT``, ``TEST_OUTPUT``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from streams.codecs import raw
+from streams.pipeline import Pipeline
+from streams.record import Output, Record
+
+copy = Pipeline(os.environ.get("TEST_PIPELINE", "copytest"))
+
+
+@copy.stage(
+    "copy",
+    inputs=[os.environ.get("TEST_INPUT", "copy.in")],
+    outputs={os.environ.get("TEST_OUTPUT", "copy.out"): raw()},
+)
+def copy_stage(record: Record[bytes]) -> Output:
+    """Copy each record, tagging where it came from so the checker can map output to input."""
+    return Output(
+        record.value,
+        headers=[("src", f"{record.partition}:{record.offset}".encode())],
+    )
