@@ -30,7 +30,6 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -61,6 +60,10 @@ class FencedError(StageStoppedError):
     default_hint = (
         "two workers run with the same --slot; run each slot once (the supervisor does this)"
     )
+
+
+class _BatchAbandoned(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The transaction was aborted mid-batch and the input rewound: drop the rest of the batch."""
 
 
 class StageCodecs:
@@ -181,18 +184,16 @@ class StageRunner:
             "max.poll.interval.ms": s.max_poll_interval_ms,
         }
 
-    def _producer(self) -> Producer:
-        return Producer(
-            {
-                **self.kafka.client_config(),
-                "client.id": f"{self.spec.group_id}.{self.slot}.producer",
-                "transactional.id": self.spec.transactional_id(self.slot),
-                "transaction.timeout.ms": self.settings.transaction_timeout_ms,
-                # batching inside the transaction window; commit flushes at once regardless
-                "linger.ms": 5,
-                "batch.size": 262144,
-            }
-        )
+    def _producer_config(self) -> dict[str, Any]:
+        return {
+            **self.kafka.client_config(),
+            "client.id": f"{self.spec.group_id}.{self.slot}.producer",
+            "transactional.id": self.spec.transactional_id(self.slot),
+            "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+            # batching inside the transaction window; commit flushes at once regardless
+            "linger.ms": 5,
+            "batch.size": 262144,
+        }
 
     # -- public ----------------------------------------------------------------------------
 
@@ -203,9 +204,7 @@ class StageRunner:
     def run(self, *, max_records: int | None = None, idle_timeout_s: float | None = None) -> None:
         """Consume and process until ``request_stop`` (or the optional limits, for tests)."""
         self._txn = Transaction(
-            self._producer,
-            transactional_id=self.spec.transactional_id(self.slot),
-            deadline_s=self.settings.transaction_deadline_s,
+            self._producer_config(), deadline_s=self.settings.transaction_deadline_s
         )
         consumer = Consumer(self._consumer_config())
         self._consumer = consumer
@@ -284,12 +283,15 @@ class StageRunner:
                 raise StageStoppedError(f"consumer fatal error: {error.str()}")
             else:
                 log.warning("consumer error (librdkafka retries): %s", error.str())
-        if self.spec.is_async:
-            self._process_async(good)
-        else:
-            for message in good:
-                record = self._decode_or_stop(message)
-                self._write(record, self._call_sync(record), message)
+        try:
+            if self.spec.is_async:
+                self._process_async(good)
+            else:
+                for message in good:
+                    record = self._decode_or_stop(message)
+                    self._write(record, self._call_sync(record), message)
+        except _BatchAbandoned:
+            log.info("batch abandoned after an aborted transaction; input rewound")
         self.stats.observe_batch(time.monotonic() - began)
 
     def _decode_or_stop(self, message: Message) -> Record[Any]:
@@ -346,7 +348,11 @@ class StageRunner:
             self._begin()
         for output in outputs:
             topic, value, key, headers = self.codecs.encode(output, record)
-            self._txn.produce(topic, value, key, headers)
+            try:
+                self._txn.produce(topic, value, key, headers)
+            except TransactionError as error:
+                self._recover(error)
+                raise _BatchAbandoned from error
             self.stats.produced += 1
         self._next_offset[(record.topic, record.partition)] = (message.offset() or 0) + 1
         self._in_txn += 1
@@ -356,10 +362,10 @@ class StageRunner:
         assert self._txn is not None  # noqa: S101
         try:
             self._txn.begin()
-        except TransactionError:
-            self._txn.reset()
-            self.stats.producer_resets += 1
-            self._txn.begin()
+        except TransactionError as error:
+            # a fatal error surfaced since the last commit (a fenced delivery, say)
+            self._recover(error)
+            raise _BatchAbandoned from error
 
     # -- commit and recovery ---------------------------------------------------------------
 
@@ -410,7 +416,8 @@ class StageRunner:
     def _recover(self, error: TransactionError) -> None:
         assert self._txn is not None  # noqa: S101
         age_ms = self._txn.age_s * 1000
-        self.stats.transactions_aborted += 1
+        if self._txn.is_open or error.requires_abort:
+            self.stats.transactions_aborted += 1
         if error.requires_abort and not error.fatal:
             log.warning("transaction aborted, rewinding: %s", error)
             try:

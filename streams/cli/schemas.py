@@ -70,8 +70,8 @@ def _print_report(report: SchemaCheckReport) -> None:
         if subject.registry is not None:
             for problem in subject.registry.problems:
                 say(f"        - {problem}")
-    for problem in report.problems:
-        say(f"  FAIL  {problem}")
+    for file_problem in report.problems:
+        say(f"  FAIL  {file_problem}")
     say("ok" if report.ok else "schema check failed: fix the problems above")
 
 

@@ -22,8 +22,15 @@ def _kafka_error(error: BaseException) -> KafkaError | None:
 
 
 def is_fenced(error: BaseException) -> bool:
+    """True if the producer was fenced, including a fencing reported as a generic _FATAL."""
     kafka_error = _kafka_error(error)
-    return kafka_error is not None and kafka_error.code() in FENCED_CODES
+    if kafka_error is None:
+        return False
+    if kafka_error.code() in FENCED_CODES:
+        return True
+    # produce() after a fatal fencing raises _FATAL "Unable to produce message: Local: Fatal
+    # error"; librdkafka's fatal reason is only in the text of errors and the log
+    return kafka_error.code() == KafkaError._FATAL and "fenced" in kafka_error.str().lower()  # noqa: SLF001
 
 
 def from_kafka_exception(
@@ -37,9 +44,10 @@ def from_kafka_exception(
     retriable = bool(kafka_error.retriable())
     requires_abort = bool(kafka_error.txn_requires_abort()) if transactional else False
     fatal = bool(kafka_error.fatal()) or not (retriable or requires_abort)
+    code = "_FENCED" if is_fenced(error) else str(kafka_error.name())
     return kind(
         f"{operation} failed: {kafka_error.name()}: {kafka_error.str()}",
-        code=str(kafka_error.name()),
+        code=code,
         retriable=retriable,
         fatal=fatal,
         requires_abort=requires_abort,

@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.exceptions import TransactionError
-from streams.kafka.errors import from_kafka_exception, is_fenced
+from streams.kafka.errors import FENCED_CODES, from_kafka_exception
 
 __all__ = ["Transaction", "TxnState"]
 
@@ -56,13 +56,13 @@ class Transaction:
 
     def __init__(
         self,
-        producer_factory: Callable[[], Producer],
+        producer_config: Mapping[str, Any],
         *,
-        transactional_id: str,
         deadline_s: float,
     ) -> None:
-        self._factory = producer_factory
-        self.transactional_id = transactional_id
+        self._config = dict(producer_config)
+        self.transactional_id = str(self._config["transactional.id"])
+        self.fatal_reason: KafkaError | None = None
         self._deadline_s = deadline_s
         self._producer = self._new_producer()
         self.state = TxnState.IDLE
@@ -72,8 +72,31 @@ class Transaction:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def _on_error(self, error: KafkaError) -> None:
+        # librdkafka reports the reason of a fatal error here (fenced, say); the calls that fail
+        # afterwards only say "_FATAL"
+        if error.fatal():
+            self.fatal_reason = error
+            log.error("producer fatal error: %s: %s", error.name(), error.str())
+
+    def _map(self, error: KafkaException, operation: str) -> TransactionError:
+        try:
+            self._producer.poll(0)  # serve a pending error callback first
+        except KafkaException as polled:
+            # the client raises the fatal error itself from poll() once it is known
+            if polled.args and isinstance(polled.args[0], KafkaError):
+                self.fatal_reason = self.fatal_reason or polled.args[0]
+        mapped = from_kafka_exception(error, operation=operation)
+        reason = self.fatal_reason
+        if reason is not None and mapped.fatal and reason.code() in FENCED_CODES:
+            mapped.code = "_FENCED"
+            mapped.message += f" (fatal reason: {reason.name()}: {reason.str()})"
+        assert isinstance(mapped, TransactionError)  # noqa: S101 - transactional=True
+        return mapped
+
     def _new_producer(self) -> Producer:
-        producer = self._factory()
+        self.fatal_reason = None
+        producer = Producer({**self._config, "error_cb": self._on_error})
         deadline = time.monotonic() + self._deadline_s
         while True:
             try:
@@ -122,7 +145,7 @@ class Transaction:
             self._producer.begin_transaction()
         except KafkaException as error:
             self.state = TxnState.BROKEN
-            raise from_kafka_exception(error, operation="begin_transaction") from error
+            raise self._map(error, "begin_transaction") from error
         self.state = TxnState.OPEN
         self.opened_at = time.monotonic()
         self.records = 0
@@ -150,7 +173,7 @@ class Transaction:
                 self._producer.poll(_QUEUE_FULL_POLL_S)
                 continue
             except KafkaException as error:
-                mapped = from_kafka_exception(error, operation=f"produce to {topic}")
+                mapped = self._map(error, f"produce to {topic}")
                 if mapped.fatal:
                     self.state = TxnState.BROKEN
                 raise mapped from error
@@ -158,8 +181,12 @@ class Transaction:
         self.records += 1
 
     def poll(self) -> None:
-        """Serve delivery reports (cheap; call once per loop)."""
-        self._producer.poll(0)
+        """Serve delivery reports (cheap; call once per loop); a fatal error is kept for later."""
+        try:
+            self._producer.poll(0)
+        except KafkaException as error:
+            if error.args and isinstance(error.args[0], KafkaError):
+                self.fatal_reason = self.fatal_reason or error.args[0]
 
     def commit(self, offsets: Mapping[tuple[str, int], int], group_metadata: Any) -> None:
         """Send offsets (next offset to read, per partition) and commit, within the deadline.
@@ -203,8 +230,8 @@ class Transaction:
             try:
                 call()
             except KafkaException as error:
-                mapped = from_kafka_exception(error, operation=operation)
-                if is_fenced(error):
+                mapped = self._map(error, operation)
+                if mapped.code == "_FENCED":
                     self.state = TxnState.BROKEN
                     mapped.fatal = True
                     raise mapped from error

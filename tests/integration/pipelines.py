@@ -7,10 +7,13 @@ Topic and pipeline names come from the environment, so each test gets its own to
 from __future__ import annotations
 
 import os
+import time
 
 from streams.codecs import raw
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
+
+_DELAY_S = float(os.environ.get("TEST_DELAY_MS", "0")) / 1000
 
 copy = Pipeline(os.environ.get("TEST_PIPELINE", "copytest"))
 
@@ -22,6 +25,8 @@ copy = Pipeline(os.environ.get("TEST_PIPELINE", "copytest"))
 )
 def copy_stage(record: Record[bytes]) -> Output:
     """Copy each record, tagging where it came from so the checker can map output to input."""
+    if _DELAY_S:
+        time.sleep(_DELAY_S)  # slows the stage so that faults land while it works
     return Output(
         record.value,
         headers=[("src", f"{record.partition}:{record.offset}".encode())],

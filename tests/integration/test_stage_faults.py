@@ -1,0 +1,200 @@
+"""Exactly-once under faults, on the real broker: kills, rebalances, fencing, aborts, SIGTERM.
+
+Each test writes numbered records, runs the copy stage in worker processes while injecting a
+fault, then reads the output with a fresh read_committed consumer and checks that every input
+is there exactly once, in per-key order (keys map to partitions, so this is partition order).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.integration.conftest import Cluster, TopicFactory
+from tests.integration.eos import (
+    check_exactly_once,
+    produce_numbered,
+    read_committed,
+    start_worker,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PARTITIONS = 4
+
+
+def _env(cluster: Cluster, source: str, sink: str, **extra: str) -> dict[str, str]:
+    return {
+        "TEST_PIPELINE": f"faults{uuid.uuid4().hex[:8]}",
+        "TEST_INPUT": source,
+        "TEST_OUTPUT": sink,
+        "STREAMS_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+        # the broker's minimum: a killed worker's partitions move within about 6 s
+        "STREAMS_STAGE_SESSION_TIMEOUT_MS": "6000",
+        "STREAMS_STAGE_STATS_INTERVAL_S": "5",
+        **extra,
+    }
+
+
+def _committed(cluster: Cluster, group: str, topic: str) -> int:
+    """Records the group has committed so far (sum over partitions)."""
+    consumer = Consumer(cluster.client_config(**{"group.id": group}))
+    try:
+        offsets = consumer.committed(
+            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
+        )
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in offsets)
+
+
+def _wait_for(predicate: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+    return process.wait(timeout=timeout)
+
+
+def test_exactly_once_while_the_worker_is_sigkilled_mid_batch(
+    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    count, kills = 20_000, 6
+    source = topic_factory("in", partitions=PARTITIONS)
+    sink = topic_factory("out", partitions=PARTITIONS)
+    produce_numbered(cluster, source, count)
+    # long transactions (1 s) and a slowed handler: each kill lands inside an open transaction
+    env = _env(
+        cluster,
+        source,
+        sink,
+        TEST_DELAY_MS="0.25",
+        STREAMS_STAGE_BATCH_MAX_MS="1000",
+        STREAMS_STAGE_BATCH_MAX_RECORDS="5000",
+    )
+    group = f"{env['TEST_PIPELINE']}.copy"
+    log = tmp_path / "workers.log"
+    done_kills = 0
+    while done_kills < kills:
+        before = _committed(cluster, group, source)
+        worker = start_worker(env, "copy", 0, log=log)
+        # progress since this start: at least 1,000 more records committed
+        _wait_for(
+            lambda: (
+                _committed(cluster, group, source) >= before + 1000  # noqa: B023
+                or worker.poll() is not None
+            ),
+            120,
+            "progress before the kill",
+        )
+        assert worker.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.3)  # into the next, still open, transaction
+        assert _stop(worker, signal.SIGKILL) == -signal.SIGKILL
+        done_kills += 1
+        if _committed(cluster, group, source) >= count - 1000:
+            break
+    assert done_kills >= 5, "the stage finished before enough kills; slow it down"
+    worker = start_worker(env, "copy", 0, log=log)
+    _wait_for(lambda: _committed(cluster, group, source) >= count, 180, "the stage to finish")
+    assert _stop(worker) == 0, log.read_text()[-2000:]
+    result = read_committed(cluster, sink, PARTITIONS, expect=count)
+    check_exactly_once(result, count)
+    # the kills really cut open transactions: aborted records sit in the log
+    assert _high_watermarks(cluster, sink) > count
+
+
+def _high_watermarks(cluster: Cluster, topic: str) -> int:
+    consumer = Consumer(
+        cluster.client_config(**{"group.id": "hw", "isolation.level": "read_uncommitted"})
+    )
+    try:
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(PARTITIONS)
+        )
+    finally:
+        consumer.close()
+
+
+def test_scaling_one_to_three_to_one_worker_loses_and_duplicates_nothing(
+    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    count = 12_000
+    source = topic_factory("in", partitions=PARTITIONS)
+    sink = topic_factory("out", partitions=PARTITIONS)
+    produce_numbered(cluster, source, count)
+    env = _env(cluster, source, sink, TEST_DELAY_MS="0.5")
+    group = f"{env['TEST_PIPELINE']}.copy"
+    log = tmp_path / "workers.log"
+    first = start_worker(env, "copy", 0, log=log)
+    _wait_for(lambda: _committed(cluster, group, source) >= 1500, 120, "first progress")
+    extra = [start_worker(env, "copy", slot, log=log) for slot in (1, 2)]
+    mark = _committed(cluster, group, source)
+    _wait_for(lambda: _committed(cluster, group, source) >= mark + 3000, 120, "progress at 3")
+    for worker in extra:
+        assert _stop(worker) == 0, log.read_text()[-2000:]
+    _wait_for(lambda: _committed(cluster, group, source) >= count, 180, "the stage to finish")
+    assert _stop(first) == 0
+    check_exactly_once(read_committed(cluster, sink, PARTITIONS, expect=count), count)
+    text = log.read_text()
+    assert "partitions revoked" in text  # the rebalances really happened
+
+
+def test_a_second_worker_on_the_same_slot_fences_the_first(
+    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    count = 8000
+    source = topic_factory("in", partitions=PARTITIONS)
+    sink = topic_factory("out", partitions=PARTITIONS)
+    produce_numbered(cluster, source, count)
+    env = _env(cluster, source, sink, TEST_DELAY_MS="0.5")
+    group = f"{env['TEST_PIPELINE']}.copy"
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = start_worker(env, "copy", 0, log=first_log)
+    _wait_for(lambda: _committed(cluster, group, source) >= 1000, 120, "first progress")
+    second = start_worker(env, "copy", 0, log=second_log)  # same slot: same transactional.id
+    assert first.wait(timeout=120) == 4, first_log.read_text()[-3000:]
+    assert "fenced by another worker" in first_log.read_text()
+    _wait_for(lambda: _committed(cluster, group, source) >= count, 180, "the stage to finish")
+    assert _stop(second) == 0
+    check_exactly_once(read_committed(cluster, sink, PARTITIONS, expect=count), count)
+
+
+def test_sigterm_drains_commits_and_exits_0_then_restart_finishes(
+    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    count = 8000
+    source = topic_factory("in", partitions=PARTITIONS)
+    sink = topic_factory("out", partitions=PARTITIONS)
+    produce_numbered(cluster, source, count)
+    env = _env(cluster, source, sink, TEST_DELAY_MS="0.5", STREAMS_STAGE_BATCH_MAX_MS="1000")
+    group = f"{env['TEST_PIPELINE']}.copy"
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, "copy", 0, log=log)
+    _wait_for(lambda: _committed(cluster, group, source) >= 2000, 120, "progress")
+    began = time.monotonic()
+    assert _stop(worker) == 0, log.read_text()[-2000:]
+    assert time.monotonic() - began < 30
+    stopped_at = _committed(cluster, group, source)
+    assert 2000 <= stopped_at < count
+    assert "stopped cleanly" in log.read_text()
+    # what was committed at the stop is exactly what the output holds
+    partial = read_committed(cluster, sink, PARTITIONS, expect=stopped_at, timeout_s=30)
+    assert len(partial.values) == stopped_at
+    worker = start_worker(env, "copy", 0, log=log)
+    _wait_for(lambda: _committed(cluster, group, source) >= count, 180, "the stage to finish")
+    assert _stop(worker) == 0
+    check_exactly_once(read_committed(cluster, sink, PARTITIONS, expect=count), count)
