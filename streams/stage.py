@@ -254,13 +254,13 @@ class StageRunner:
         assert self._consumer is not None  # noqa: S101 - set in run()
         assert self._txn is not None  # noqa: S101
         self._txn.poll()
-        room = self.settings.batch_max_records - self._in_txn if self._txn.is_open else None
-        count = min(self.settings.consume_max_records, room or self.settings.consume_max_records)
+        room = self.settings.batch_max_records - (self._in_txn if self._txn.is_open else 0)
+        count = max(1, min(self.settings.consume_max_records, room))
         timeout = 0.1
         if self._txn.is_open:
             left = self.settings.batch_max_ms / 1000 - self._txn.age_s
             timeout = max(0.0, min(timeout, left))
-        messages = self._consumer.consume(num_messages=max(1, count), timeout=timeout)
+        messages = self._consumer.consume(num_messages=count, timeout=timeout)
         if self._rewind_pending:
             # a rebalance callback aborted the transaction inside consume(): what it returned
             # may lie beyond the rewind point and is read again after the seek
@@ -369,14 +369,15 @@ class StageRunner:
 
     # -- commit and recovery ---------------------------------------------------------------
 
-    def _offsets(self) -> dict[TP, int]:
+    def _offsets(self, *, between_batches: bool) -> dict[TP, int]:
         """Next offsets to commit; past trailing transaction markers where that is safe."""
         assert self._consumer is not None  # noqa: S101
         offsets = dict(self._next_offset)
-        if offsets:
-            # everything consumed has been processed here (between batches), so position()
-            # differs from our own count only by control markers: committing it avoids a
-            # permanent lag of 1 behind a marker (librdkafka#3917)
+        if offsets and between_batches:
+            # Only between batches has everything handed to us been processed; then position()
+            # differs from our own count only by control markers, and committing it avoids a
+            # permanent lag of 1 behind a marker (librdkafka#3917). Mid-batch (stopping on a
+            # record, a rebalance inside consume()) position() is past unprocessed records.
             positions = self._consumer.position(
                 [TopicPartition(t, p) for (t, p) in offsets]
             )
@@ -396,13 +397,13 @@ class StageRunner:
             or self._txn.age_s * 1000 >= self.settings.batch_max_ms
         )
         if due:
-            self._commit()
+            self._commit(between_batches=True)
 
-    def _commit(self) -> bool:
+    def _commit(self, *, between_batches: bool = False) -> bool:
         """Commit the open transaction; on failure recover (abort/reset + rewind). True if done."""
         assert self._txn is not None  # noqa: S101
         assert self._consumer is not None  # noqa: S101
-        offsets = self._offsets()
+        offsets = self._offsets(between_batches=between_batches)
         try:
             self._txn.commit(offsets, self._consumer.consumer_group_metadata())
         except TransactionError as error:

@@ -218,6 +218,12 @@ class Transaction:
         if self.state is TxnState.IDLE:
             return
         deadline = time.monotonic() + self._deadline_s
+        # Let in-flight produce requests (and their AddPartitionsToTxn) finish first: aborting
+        # while they are in flight got INVALID_TXN_STATE from a 4.1 broker here (fatal).
+        try:
+            self._producer.flush(min(5.0, self._deadline_s))
+        except KafkaException:
+            log.debug("flush before abort failed", exc_info=True)
         self._retrying(
             lambda: self._producer.abort_transaction(max(1.0, deadline - time.monotonic())),
             "abort_transaction",

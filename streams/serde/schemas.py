@@ -226,7 +226,8 @@ def check_against_registry(
 
     Returns the registry's objections ([] when it accepts or already has the schema); with
     ``register`` an accepted schema is registered. Raises SchemaError when the registry cannot be
-    reached: start it, or fix STREAMS_SCHEMA_REGISTRY_URL.
+    reached or fails otherwise (not a rejection): start it, fix STREAMS_SCHEMA_REGISTRY_URL or
+    its credentials, and look at its log.
     """
     try:
         return list(_compare_with_registry(client, schema, register=register).problems)

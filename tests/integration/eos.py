@@ -66,7 +66,8 @@ def read_committed(
         quiet_since = time.monotonic()
         for message in batch:
             assert message.error() is None, message.error()
-            value = int(message.value() or b"-1")
+            raw_value = message.value() or b"-1"
+            value = int(raw_value) if raw_value.isdigit() else -1
             result.values.append(value)
             result.by_partition[message.partition() or 0].append(value)
             result.by_key[(message.key() or b"").decode()].append(value)

@@ -1,0 +1,130 @@
+"""Aborted output is never visible to read_committed readers, and a bad record stops the stage."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from pydantic import BaseModel
+
+from streams.codecs import json, raw
+from streams.config import KafkaSettings, StageSettings
+from streams.exceptions import StageStoppedError
+from streams.pipeline import Pipeline
+from streams.record import Output, Record
+from streams.stage import StageRunner
+from tests.integration.conftest import Cluster, TopicFactory
+from tests.integration.eos import check_exactly_once, produce_numbered, read_committed
+
+pytestmark = pytest.mark.integration
+
+
+class AbortEveryThirdRunner(StageRunner):
+    """Aborts every third transaction after producing its records, like Kafka's copier test."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.attempts = 0
+
+    @property
+    def doomed(self) -> bool:
+        return (self.attempts + 1) % 3 == 0
+
+    def _commit(self, *, between_batches: bool = False) -> bool:
+        self.attempts += 1
+        if self.attempts % 3 == 0:
+            assert self._txn is not None
+            self._txn.abort()
+            self.stats.transactions_aborted += 1
+            self._rewind()
+            return False
+        return super()._commit(between_batches=between_batches)
+
+
+def test_records_of_aborted_transactions_are_never_read(
+    cluster: Cluster, topic_factory: TopicFactory
+) -> None:
+    count = 3000
+    source, sink = topic_factory("in", partitions=2), topic_factory("out", partitions=2)
+    produce_numbered(cluster, source, count)
+    pipeline = Pipeline(f"aborts{uuid.uuid4().hex[:6]}")
+    holder: dict[str, AbortEveryThirdRunner] = {}
+
+    @pipeline.stage("copy", inputs=[source], outputs={sink: raw()})
+    def copy(record: Record[bytes]) -> Output:
+        doomed = b"1" if holder["runner"].doomed else b"0"
+        return Output(record.value, headers=[("doomed", doomed)])
+
+    runner = AbortEveryThirdRunner(
+        pipeline.get("copy"),
+        kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
+        settings=StageSettings(batch_max_records=100, stats_interval_s=60),
+    )
+    holder["runner"] = runner
+    runner.run(idle_timeout_s=8)
+    assert runner.stats.transactions_aborted >= 3
+
+    committed = _read_headers(cluster, sink, "read_committed")
+    assert committed.count(b"1") == 0, "a record of an aborted transaction was read"
+    check_exactly_once(read_committed(cluster, sink, 2, expect=count), count)
+    # and the aborted records were really written: a read_uncommitted reader sees them
+    assert _read_headers(cluster, sink, "read_uncommitted").count(b"1") >= 100
+
+
+def _read_headers(cluster: Cluster, topic: str, isolation: str) -> list[bytes]:
+    consumer = Consumer(
+        cluster.client_config(
+            **{"group.id": f"h-{uuid.uuid4().hex}", "isolation.level": isolation,
+               "enable.auto.commit": False}
+        )
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(2)])
+    flags: list[bytes] = []
+    idle = 0
+    while idle < 6:
+        batch = consumer.consume(1000, timeout=0.5)
+        idle = 0 if batch else idle + 1
+        for message in batch:
+            flags.extend(v or b"" for k, v in message.headers() or [] if k == "doomed")
+    consumer.close()
+    return flags
+
+
+class Order(BaseModel):
+    order_id: str
+    amount: int
+
+
+def test_an_undecodable_record_stops_the_stage_after_committing_the_ones_before(
+    cluster: Cluster, topic_factory: TopicFactory
+) -> None:
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    source, sink = topic_factory("in", partitions=1), topic_factory("out", partitions=1)
+    producer = Producer(cluster.client_config())
+    for n in range(10):
+        producer.produce(source, Order(order_id=f"o{n}", amount=n).model_dump_json().encode())
+    producer.produce(source, b"\x00not json at all")
+    producer.produce(source, Order(order_id="after", amount=1).model_dump_json().encode())
+    producer.flush(30)
+    pipeline = Pipeline(f"bad{uuid.uuid4().hex[:6]}")
+
+    @pipeline.stage("validate", inputs=[source], input=json(Order), outputs={sink: json(Order)})
+    def validate(record: Record[Order]) -> Order:
+        return record.value
+
+    runner = StageRunner(
+        pipeline.get("validate"), kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
+    )
+    with pytest.raises(StageStoppedError) as caught:
+        runner.run(idle_timeout_s=15)
+    assert f"cannot decode record {source}/0@10" in str(caught.value)
+    assert "stopped without skipping it" in str(caught.value)
+    written = read_committed(cluster, sink, 1, expect=10, timeout_s=20)
+    assert len(written.values) == 10  # (JSON values, so the checker's numbers are all -1)
+    consumer = Consumer(cluster.client_config(**{"group.id": pipeline.get("validate").group_id}))
+    committed = consumer.committed([TopicPartition(source, 0)], timeout=10)[0].offset
+    consumer.close()
+    assert committed == 10, "the ten good records before the bad one were committed, no more"
