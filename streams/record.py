@@ -52,7 +52,7 @@ class Output:
     """
 
     value: object
-    key: str | None | type[KeepKey] = field(default_factory=lambda: KeepKey)
+    key: str | type[KeepKey] | None = field(default_factory=lambda: KeepKey)
     topic: str | None = None
     headers: Headers = ()
 

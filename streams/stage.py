@@ -1,4 +1,4 @@
-"""The exactly-once loop of one stage worker: consume -> handle -> produce + offsets, one transaction.
+"""The exactly-once loop of one stage worker: consume, handle, produce + offsets in one transaction.
 
 One ``read_committed`` consumer (auto-commit off, cooperative-sticky) and one transactional
 producer per worker. Each transaction holds the outputs of a batch and the input offsets they
@@ -84,15 +84,13 @@ class StageCodecs:
         raw_value = message.value()
         raw_key = message.key()
         try:
-            if raw_value is None:
-                raise SerializationError("the value is null (a tombstone)", raw=None)
-            value = self.input.deserialize(bytes(raw_value), topic=topic)
+            # the serdes reject a null value (a tombstone) with a SerializationError too
+            value = self.input.deserialize(raw_value, topic=topic)
             key = None if raw_key is None else self.key.deserialize(bytes(raw_key), topic=topic)
         except SerializationError as error:
             error.topic, error.partition, error.offset = topic, partition, offset
             error.raw = None if raw_value is None else bytes(raw_value)
             raise
-        headers = message.headers() or []
         return Record(
             value=value,
             key=key,
@@ -100,7 +98,7 @@ class StageCodecs:
             partition=partition,
             offset=offset,
             timestamp_ms=message.timestamp()[1],
-            headers=tuple((name, bytes(data or b"")) for name, data in headers),
+            headers=message_headers(message),
         )
 
     def encode(
@@ -123,6 +121,16 @@ class StageCodecs:
         key_bytes = None if key is None else self.key.serialize(key, topic=topic)
         value = None if output.value is None else serde.serialize(output.value, topic=topic)
         return topic, value, key_bytes, list(output.headers)
+
+
+def message_headers(message: Message) -> tuple[tuple[str, bytes], ...]:
+    """A message's headers as (name, bytes) pairs; a null header value becomes b""."""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return tuple(
+        (name, data.encode() if isinstance(data, str) else bytes(data or b""))
+        for name, data in pairs
+    )
 
 
 def normalize_outputs(result: object) -> list[Output]:
@@ -334,7 +342,7 @@ class StageRunner:
 
     async def _gather(self, records: list[Record[Any]]) -> list[object]:
         limit = asyncio.Semaphore(self.spec.concurrency)
-        handler: Callable[[Record[Any]], Awaitable[object]] = self.spec.handler  # type: ignore[assignment]
+        handler: Callable[[Record[Any]], Awaitable[object]] = self.spec.handler
 
         async def one(record: Record[Any]) -> object:
             async with limit:
@@ -378,9 +386,7 @@ class StageRunner:
             # differs from our own count only by control markers, and committing it avoids a
             # permanent lag of 1 behind a marker (librdkafka#3917). Mid-batch (stopping on a
             # record, a rebalance inside consume()) position() is past unprocessed records.
-            positions = self._consumer.position(
-                [TopicPartition(t, p) for (t, p) in offsets]
-            )
+            positions = self._consumer.position([TopicPartition(t, p) for (t, p) in offsets])
             for tp in positions:
                 key = (tp.topic, tp.partition)
                 if tp.error is None and tp.offset > offsets[key]:
@@ -485,9 +491,8 @@ class StageRunner:
         log.info("partitions revoked: %s", _names(partitions))
         if self._txn is not None and self._txn.is_open:
             # everything handed to us so far has been processed: commit it while we still
-            # own the partitions (with the current generation)
-            if not self._commit():
-                self._rewind_pending = True
+            # own the partitions (with the current generation); a failure rewinds
+            self._rewind_pending = not self._commit()
         for tp in partitions:
             self._next_offset.pop((tp.topic, tp.partition), None)
 
@@ -520,7 +525,9 @@ class StageRunner:
             self._registry.close()
 
 
-def _handler_failed(spec: StageSpec, record: Record[Any], error: BaseException) -> StageStoppedError:
+def _handler_failed(
+    spec: StageSpec, record: Record[Any], error: BaseException
+) -> StageStoppedError:
     return StageStoppedError(
         f"stage {spec.group_id}: handler raised {type(error).__name__} on record "
         f"{record.coordinates}: {error}; stopped without skipping it",
@@ -535,4 +542,3 @@ def _needs_registry(spec: StageSpec) -> bool:
 
 def _names(partitions: Iterable[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions) or "none"
-

@@ -72,7 +72,15 @@ class StageHarness:
         raw = value if isinstance(value, bytes) else self.encode_input(value)
         offset = self._offsets[(topic, partition)]
         self._offsets[(topic, partition)] += 1
-        message = _FakeMessage(topic, partition, offset, raw, key, headers or [], timestamp_ms)
+        message = _FakeMessage(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            value=raw,
+            key=key,
+            headers=headers or [],
+            timestamp_ms=timestamp_ms,
+        )
         record = self.codecs.decode(message)  # type: ignore[arg-type]  # duck-typed Message
         return self._route(record)
 
@@ -102,6 +110,7 @@ class _FakeMessage:
 
     def __init__(
         self,
+        *,
         topic: str,
         partition: int,
         offset: int,
@@ -136,4 +145,3 @@ class _FakeMessage:
 
     def timestamp(self) -> tuple[int, int]:
         return (1, self._timestamp)
-

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource  # the public re-export is untyped
 from confluent_kafka.cimpl import NewTopic
 
 from streams.config import KafkaSettings
@@ -82,7 +83,7 @@ def _compare(admin: AdminClient, spec: TopicSpec, partitions: int) -> list[str]:
     if partitions != spec.partitions:
         problems.append(f"partitions: declared {spec.partitions}, topic has {partitions}")
     if spec.config:
-        resource = ConfigResource(ResourceType.TOPIC, spec.name)
+        resource = ConfigResource("TOPIC", spec.name)
         described = admin.describe_configs([resource])[resource].result(timeout=_TIMEOUT_S)
         for key, wanted in sorted(spec.config.items()):
             entry = described.get(key)

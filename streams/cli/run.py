@@ -19,13 +19,20 @@ __all__ = ["run"]
 @click.argument("pipeline")
 @click.option("--stage", "stages", multiple=True, help="Stage to run (repeatable).")
 @click.option("--all", "all_stages", is_flag=True, help="Run every stage of the pipeline.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Worker processes per stage.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes per stage.",
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @fail_cleanly
-def run(pipeline: str, stages: tuple[str, ...], all_stages: bool, workers: int,
-        log_format: str) -> None:
+def run(
+    pipeline: str, stages: tuple[str, ...], all_stages: bool, workers: int, log_format: str
+) -> None:
     """Run stage workers as supervised processes until SIGTERM or Ctrl-C."""
     declared = load_pipeline(pipeline)
     if all_stages == bool(stages):

@@ -27,8 +27,11 @@ def create(pipeline: str, as_json: bool) -> None:
     report = ensure_topics(load_pipeline(pipeline))
     if as_json:
         emit_json(
-            {"created": report.created, "unchanged": report.unchanged,
-             "differences": report.differences}
+            {
+                "created": report.created,
+                "unchanged": report.unchanged,
+                "differences": report.differences,
+            }
         )
     else:
         for name in report.created:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
@@ -161,13 +161,17 @@ class Transaction:
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
+        headers: Sequence[tuple[str, bytes]] | None,
     ) -> None:
         self._require("produce")
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=self._on_delivery
+                    topic,
+                    value,
+                    key,
+                    headers=list(headers) if headers else None,
+                    on_delivery=self._on_delivery,
                 )
             except BufferError:
                 self._producer.poll(_QUEUE_FULL_POLL_S)

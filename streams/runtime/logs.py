@@ -11,9 +11,11 @@ from typing import Any
 __all__ = ["configure_logging"]
 
 # Attributes every LogRecord has; anything else was passed through ``extra=`` and is data.
-_STANDARD = set(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__
-) | {"message", "asctime", "taskName"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

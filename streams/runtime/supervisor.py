@@ -131,8 +131,11 @@ class Supervisor:
             else:
                 worker.final_code = code
                 level = logging.INFO if code == EXIT_OK else logging.ERROR
-                log.log(level, "worker ended; not restarting", extra={"worker": worker.name,
-                                                                       "exit_code": code})
+                log.log(
+                    level,
+                    "worker ended; not restarting",
+                    extra={"worker": worker.name, "exit_code": code},
+                )
 
     def _stop_all(self) -> None:
         running = [w for w in self.slots if w.process is not None and w.process.poll() is None]
@@ -145,7 +148,8 @@ class Supervisor:
             try:
                 code = worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.error("worker did not stop in time; killing it", extra={"worker": worker.name})
+                # the timeout is the news here, not its traceback
+                log.error("worker did not stop in time; killing it", extra={"worker": worker.name})  # noqa: TRY400
                 worker.process.kill()
                 code = worker.process.wait()
             worker.final_code = code if worker.final_code is None else worker.final_code
