@@ -48,7 +48,7 @@ class StageHarness:
 
     def __init__(self, spec: StageSpec, *, registry: SchemaRegistryClient | None = None) -> None:
         if registry is None:
-            registry = SchemaRegistryClient({"url": f"mock://{uuid.uuid4().hex}"})
+            registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
         self.spec = spec
         self.codecs = StageCodecs(spec, registry)
         self._offsets: dict[tuple[str, int], int] = defaultdict(int)

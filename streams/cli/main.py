@@ -27,3 +27,7 @@ cli.add_command(topics)
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Runnable example pipelines: copy one to start your own."""
