@@ -13,6 +13,7 @@ order was lost or duplicated.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -23,6 +24,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -33,6 +35,9 @@ from streams.localstack.stack import LocalStack
 from streams.topics import ensure_topics
 
 REFERENCE = "streams.examples.hello:pipeline"
+# the output is complete when 6 polls in a row (3 s) return nothing
+_QUIET_POLLS = 6
+_TIMEOUT_S = 600
 
 
 def say(message: str) -> None:
@@ -51,7 +56,7 @@ def _children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def _committed(admin_config: dict[str, object], group: str, topic: str, partitions: int) -> int:
+def _committed(admin_config: dict[str, Any], group: str, topic: str, partitions: int) -> int:
     consumer = Consumer({**admin_config, "group.id": group})
     try:
         offsets = consumer.committed(
@@ -62,7 +67,7 @@ def _committed(admin_config: dict[str, object], group: str, topic: str, partitio
     return sum(max(tp.offset, 0) for tp in offsets)
 
 
-def _lag(config: dict[str, object], group: str, topic: str, partitions: int) -> int:
+def _lag(config: dict[str, Any], group: str, topic: str, partitions: int) -> int:
     """Records the group has yet to commit: last stable offset minus committed, summed."""
     consumer = Consumer({**config, "group.id": group, "isolation.level": "read_committed"})
     try:
@@ -77,7 +82,7 @@ def _lag(config: dict[str, object], group: str, topic: str, partitions: int) -> 
     return total
 
 
-def _reset_topics(config: dict[str, object]) -> None:
+def _reset_topics(config: dict[str, Any]) -> None:
     admin = AdminClient(config)
     names = [spec.name for spec in pipeline.topic_specs()]
     existing = set(admin.list_topics(timeout=30).topics)
@@ -88,21 +93,16 @@ def _reset_topics(config: dict[str, object]) -> None:
         while set(admin.list_topics(timeout=30).topics) & set(doomed):
             time.sleep(0.5)
     groups = [stage.group_id for stage in pipeline.stages]
-    try:
-        for future in admin.delete_consumer_groups(groups, request_timeout=30).values():
-            try:
-                future.result()
-            except KafkaException:
-                pass  # the group does not exist yet
-    except KafkaException:
-        pass
+    for future in admin.delete_consumer_groups(groups, request_timeout=30).values():
+        with contextlib.suppress(KafkaException):  # the group does not exist yet
+            future.result()
     report = ensure_topics(pipeline)
     say(f"topics: created {', '.join(report.created)}")
 
 
-def _produce(config: dict[str, object], count: int, rate: float) -> None:
+def _produce(config: dict[str, Any], count: int, rate: float) -> None:
     producer = Producer({**config, "enable.idempotence": True, "linger.ms": 20})
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - demo data, not security
     began = time.monotonic()
     for n in range(count):
         ahead = n / rate - (time.monotonic() - began)
@@ -125,7 +125,7 @@ def _produce(config: dict[str, object], count: int, rate: float) -> None:
     producer.flush(60)
 
 
-def _verify(config: dict[str, object], count: int, partitions: int) -> tuple[int, int, int]:
+def _verify(config: dict[str, Any], count: int, partitions: int) -> tuple[int, int, int]:
     """(unique orders read, duplicates, lost) from a read_committed reader of the output."""
     import json  # noqa: PLC0415
 
@@ -140,7 +140,7 @@ def _verify(config: dict[str, object], count: int, partitions: int) -> tuple[int
     consumer.assign([TopicPartition(PRICED, p, 0) for p in range(partitions)])
     seen: Counter[str] = Counter()
     quiet = 0
-    while quiet < 6:
+    while quiet < _QUIET_POLLS:
         batch = consumer.consume(2000, timeout=0.5)
         quiet = 0 if batch else quiet + 1
         for message in batch:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - a linear scri
         say("starting the local stack (the first run downloads Kafka and the registry)...")
         stack.up(progress=lambda m: say(f"  {m}"))
     kafka = KafkaSettings(bootstrap_servers=LocalStackSettings().bootstrap_servers)
-    config: dict[str, object] = kafka.client_config()
+    config: dict[str, Any] = kafka.client_config()
     os.environ["STREAMS_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
     partitions = pipeline.default_partitions
 
@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - a linear scri
             if supervisor.poll() is not None:
                 say(f"supervisor exited early with {supervisor.returncode}; see {log_path}")
                 return 1
-            if time.monotonic() - began > 600:
-                say("timed out after 600 s")
+            if time.monotonic() - began > _TIMEOUT_S:
+                say(f"timed out after {_TIMEOUT_S} s")
                 return 1
             time.sleep(2)
         feeder.join()
