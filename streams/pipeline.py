@@ -86,6 +86,8 @@ class Pipeline:
     ) -> None:
         if not _NAME.match(name):
             raise TopologyError(f"pipeline name {name!r} must be letters, digits, '_' or '-'")
+        if partitions < 1:
+            raise TopologyError(f"pipeline {name!r}: partitions must be at least 1")
         self.name = name
         self.default_partitions = partitions
         self.default_topic_config = dict(topic_config or {})
@@ -97,6 +99,8 @@ class Pipeline:
     ) -> str:
         """Declare a topic's partition count and config (else the pipeline's defaults apply)."""
         _check_topic(name)
+        if partitions is not None and partitions < 1:
+            raise TopologyError(f"topic {name!r}: partitions must be at least 1")
         self._topics[name] = TopicSpec(
             name,
             partitions or self.default_partitions,
@@ -145,6 +149,11 @@ class Pipeline:
             raise TopologyError(f"stage name {name!r} must be letters, digits, '_' or '-'")
         if name in self._stages:
             raise TopologyError(f"pipeline {self.name!r} already has a stage {name!r}")
+        if isinstance(inputs, str) or isinstance(outputs, str):
+            raise TopologyError(
+                f"stage {name!r}: inputs and outputs take a list of topics, not one string",
+                hint='write inputs=["orders"], not inputs="orders"',
+            )
         input_topics = tuple(inputs)
         if not input_topics:
             raise TopologyError(f"stage {name!r} reads no topic: give inputs=[...]")

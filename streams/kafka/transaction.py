@@ -228,11 +228,15 @@ class Transaction:
             self._producer.flush(min(5.0, self._deadline_s))
         except KafkaException:
             log.debug("flush before abort failed", exc_info=True)
-        self._retrying(
-            lambda: self._producer.abort_transaction(max(1.0, deadline - time.monotonic())),
-            "abort_transaction",
-            deadline,
-        )
+        try:
+            self._retrying(
+                lambda: self._producer.abort_transaction(max(1.0, deadline - time.monotonic())),
+                "abort_transaction",
+                deadline,
+            )
+        except TransactionError:
+            self.state = TxnState.BROKEN  # only a new producer can resolve a failed abort
+            raise
         self.state = TxnState.IDLE
 
     def _retrying(self, call: Callable[[], None], operation: str, deadline: float) -> None:

@@ -25,12 +25,12 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
+            **_extras(record),  # first, so an extra named like a standard key cannot replace it
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
-            **_extras(record),
         }
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)

@@ -65,7 +65,7 @@ class Serde(Protocol[T]):
 class BytesSerde:
     """Bytes as they are. Fails only on a null value (a tombstone) or a value that is not bytes."""
 
-    def serialize(self, value: bytes, *, topic: str) -> bytes:
+    def serialize(self, value: bytes | bytearray | memoryview, *, topic: str) -> bytes:
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise SerializationError(
                 f"expected bytes for topic {topic}, got {type(value).__name__}", topic=topic

@@ -77,7 +77,7 @@ def read_committed(
 
 def check_exactly_once(result: ReadResult, count: int, *, keys: int = 50) -> None:
     """Every input exactly once, and each key's values in increasing order."""
-    seen = defaultdict(int)
+    seen: defaultdict[int, int] = defaultdict(int)
     for value in result.values:
         seen[value] += 1
     duplicates = sorted(v for v, n in seen.items() if n > 1)
@@ -95,8 +95,16 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.runtime.worker", "tests.integration.pipelines:copy",
-             "--stage", stage, "--slot", str(slot)],
+            [
+                sys.executable,
+                "-m",
+                "streams.runtime.worker",
+                "tests.integration.pipelines:copy",
+                "--stage",
+                stage,
+                "--slot",
+                str(slot),
+            ],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=out,

@@ -14,7 +14,7 @@ from streams.config import KafkaSettings, StageSettings
 from streams.exceptions import StageStoppedError
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
-from streams.stage import StageRunner
+from streams.stage import StageRunner, message_headers
 from tests.integration.conftest import Cluster, TopicFactory
 from tests.integration.eos import check_exactly_once, produce_numbered, read_committed
 
@@ -76,8 +76,11 @@ def test_records_of_aborted_transactions_are_never_read(
 def _read_headers(cluster: Cluster, topic: str, isolation: str) -> list[bytes]:
     consumer = Consumer(
         cluster.client_config(
-            **{"group.id": f"h-{uuid.uuid4().hex}", "isolation.level": isolation,
-               "enable.auto.commit": False}
+            **{
+                "group.id": f"h-{uuid.uuid4().hex}",
+                "isolation.level": isolation,
+                "enable.auto.commit": False,
+            }
         )
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(2)])
@@ -87,7 +90,7 @@ def _read_headers(cluster: Cluster, topic: str, isolation: str) -> list[bytes]:
         batch = consumer.consume(1000, timeout=0.5)
         idle = 0 if batch else idle + 1
         for message in batch:
-            flags.extend(v or b"" for k, v in message.headers() or [] if k == "doomed")
+            flags.extend(v for k, v in message_headers(message) if k == "doomed")
     consumer.close()
     return flags
 

@@ -128,7 +128,7 @@ def test_the_body_is_plain_avro_after_a_five_byte_header(serde: AvroSerde[OrderP
 
     assert data[0] == 0
     assert struct.unpack(">I", data[1:5]) == (UNREGISTERED_SCHEMA_ID,)
-    body = fastavro.schemaless_reader(
+    body: Any = fastavro.schemaless_reader(
         io.BytesIO(data[5:]), fastavro.parse_schema(load_schema(ORDER_V1).parsed), None
     )
     assert body["status"] == "PAID"
