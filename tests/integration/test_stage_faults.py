@@ -93,9 +93,8 @@ def test_exactly_once_while_the_worker_is_sigkilled_mid_batch(
         worker = start_worker(env, "copy", 0, log=log)
         # progress since this start: at least 1,000 more records committed
         _wait_for(
-            lambda: (
-                _committed(cluster, group, source) >= before + 1000  # noqa: B023
-                or worker.poll() is not None
+            lambda before=before, worker=worker: (
+                _committed(cluster, group, source) >= before + 1000 or worker.poll() is not None
             ),
             120,
             "progress before the kill",
