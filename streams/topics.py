@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource  # the public re-export is untyped
 from confluent_kafka.cimpl import NewTopic
@@ -48,34 +48,50 @@ def ensure_topics(
         ) from error
     report = TopicReport()
     missing = [spec for spec in specs if spec.name not in existing]
-    if missing:
-        futures = admin.create_topics(
-            [
-                NewTopic(
-                    spec.name,
-                    num_partitions=spec.partitions,
-                    replication_factor=replication_factor,
-                    config=dict(spec.config),
-                )
-                for spec in missing
-            ],
-            operation_timeout=_TIMEOUT_S,
-        )
-        for name, future in futures.items():
-            try:
-                future.result()
-            except KafkaException as error:
-                if "TOPIC_ALREADY_EXISTS" not in str(error):
-                    raise KafkaClientError(f"cannot create topic {name}: {error}") from error
-            report.created.append(name)
+    raced = _create(admin, missing, replication_factor, report) if missing else set()
+    counts = {name: len(meta.partitions) for name, meta in existing.items()}
+    if raced:
+        # ask for these by name: a metadata listing right after the race can still miss them
+        described = admin.describe_topics(TopicCollection(sorted(raced)))
+        for name, future in described.items():
+            counts[name] = len(future.result(timeout=_TIMEOUT_S).partitions)
     for spec in specs:
-        if spec.name in existing:
-            problems = _compare(admin, spec, len(existing[spec.name].partitions))
+        if spec.name in counts and spec.name not in report.created:
+            problems = _compare(admin, spec, counts[spec.name])
             if problems:
                 report.differences[spec.name] = problems
             else:
                 report.unchanged.append(spec.name)
     return report
+
+
+def _create(
+    admin: AdminClient, missing: list[TopicSpec], replication_factor: int, report: TopicReport
+) -> set[str]:
+    """Create the missing topics; returns those someone else created since the listing."""
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=replication_factor,
+                config=dict(spec.config),
+            )
+            for spec in missing
+        ],
+        operation_timeout=_TIMEOUT_S,
+    )
+    raced: set[str] = set()
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as error:
+            if "TOPIC_ALREADY_EXISTS" not in str(error):
+                raise KafkaClientError(f"cannot create topic {name}: {error}") from error
+            raced.add(name)
+            continue
+        report.created.append(name)
+    return raced
 
 
 def _compare(admin: AdminClient, spec: TopicSpec, partitions: int) -> list[str]:

@@ -9,6 +9,7 @@ worker, which drains and commits; workers still running after the deadline are k
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -27,6 +28,18 @@ log = logging.getLogger("streams.supervisor")
 _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
 _HEALTHY_AFTER_S = 60.0
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker if the supervisor dies (even by SIGKILL), so none is orphaned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        return  # not Linux: a supervisor killed with SIGKILL leaves its workers running
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -77,7 +90,14 @@ class Supervisor:
             "--log-format",
             self.log_format,
         ]
-        worker.process = subprocess.Popen(argv, env=dict(os.environ))
+        worker.process = subprocess.Popen(
+            argv,
+            env=dict(os.environ),
+            # its own process group: a Ctrl-C in the terminal reaches only the supervisor,
+            # which then sends each worker exactly one SIGTERM (a second one means "abort")
+            process_group=0,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no locks or threads
+        )
         worker.started_at = time.monotonic()
         worker.restart_at = None
         log.info("worker started", extra={"worker": worker.name, "pid": worker.process.pid})
