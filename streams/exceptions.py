@@ -14,7 +14,11 @@
     ├── SerializationError    a record cannot be (de)serialized; carries the raw bytes
     ├── KafkaClientError      librdkafka reported an error; retriable/fatal/abortable copied
     │   └── TransactionError  a transactional call failed; see ``requires_abort``, ``fatal``
-    └── StageStoppedError     a stage stopped itself: continuing would lose a record
+    ├── StageStoppedError     a stage stopped itself: continuing would lose a record
+    └── HandlerSignal         raised by handlers on purpose (not errors of this package)
+        ├── RetryLater        "try this record again later" -> the stage's delayed retry topics
+        │   └── DependencyUnavailable  a dependency timed out, refused, or its breaker is open
+        └── DeadLetter        "this record can never succeed" -> the stage's dead-letter topic
 
 Every error carries a ``hint``: one sentence saying what the operator should do next.
 The command line prints ``error: <message>`` and, on the next line, ``hint: <hint>``.
@@ -24,10 +28,14 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DeadLetter",
+    "DependencyUnavailable",
+    "HandlerSignal",
     "KafkaClientError",
     "LocalStackError",
     "PortInUseError",
     "PrerequisiteError",
+    "RetryLater",
     "SchemaError",
     "SerializationError",
     "StageStoppedError",
@@ -154,3 +162,35 @@ class TransactionError(KafkaClientError):
 
 class StageStoppedError(StreamsError):
     """A stage stopped itself because going on would have skipped or lost a record."""
+
+
+class HandlerSignal(StreamsError):
+    """Raised by a handler on purpose to route the record it is handling."""
+
+
+class RetryLater(HandlerSignal):
+    """Retry this record later, through the stage's delayed retry topics.
+
+    ``delay_s`` asks for at least that delay (the next retry tier at or above it is used);
+    None uses the next tier of the stage's retry policy.
+    """
+
+    def __init__(self, message: str = "retry later", *, delay_s: float | None = None) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class DependencyUnavailable(RetryLater):
+    """A dependency timed out, refused the call, or its circuit breaker is open."""
+
+    def __init__(self, dependency: str, message: str, *, delay_s: float | None = None) -> None:
+        super().__init__(f"{dependency}: {message}", delay_s=delay_s)
+        self.dependency = dependency
+
+
+class DeadLetter(HandlerSignal):
+    """This record can never succeed: send it to the stage's dead-letter topic with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
