@@ -45,6 +45,8 @@ class RunSpec:
     txn_interval_s: float
     # Producer linger for every contender, so no one wins by batching longer.
     linger_ms: int
+    # librdkafka/aiokafka retry.backoff.ms for every contender; None keeps each client's default.
+    retry_backoff_ms: int | None
     schema_registry_url: str
     # Confluent schema id of the "avro" records; None for "raw".
     schema_id: int | None
@@ -63,7 +65,7 @@ class RunSpec:
         return cls(**json.loads(text))
 
     def mark_first_record(self) -> None:
-        """Record the time the first input record was consumed (call once; later calls are cheap)."""
+        """Record when the first input record was consumed (later calls are cheap)."""
         FirstRecordMarker(self.marker_path).mark()
 
     def add_report(self, **facts: Any) -> None:

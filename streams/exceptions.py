@@ -164,7 +164,7 @@ class StageStoppedError(StreamsError):
     """A stage stopped itself because going on would have skipped or lost a record."""
 
 
-class HandlerSignal(StreamsError):
+class HandlerSignal(StreamsError):  # noqa: N818 - a signal raised on purpose, not an error
     """Raised by a handler on purpose to route the record it is handling."""
 
 
