@@ -117,3 +117,6 @@ class StageSettings(BaseSettings):
     # SIGTERM: finish the batch in flight and commit within this long, else abort and exit.
     shutdown_deadline_s: float = 30.0
     stats_interval_s: float = 10.0
+    # Outputs larger than this go to the DLQ (reason output-rejected) instead of failing the
+    # transaction; the broker's default limit (message.max.bytes) is about 1 MiB.
+    max_message_bytes: int = 1_000_000

@@ -26,6 +26,7 @@ from typing import Any
 from streams.codecs import Codec, raw, text
 from streams.exceptions import TopologyError
 from streams.record import Record
+from streams.retry import RetryPolicy
 
 __all__ = ["Handler", "Pipeline", "StageSpec", "TopicSpec", "load_pipeline"]
 
@@ -55,10 +56,25 @@ class StageSpec:
     outputs: Mapping[str, Codec]
     handler: Handler
     concurrency: int = 16
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
     def group_id(self) -> str:
         return f"{self.pipeline}.{self.name}"
+
+    @property
+    def retry_topics(self) -> list[str]:
+        """``P.S.retry.<delay>``, one per tier, read by this stage's own consumer group."""
+        return self.retry.retry_topics(self.group_id)
+
+    @property
+    def dlq_topic(self) -> str:
+        """``P.S.dlq``: records this stage gave up on, with their original bytes."""
+        return self.retry.dlq_topic(self.group_id)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return [*self.inputs, *self.retry_topics]
 
     @property
     def is_async(self) -> bool:
@@ -117,6 +133,7 @@ class Pipeline:
         input: Codec | None = None,  # noqa: A002 - the natural word in a declaration
         key: Codec | None = None,
         concurrency: int = 16,
+        retry: RetryPolicy | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare a stage; use as a decorator on its handler."""
 
@@ -129,6 +146,7 @@ class Pipeline:
                 input=input,
                 key=key,
                 concurrency=concurrency,
+                retry=retry,
             )
             return handler
 
@@ -144,6 +162,7 @@ class Pipeline:
         input: Codec | None = None,  # noqa: A002
         key: Codec | None = None,
         concurrency: int = 16,
+        retry: RetryPolicy | None = None,
     ) -> StageSpec:
         if not _NAME.match(name):
             raise TopologyError(f"stage name {name!r} must be letters, digits, '_' or '-'")
@@ -176,6 +195,7 @@ class Pipeline:
             outputs=output_codecs,
             handler=handler,
             concurrency=concurrency,
+            retry=retry or RetryPolicy(),
         )
         self._stages[name] = spec
         return spec
@@ -199,6 +219,8 @@ class Pipeline:
         for stage in self._stages.values():
             names.update(dict.fromkeys(stage.inputs))
             names.update(dict.fromkeys(stage.outputs))
+            names.update(dict.fromkeys(stage.retry_topics))
+            names[stage.dlq_topic] = None
         return [
             self._topics.get(
                 name, TopicSpec(name, self.default_partitions, dict(self.default_topic_config))

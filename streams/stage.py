@@ -34,20 +34,31 @@ from confluent_kafka import (
 )
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from streams import headers
 from streams.config import KafkaSettings, StageSettings
 from streams.exceptions import (
+    KafkaClientError,
     SerializationError,
     StageStoppedError,
     StreamsError,
+    TopologyError,
     TransactionError,
 )
 from streams.kafka.transaction import Transaction
 from streams.pipeline import StageSpec
 from streams.record import KeepKey, Output, Record
+from streams.retry import RetryGate
 from streams.runtime.stats import StageStats
 from streams.serde import Serde
 
-__all__ = ["FencedError", "StageCodecs", "StageRunner", "normalize_outputs"]
+__all__ = [
+    "FencedError",
+    "OutputRejectedError",
+    "StageCodecs",
+    "StageRunner",
+    "message_headers",
+    "normalize_outputs",
+]
 
 log = logging.getLogger("streams.stage")
 
@@ -60,6 +71,14 @@ class FencedError(StageStoppedError):
     default_hint = (
         "two workers run with the same --slot; run each slot once (the supervisor does this)"
     )
+
+
+class OutputRejectedError(StreamsError):
+    """An output of the record is larger than the broker accepts (or the broker refused it)."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class _BatchAbandoned(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -168,6 +187,12 @@ class StageRunner:
         self.stats = StageStats()
         self._on_stats = on_stats
         self._next_offset: dict[TP, int] = {}
+        self._retry_topics = frozenset(spec.retry_topics)
+        self._gate = RetryGate()
+        self._seeked: set[TP] = set()  # partitions sought since the last commit
+        # input records whose output the broker refused (in a transaction since aborted): on
+        # reprocessing they go to the DLQ instead of failing the transaction again
+        self._rejected: dict[tuple[str, int, int], str] = {}
         self._in_txn = 0  # input records processed in the open transaction
         self._rewind_pending = False
         self._stop_requested = False
@@ -201,6 +226,8 @@ class StageRunner:
             # batching inside the transaction window; commit flushes at once regardless
             "linger.ms": 5,
             "batch.size": 262144,
+            # room for our headers on top of the largest output the stage lets through
+            "message.max.bytes": self.settings.max_message_bytes + 65536,
         }
 
     # -- public ----------------------------------------------------------------------------
@@ -212,12 +239,15 @@ class StageRunner:
     def run(self, *, max_records: int | None = None, idle_timeout_s: float | None = None) -> None:
         """Consume and process until ``request_stop`` (or the optional limits, for tests)."""
         self._txn = Transaction(
-            self._producer_config(), deadline_s=self.settings.transaction_deadline_s
+            self._producer_config(),
+            deadline_s=self.settings.transaction_deadline_s,
+            on_rejected=self._rejected.__setitem__,
         )
         consumer = Consumer(self._consumer_config())
         self._consumer = consumer
+        self._require_topics(consumer)
         consumer.subscribe(
-            list(self.spec.inputs),
+            self.spec.subscriptions,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -236,6 +266,7 @@ class StageRunner:
         last_record = time.monotonic()
         try:
             while not self._stop_requested:
+                self._gate.resume_due(consumer, _now_ms())
                 messages = self._consume_batch()
                 if messages:
                     last_record = time.monotonic()
@@ -255,6 +286,27 @@ class StageRunner:
         finally:
             self._emit_stats()
             self._close()
+
+    def _require_topics(self, consumer: Consumer) -> None:
+        """Fail at start-up, clearly, if a topic of the stage does not exist."""
+        needed = [*self.spec.subscriptions, *self.spec.outputs, self.spec.dlq_topic]
+        try:
+            existing = consumer.list_topics(timeout=30).topics
+        except KafkaException as error:
+            consumer.close()
+            raise KafkaClientError(
+                f"stage {self.spec.group_id}: cannot reach Kafka at "
+                f"{self.kafka.bootstrap_servers}: {error}",
+                hint="check STREAMS_BOOTSTRAP_SERVERS and that the broker runs",
+            ) from error
+        missing = [name for name in needed if name not in existing]
+        if missing:
+            consumer.close()
+            raise TopologyError(
+                f"stage {self.spec.group_id}: missing topics {', '.join(missing)}",
+                hint=f"create them: streams topics create MODULE:{self.spec.pipeline} "
+                "(the stage never creates topics by itself)",
+            )
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -292,53 +344,74 @@ class StageRunner:
             else:
                 log.warning("consumer error (librdkafka retries): %s", error.str())
         try:
+            ready = self._hold_not_due(good)
             if self.spec.is_async:
-                self._process_async(good)
+                self._process_async(ready)
             else:
-                for message in good:
-                    record = self._decode_or_stop(message)
-                    self._write(record, self._call_sync(record), message)
+                for message in ready:
+                    self._handle_one(message)
         except _BatchAbandoned:
             log.info("batch abandoned after an aborted transaction; input rewound")
         self.stats.observe_batch(time.monotonic() - began)
 
-    def _decode_or_stop(self, message: Message) -> Record[Any]:
-        try:
-            return self.codecs.decode(message)
-        except SerializationError as error:
-            self._commit_before_stop()
-            coordinates = f"{error.topic}/{error.partition}@{error.offset}"
-            raise StageStoppedError(
-                f"stage {self.spec.group_id}: cannot decode record {coordinates}: {error.message}"
-                f" (raw value: {len(error.raw or b'')} bytes); stopped without skipping it",
-                hint="fix the producer of that record or the stage's input codec; the stage "
-                "resumes at this record when restarted",
-            ) from error
+    def _hold_not_due(self, messages: list[Message]) -> list[Message]:
+        """Drop retry records that are not due yet (and what follows them in their partition)."""
+        assert self._consumer is not None  # noqa: S101
+        if not self._retry_topics:
+            return messages
+        now_ms = _now_ms()
+        held: set[TP] = set()
+        ready = []
+        for message in messages:
+            tp = (message.topic() or "", message.partition() or 0)
+            if tp in held:
+                continue
+            if tp[0] in self._retry_topics:
+                due = headers.get_int(message_headers(message), headers.DUE_MS) or 0
+                if due > now_ms:
+                    self._gate.hold(self._consumer, tp[0], tp[1], message.offset() or 0, due)
+                    self._seeked.add(tp)
+                    held.add(tp)
+                    continue
+            ready.append(message)
+        return ready
 
-    def _call_sync(self, record: Record[Any]) -> list[Output]:
+    def _handle_one(self, message: Message) -> None:
+        """Decode, call the handler, write its outputs; route any failure. Never skips."""
         try:
-            return normalize_outputs(self.spec.handler(record))
-        except StreamsError:
-            raise
-        except Exception as error:
-            self._commit_before_stop()
-            raise _handler_failed(self.spec, record, error) from error
+            record = self.codecs.decode(message)
+        except SerializationError as error:
+            self._route(message, error)
+            return
+        try:
+            outputs = normalize_outputs(self.spec.handler(record))
+        except Exception as error:  # noqa: BLE001 - every handler failure is routed, none lost
+            self._route(message, error)
+            return
+        self._write(message, record, outputs)
 
     def _process_async(self, messages: list[Message]) -> None:
-        records = []
+        decoded: list[tuple[Message, Record[Any]]] = []
+        failed: dict[int, SerializationError] = {}
         for index, message in enumerate(messages):
             try:
-                records.append(self.codecs.decode(message))
-            except SerializationError:
-                # process what precedes the bad record, then stop on it
-                self._process_async(messages[:index])
-                self._decode_or_stop(message)
-        results = asyncio.run(self._gather(records))
-        for record, message, result in zip(records, messages, results, strict=True):
-            if isinstance(result, BaseException):
-                self._commit_before_stop()
-                raise _handler_failed(self.spec, record, result) from result
-            self._write(record, normalize_outputs(result), message)
+                decoded.append((message, self.codecs.decode(message)))
+            except SerializationError as error:
+                failed[index] = error
+        results = iter(asyncio.run(self._gather([record for _, record in decoded])))
+        pairs = iter(decoded)
+        for index, message in enumerate(messages):  # input order, whatever finished first
+            if index in failed:
+                self._route(message, failed[index])
+                continue
+            _, record = next(pairs)
+            result = next(results)
+            if isinstance(result, Exception):
+                self._route(message, result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                self._write(message, record, normalize_outputs(result))
 
     async def _gather(self, records: list[Record[Any]]) -> list[object]:
         limit = asyncio.Semaphore(self.spec.concurrency)
@@ -350,21 +423,107 @@ class StageRunner:
 
         return await asyncio.gather(*(one(r) for r in records), return_exceptions=True)
 
-    def _write(self, record: Record[Any], outputs: Iterable[Output], message: Message) -> None:
+    def _write(self, message: Message, record: Record[Any], outputs: list[Output]) -> None:
+        """Encode every output first, then produce them all; a failure routes the record."""
+        origin = (record.topic, record.partition, record.offset)
+        rejected = self._rejected.get(origin)
+        if rejected is not None:
+            # the broker refused an output of this record in an aborted transaction
+            self._route(message, OutputRejectedError(rejected))
+            return
+        try:
+            encoded = [self.codecs.encode(output, record) for output in outputs]
+        except Exception as error:  # noqa: BLE001 - a bad output is the record's failure
+            self._route(message, error)
+            return
+        for topic, value, key, _headers in encoded:
+            size = len(value or b"") + len(key or b"")
+            if size > self.settings.max_message_bytes:
+                self._route(
+                    message,
+                    OutputRejectedError(
+                        f"output to {topic} is {size} bytes, over the limit of "
+                        f"{self.settings.max_message_bytes}"
+                    ),
+                )
+                return
+        self._ensure_open()
+        for topic, value, key, output_headers in encoded:
+            self._produce(topic, value, key, output_headers, origin)
+            self.stats.produced += 1
+        self._processed(message)
+
+    def _route(self, message: Message, error: BaseException) -> None:
+        """Send the record, untouched, to its retry tier or the DLQ, in the open transaction."""
+        original = message_headers(message)
+        attempts = (headers.get_int(original, headers.ATTEMPT) or 0) + 1
+        now_ms = _now_ms()
+        decision = self.spec.retry.decide(
+            self.spec.group_id, error, attempts_so_far=attempts, now_ms=now_ms
+        )
+        reason = "output-rejected" if isinstance(error, OutputRejectedError) else decision.reason
+        routed = headers.without_ours(original, keep_original=True)
+        if headers.get(original, headers.ORIGINAL_TOPIC) is None:
+            timestamp = message.timestamp()[1]
+            routed += [
+                (headers.ORIGINAL_TOPIC, (message.topic() or "").encode()),
+                (headers.ORIGINAL_PARTITION, str(message.partition()).encode()),
+                (headers.ORIGINAL_OFFSET, str(message.offset()).encode()),
+                (headers.ORIGINAL_TIMESTAMP, str(timestamp).encode()),
+            ]
+        first_failure = headers.get_int(original, headers.FIRST_FAILURE_MS) or now_ms
+        routed += [
+            (headers.STAGE, self.spec.group_id.encode()),
+            (headers.ATTEMPT, str(attempts).encode()),
+            (headers.FIRST_FAILURE_MS, str(first_failure).encode()),
+        ]
+        if decision.due_ms is not None:
+            routed.append((headers.DUE_MS, str(decision.due_ms).encode()))
+        routed += headers.error_headers(error, "retry" if decision.due_ms else reason)
+        self._ensure_open()
+        origin = (message.topic() or "", message.partition() or 0, message.offset() or 0)
+        self._produce(decision.topic, message.value(), message.key(), routed, origin)
+        if decision.due_ms is None:
+            self.stats.dead_lettered += 1
+            log.warning(
+                "record dead-lettered",
+                extra={
+                    "record": f"{origin[0]}/{origin[1]}@{origin[2]}",
+                    "reason": reason,
+                    "error": f"{type(error).__name__}: {error}"[:300],
+                    "dlq": decision.topic,
+                },
+            )
+        else:
+            self.stats.retried += 1
+        self._processed(message)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        output_headers: list[tuple[str, bytes]],
+        origin: tuple[str, int, int],
+    ) -> None:
+        assert self._txn is not None  # noqa: S101
+        try:
+            self._txn.produce(topic, value, key, output_headers, origin=origin)
+        except TransactionError as error:
+            self._recover(error)
+            raise _BatchAbandoned from error
+
+    def _processed(self, message: Message) -> None:
+        self._next_offset[(message.topic() or "", message.partition() or 0)] = (
+            message.offset() or 0
+        ) + 1
+        self._in_txn += 1
+        self.stats.consumed += 1
+
+    def _ensure_open(self) -> None:
         assert self._txn is not None  # noqa: S101
         if not self._txn.is_open:
             self._begin()
-        for output in outputs:
-            topic, value, key, headers = self.codecs.encode(output, record)
-            try:
-                self._txn.produce(topic, value, key, headers)
-            except TransactionError as error:
-                self._recover(error)
-                raise _BatchAbandoned from error
-            self.stats.produced += 1
-        self._next_offset[(record.topic, record.partition)] = (message.offset() or 0) + 1
-        self._in_txn += 1
-        self.stats.consumed += 1
 
     def _begin(self) -> None:
         assert self._txn is not None  # noqa: S101
@@ -389,6 +548,8 @@ class StageRunner:
             positions = self._consumer.position([TopicPartition(t, p) for (t, p) in offsets])
             for tp in positions:
                 key = (tp.topic, tp.partition)
+                if key in self._seeked:
+                    continue  # position() after a seek says nothing about markers
                 if tp.error is None and tp.offset > offsets[key]:
                     offsets[key] = tp.offset
         return offsets
@@ -417,6 +578,8 @@ class StageRunner:
             return False
         self.stats.transactions_committed += 1
         self._next_offset.clear()
+        self._seeked.clear()
+        self._rejected.clear()
         self._in_txn = 0
         return True
 
@@ -455,6 +618,7 @@ class StageRunner:
         assert self._consumer is not None  # noqa: S101
         self._rewind_pending = False
         self._next_offset.clear()
+        self._seeked.clear()
         self._in_txn = 0
         targets = partitions if partitions is not None else self._consumer.assignment()
         if not targets:
@@ -469,12 +633,6 @@ class StageRunner:
                 # not fetching yet: it will start from the committed offset anyway
                 log.debug("seek %s/%s skipped: %s", tp.topic, tp.partition, error)
 
-    def _commit_before_stop(self) -> None:
-        """Keep the partial success: commit what was processed before a record we stop on."""
-        assert self._txn is not None  # noqa: S101
-        if self._txn.is_open:
-            self._commit()
-
     def _abort_quietly(self) -> None:
         if self._txn is not None and self._txn.is_open:
             try:
@@ -487,8 +645,9 @@ class StageRunner:
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned: %s", _names(partitions))
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", _names(partitions))
+        self._gate.forget(consumer, partitions)
         if self._txn is not None and self._txn.is_open:
             # everything handed to us so far has been processed: commit it while we still
             # own the partitions (with the current generation); a failure rewinds
@@ -496,8 +655,9 @@ class StageRunner:
         for tp in partitions:
             self._next_offset.pop((tp.topic, tp.partition), None)
 
-    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("partitions lost: %s; aborting the open transaction", _names(partitions))
+        self._gate.forget(consumer, partitions)
         if self._txn is not None and self._txn.is_open:
             self.stats.transactions_aborted += 1
             try:
@@ -523,16 +683,6 @@ class StageRunner:
             self._consumer.close()  # leaves the group: partitions move at once, not at timeout
         if self._registry is not None:
             self._registry.close()
-
-
-def _handler_failed(
-    spec: StageSpec, record: Record[Any], error: BaseException
-) -> StageStoppedError:
-    return StageStoppedError(
-        f"stage {spec.group_id}: handler raised {type(error).__name__} on record "
-        f"{record.coordinates}: {error}; stopped without skipping it",
-        hint="fix the handler or the dependency it calls; the stage resumes at this record",
-    )
 
 
 def _needs_registry(spec: StageSpec) -> bool:

@@ -18,6 +18,7 @@ caller then rewinds to the committed offsets, which reflect what really happened
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,16 @@ from streams.kafka.errors import FENCED_CODES, from_kafka_exception
 __all__ = ["Transaction", "TxnState"]
 
 log = logging.getLogger("streams.transaction")
+
+# Delivery errors that say "this record will never be accepted" (not "try again").
+_REJECTED = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+    }
+)
 
 # When the local queue is full, serve delivery reports for this long before trying again.
 _QUEUE_FULL_POLL_S = 0.05
@@ -59,7 +70,9 @@ class Transaction:
         producer_config: Mapping[str, Any],
         *,
         deadline_s: float,
+        on_rejected: Callable[[tuple[str, int, int], str], None] | None = None,
     ) -> None:
+        self._on_rejected = on_rejected
         self._config = dict(producer_config)
         self.transactional_id = str(self._config["transactional.id"])
         self.fatal_reason: KafkaError | None = None
@@ -151,10 +164,14 @@ class Transaction:
         self.records = 0
         self.delivery_error = None
 
-    def _on_delivery(self, error: Any, _message: Any) -> None:
-        if error is not None and self.delivery_error is None:
+    def _on_delivery(self, origin: tuple[str, int, int] | None, error: Any, _message: Any) -> None:
+        if error is None:
+            return
+        if self.delivery_error is None:
             # the transaction is now abortable; commit will fail and say so
             self.delivery_error = str(error)
+        if origin is not None and self._on_rejected is not None and error.code() in _REJECTED:
+            self._on_rejected(origin, f"the broker refused an output: {error.str()}")
 
     def produce(
         self,
@@ -162,6 +179,8 @@ class Transaction:
         value: bytes | None,
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]] | None,
+        *,
+        origin: tuple[str, int, int] | None = None,
     ) -> None:
         self._require("produce")
         while True:
@@ -171,7 +190,7 @@ class Transaction:
                     value,
                     key,
                     headers=list(headers) if headers else None,
-                    on_delivery=self._on_delivery,
+                    on_delivery=functools.partial(self._on_delivery, origin),
                 )
             except BufferError:
                 self._producer.poll(_QUEUE_FULL_POLL_S)

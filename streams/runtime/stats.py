@@ -15,6 +15,8 @@ class StageStats:
 
     consumed: int = 0
     produced: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
     transactions_committed: int = 0
     transactions_aborted: int = 0
     producer_resets: int = 0

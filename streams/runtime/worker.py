@@ -16,7 +16,7 @@ import sys
 import time
 from types import FrameType
 
-from streams.exceptions import StageStoppedError, StreamsError
+from streams.exceptions import KafkaClientError, StageStoppedError, StreamsError
 from streams.pipeline import load_pipeline
 from streams.runtime.logs import configure_logging
 from streams.stage import FencedError, StageRunner
@@ -67,12 +67,9 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
     signal.signal(signal.SIGINT, on_term)
     try:
         runner.run()
-    except FencedError as error:
+    except StreamsError as error:
         log.error("%s", error, extra={"hint": error.hint})  # noqa: TRY400
-        return EXIT_FENCED
-    except StageStoppedError as error:
-        log.error("%s", error, extra={"hint": error.hint})  # noqa: TRY400
-        return EXIT_STOPPED_ON_RECORD
+        return _exit_code(error)
     except _AbortNow:
         log.warning("stop deadline passed or second signal: aborting the open transaction")
         return EXIT_CRASHED
@@ -80,6 +77,16 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
         signal.alarm(0)
     log.info("stopped cleanly")
     return EXIT_OK
+
+
+def _exit_code(error: StreamsError) -> int:
+    if isinstance(error, FencedError):
+        return EXIT_FENCED
+    if isinstance(error, StageStoppedError):
+        return EXIT_STOPPED_ON_RECORD
+    if isinstance(error, KafkaClientError):
+        return EXIT_CRASHED  # the broker may come back: restarted with backoff
+    return EXIT_START_FAILED  # missing topics, bad settings: an operator must act
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,10 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from streams.config import KafkaSettings
 from streams.localstack.stack import LocalStack
+from streams.pipeline import Pipeline
+from streams.topics import ensure_topics
 
 KAFKA_IMAGE = "apache/kafka:4.1.2"
 REGISTRY_IMAGE = "apicurio/apicurio-registry:3.3.3"
@@ -175,3 +178,24 @@ def topic_factory(admin: AdminClient, request: pytest.FixtureRequest) -> Iterato
 @pytest.fixture
 def unique_id() -> str:
     return uuid.uuid4().hex[:10]
+
+
+PipelineTopics = Callable[[Pipeline], list[str]]
+
+
+@pytest.fixture
+def pipeline_topics(cluster: Cluster, admin: AdminClient) -> Iterator[PipelineTopics]:
+    """Create every topic of a pipeline (inputs, outputs, retry tiers, DLQ); delete at the end."""
+    created: list[str] = []
+
+    def create(pipeline: Pipeline) -> list[str]:
+        report = ensure_topics(
+            pipeline, kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
+        )
+        created.extend(report.created)
+        return [spec.name for spec in pipeline.topic_specs()]
+
+    yield create
+    if created:
+        for future in admin.delete_topics(created).values():
+            future.result(timeout=30)

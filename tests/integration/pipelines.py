@@ -1,7 +1,8 @@
 """Pipelines the integration tests run in worker subprocesses.
 
 Topic and pipeline names come from the environment, so each test gets its own topics:
-``TEST_PIPELINE``, ``TEST_INPUT``, ``TEST_OUTPUT``.
+``TEST_PIPELINE``, ``TEST_INPUT``, ``TEST_OUTPUT``; ``TEST_DELAY_MS`` slows the handler.
+Tests build the same pipeline in-process with ``build_copy`` to create its topics.
 """
 
 from __future__ import annotations
@@ -15,14 +16,7 @@ from streams.record import Output, Record
 
 _DELAY_S = float(os.environ.get("TEST_DELAY_MS", "0")) / 1000
 
-copy = Pipeline(os.environ.get("TEST_PIPELINE", "copytest"))
 
-
-@copy.stage(
-    "copy",
-    inputs=[os.environ.get("TEST_INPUT", "copy.in")],
-    outputs={os.environ.get("TEST_OUTPUT", "copy.out"): raw()},
-)
 def copy_stage(record: Record[bytes]) -> Output:
     """Copy each record, tagging where it came from so the checker can map output to input."""
     if _DELAY_S:
@@ -31,3 +25,16 @@ def copy_stage(record: Record[bytes]) -> Output:
         record.value,
         headers=[("src", f"{record.partition}:{record.offset}".encode())],
     )
+
+
+def build_copy(name: str, source: str, sink: str) -> Pipeline:
+    pipeline = Pipeline(name, partitions=4)
+    pipeline.add_stage("copy", copy_stage, inputs=[source], outputs={sink: raw()})
+    return pipeline
+
+
+copy = build_copy(
+    os.environ.get("TEST_PIPELINE", "copytest"),
+    os.environ.get("TEST_INPUT", "copy.in"),
+    os.environ.get("TEST_OUTPUT", "copy.out"),
+)

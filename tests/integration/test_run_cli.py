@@ -23,8 +23,9 @@ from click.testing import CliRunner, Result
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.cli.main import cli
-from tests.integration.conftest import Cluster, TopicFactory
+from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import check_exactly_once, produce_numbered, read_committed
+from tests.integration.pipelines import build_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,7 +52,7 @@ class Run:
 
 @pytest.fixture
 def start_run(
-    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path
+    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path, pipeline_topics: PipelineTopics
 ) -> Iterator[Callable[..., Run]]:
     """Start `streams run ... --stage copy --workers 2` over fresh topics; killed at the end."""
     started: list[subprocess.Popen[bytes]] = []
@@ -71,6 +72,7 @@ def start_run(
             # the broker's minimum: a killed worker's partitions move within about 6 s
             "STREAMS_STAGE_SESSION_TIMEOUT_MS": "6000",
         }
+        pipeline_topics(build_copy(pipeline, source, sink))
         log = tmp_path / f"{pipeline}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(

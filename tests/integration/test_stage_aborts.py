@@ -1,4 +1,4 @@
-"""Aborted output is never visible to read_committed readers, and a bad record stops the stage."""
+"""Aborted output is never visible to read_committed readers."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from pydantic import BaseModel
 
-from streams.codecs import json, raw
+from streams.codecs import raw
 from streams.config import KafkaSettings, StageSettings
-from streams.exceptions import StageStoppedError
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
 from streams.stage import StageRunner, message_headers
-from tests.integration.conftest import Cluster, TopicFactory
+from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import check_exactly_once, produce_numbered, read_committed
 
 pytestmark = pytest.mark.integration
@@ -44,7 +42,7 @@ class AbortEveryThirdRunner(StageRunner):
 
 
 def test_records_of_aborted_transactions_are_never_read(
-    cluster: Cluster, topic_factory: TopicFactory
+    cluster: Cluster, topic_factory: TopicFactory, pipeline_topics: PipelineTopics
 ) -> None:
     count = 3000
     source, sink = topic_factory("in", partitions=2), topic_factory("out", partitions=2)
@@ -57,6 +55,7 @@ def test_records_of_aborted_transactions_are_never_read(
         doomed = b"1" if holder["runner"].doomed else b"0"
         return Output(record.value, headers=[("doomed", doomed)])
 
+    pipeline_topics(pipeline)
     runner = AbortEveryThirdRunner(
         pipeline.get("copy"),
         kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
@@ -93,41 +92,3 @@ def _read_headers(cluster: Cluster, topic: str, isolation: str) -> list[bytes]:
             flags.extend(v for k, v in message_headers(message) if k == "doomed")
     consumer.close()
     return flags
-
-
-class Order(BaseModel):
-    order_id: str
-    amount: int
-
-
-def test_an_undecodable_record_stops_the_stage_after_committing_the_ones_before(
-    cluster: Cluster, topic_factory: TopicFactory
-) -> None:
-    from confluent_kafka import Producer  # noqa: PLC0415
-
-    source, sink = topic_factory("in", partitions=1), topic_factory("out", partitions=1)
-    producer = Producer(cluster.client_config())
-    for n in range(10):
-        producer.produce(source, Order(order_id=f"o{n}", amount=n).model_dump_json().encode())
-    producer.produce(source, b"\x00not json at all")
-    producer.produce(source, Order(order_id="after", amount=1).model_dump_json().encode())
-    producer.flush(30)
-    pipeline = Pipeline(f"bad{uuid.uuid4().hex[:6]}")
-
-    @pipeline.stage("validate", inputs=[source], input=json(Order), outputs={sink: json(Order)})
-    def validate(record: Record[Order]) -> Order:
-        return record.value
-
-    runner = StageRunner(
-        pipeline.get("validate"), kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
-    )
-    with pytest.raises(StageStoppedError) as caught:
-        runner.run(idle_timeout_s=15)
-    assert f"cannot decode record {source}/0@10" in str(caught.value)
-    assert "stopped without skipping it" in str(caught.value)
-    written = read_committed(cluster, sink, 1, expect=10, timeout_s=20)
-    assert len(written.values) == 10  # (JSON values, so the checker's numbers are all -1)
-    consumer = Consumer(cluster.client_config(**{"group.id": pipeline.get("validate").group_id}))
-    committed = consumer.committed([TopicPartition(source, 0)], timeout=10)[0].offset
-    consumer.close()
-    assert committed == 10, "the ten good records before the bad one were committed, no more"

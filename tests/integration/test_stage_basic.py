@@ -11,7 +11,7 @@ from streams.config import KafkaSettings, StageSettings
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
 from streams.stage import StageRunner
-from tests.integration.conftest import Cluster, TopicFactory
+from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import check_exactly_once, produce_numbered, read_committed
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ def _settings() -> StageSettings:
 
 
 def test_sync_stage_copies_each_record_once_in_key_order(
-    cluster: Cluster, topic_factory: TopicFactory
+    cluster: Cluster, topic_factory: TopicFactory, pipeline_topics: PipelineTopics
 ) -> None:
     source, sink = topic_factory("in", partitions=3), topic_factory("out", partitions=3)
     produce_numbered(cluster, source, 5000)
@@ -32,6 +32,7 @@ def test_sync_stage_copies_each_record_once_in_key_order(
     def copy(record: Record[bytes]) -> Output:
         return Output(record.value)
 
+    pipeline_topics(pipeline)
     runner = StageRunner(
         pipeline.get("copy"),
         kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
@@ -44,7 +45,7 @@ def test_sync_stage_copies_each_record_once_in_key_order(
 
 
 def test_async_stage_keeps_input_order_per_partition(
-    cluster: Cluster, topic_factory: TopicFactory
+    cluster: Cluster, topic_factory: TopicFactory, pipeline_topics: PipelineTopics
 ) -> None:
     import asyncio  # noqa: PLC0415
     import random  # noqa: PLC0415
@@ -62,6 +63,7 @@ def test_async_stage_keeps_input_order_per_partition(
         in_flight["now"] -= 1
         return record.value
 
+    pipeline_topics(pipeline)
     runner = StageRunner(
         pipeline.get("slowcopy"),
         kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),

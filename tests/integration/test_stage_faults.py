@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.integration.conftest import Cluster, TopicFactory
+from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import (
     check_exactly_once,
     produce_numbered,
     read_committed,
     start_worker,
 )
+from tests.integration.pipelines import build_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -70,7 +71,10 @@ def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: 
 
 
 def test_exactly_once_while_the_worker_is_sigkilled_mid_batch(
-    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path
+    cluster: Cluster,
+    topic_factory: TopicFactory,
+    tmp_path: Path,
+    pipeline_topics: PipelineTopics,
 ) -> None:
     count, kills = 20_000, 6
     source = topic_factory("in", partitions=PARTITIONS)
@@ -85,6 +89,7 @@ def test_exactly_once_while_the_worker_is_sigkilled_mid_batch(
         STREAMS_STAGE_BATCH_MAX_MS="1000",
         STREAMS_STAGE_BATCH_MAX_RECORDS="5000",
     )
+    pipeline_topics(build_copy(env["TEST_PIPELINE"], source, sink))
     group = f"{env['TEST_PIPELINE']}.copy"
     log = tmp_path / "workers.log"
     done_kills = 0
@@ -129,13 +134,17 @@ def _high_watermarks(cluster: Cluster, topic: str) -> int:
 
 
 def test_scaling_one_to_three_to_one_worker_loses_and_duplicates_nothing(
-    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path
+    cluster: Cluster,
+    topic_factory: TopicFactory,
+    tmp_path: Path,
+    pipeline_topics: PipelineTopics,
 ) -> None:
     count = 12_000
     source = topic_factory("in", partitions=PARTITIONS)
     sink = topic_factory("out", partitions=PARTITIONS)
     produce_numbered(cluster, source, count)
     env = _env(cluster, source, sink, TEST_DELAY_MS="0.5")
+    pipeline_topics(build_copy(env["TEST_PIPELINE"], source, sink))
     group = f"{env['TEST_PIPELINE']}.copy"
     log = tmp_path / "workers.log"
     first = start_worker(env, "copy", 0, log=log)
@@ -153,13 +162,17 @@ def test_scaling_one_to_three_to_one_worker_loses_and_duplicates_nothing(
 
 
 def test_a_second_worker_on_the_same_slot_fences_the_first(
-    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path
+    cluster: Cluster,
+    topic_factory: TopicFactory,
+    tmp_path: Path,
+    pipeline_topics: PipelineTopics,
 ) -> None:
     count = 8000
     source = topic_factory("in", partitions=PARTITIONS)
     sink = topic_factory("out", partitions=PARTITIONS)
     produce_numbered(cluster, source, count)
     env = _env(cluster, source, sink, TEST_DELAY_MS="0.5")
+    pipeline_topics(build_copy(env["TEST_PIPELINE"], source, sink))
     group = f"{env['TEST_PIPELINE']}.copy"
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     first = start_worker(env, "copy", 0, log=first_log)
@@ -173,13 +186,17 @@ def test_a_second_worker_on_the_same_slot_fences_the_first(
 
 
 def test_sigterm_drains_commits_and_exits_0_then_restart_finishes(
-    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path
+    cluster: Cluster,
+    topic_factory: TopicFactory,
+    tmp_path: Path,
+    pipeline_topics: PipelineTopics,
 ) -> None:
     count = 8000
     source = topic_factory("in", partitions=PARTITIONS)
     sink = topic_factory("out", partitions=PARTITIONS)
     produce_numbered(cluster, source, count)
     env = _env(cluster, source, sink, TEST_DELAY_MS="0.5", STREAMS_STAGE_BATCH_MAX_MS="1000")
+    pipeline_topics(build_copy(env["TEST_PIPELINE"], source, sink))
     group = f"{env['TEST_PIPELINE']}.copy"
     log = tmp_path / "worker.log"
     worker = start_worker(env, "copy", 0, log=log)

@@ -20,7 +20,7 @@ class FakePopen:
 
     spawned: list[FakePopen] = []  # noqa: RUF012 - reset by the fixture for every test
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], **_options: object) -> None:
         self.argv = argv
         self.env = env
         self.stage = argv[argv.index("--stage") + 1]

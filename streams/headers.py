@@ -1,0 +1,118 @@
+"""The record headers this framework writes: one namespace, ``streams.``, for every stage.
+
+Retry and dead-letter records keep the original key, value and headers untouched and add:
+
+=============================  ======================================================  =========
+header                         meaning                                                 encoding
+=============================  ======================================================  =========
+streams.original.topic         topic the record was first read from                    utf-8
+streams.original.partition     its partition                                           decimal
+streams.original.offset        its offset                                              decimal
+streams.original.timestamp     its timestamp, ms since the epoch                       decimal
+streams.stage                  the stage (consumer group ``P.S``) that failed on it    utf-8
+streams.attempt                attempts made so far (1 after the first failure)        decimal
+streams.first.failure.ms       when the first attempt failed, ms since the epoch       decimal
+streams.due.ms                 retry records: not to be processed before this time     decimal
+streams.error.reason           deserialization | handler | dead-letter | retries-      utf-8
+                               exhausted | output-rejected | serialization
+streams.error.class            the exception's class (module.Name)                     utf-8
+streams.error.message          its message, at most 1,000 bytes                        utf-8
+streams.error.stack            the traceback, at most 4,000 bytes (the innermost part) utf-8
+streams.replayed               set by replay/redrive tools: where and when from        utf-8
+=============================  ======================================================  =========
+
+The original coordinates are written once, at the first failure, and carried unchanged through
+every retry, so they always name where the record entered the pipeline's stage.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+
+__all__ = [
+    "ATTEMPT",
+    "DUE_MS",
+    "ERROR_CLASS",
+    "ERROR_MESSAGE",
+    "ERROR_REASON",
+    "ERROR_STACK",
+    "FIRST_FAILURE_MS",
+    "ORIGINAL_OFFSET",
+    "ORIGINAL_PARTITION",
+    "ORIGINAL_TIMESTAMP",
+    "ORIGINAL_TOPIC",
+    "PREFIX",
+    "REPLAYED",
+    "STAGE",
+    "get",
+    "get_int",
+    "without_ours",
+]
+
+PREFIX = "streams."
+ORIGINAL_TOPIC = "streams.original.topic"
+ORIGINAL_PARTITION = "streams.original.partition"
+ORIGINAL_OFFSET = "streams.original.offset"
+ORIGINAL_TIMESTAMP = "streams.original.timestamp"
+STAGE = "streams.stage"
+ATTEMPT = "streams.attempt"
+FIRST_FAILURE_MS = "streams.first.failure.ms"
+DUE_MS = "streams.due.ms"
+ERROR_REASON = "streams.error.reason"
+ERROR_CLASS = "streams.error.class"
+ERROR_MESSAGE = "streams.error.message"
+ERROR_STACK = "streams.error.stack"
+REPLAYED = "streams.replayed"
+
+# Bounded so that a DLQ record stays far below the broker's message size limit whatever failed.
+MAX_MESSAGE_BYTES = 1000
+MAX_STACK_BYTES = 4000
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+def get(headers: Headers, name: str) -> bytes | None:
+    """The last value of ``name``."""
+    found = None
+    for key, value in headers:
+        if key == name:
+            found = value
+    return found
+
+
+def get_int(headers: Headers, name: str) -> int | None:
+    value = get(headers, name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def without_ours(headers: Headers, *, keep_original: bool) -> list[tuple[str, bytes]]:
+    """The headers minus ours (optionally keeping the ``streams.original.*`` ones)."""
+    return [
+        (k, v)
+        for k, v in headers
+        if not k.startswith(PREFIX) or (keep_original and k.startswith("streams.original."))
+    ]
+
+
+def truncate(text: str, limit: int, *, keep_end: bool = False) -> bytes:
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= limit:
+        return data
+    return (b"..." + data[-(limit - 3) :]) if keep_end else (data[: limit - 3] + b"...")
+
+
+def error_headers(error: BaseException, reason: str) -> list[tuple[str, bytes]]:
+    cls = type(error)
+    stack = "".join(traceback.format_exception(error))
+    return [
+        (ERROR_REASON, reason.encode()),
+        (ERROR_CLASS, f"{cls.__module__}.{cls.__qualname__}".encode()),
+        (ERROR_MESSAGE, truncate(str(error) or cls.__name__, MAX_MESSAGE_BYTES)),
+        (ERROR_STACK, truncate(stack, MAX_STACK_BYTES, keep_end=True)),
+    ]

@@ -1,0 +1,157 @@
+"""Retry policy of a stage: delay tiers, attempts, jitter, and which failures are retryable.
+
+A failed record is written to the retry topic of its next tier, ``P.S.retry.<delay>``, inside
+the same transaction that consumes it; the stage reads its own retry topics and does not
+process a record before its due time (it pauses that partition instead of sleeping). When the
+attempts run out the record goes to the dead-letter topic ``P.S.dlq``.
+
+Defaults, as users of such tools expect: tiers 5 s, 30 s, 5 min; 4 attempts in all (the first
+try and three retries); 10 % jitter; retryable are ``RetryLater`` (and so
+``DependencyUnavailable``), timeouts and connection errors. Validation and deserialization
+errors and ``DeadLetter`` go to the dead-letter topic at once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import TopicPartition
+from pydantic import ValidationError
+
+from streams.exceptions import DeadLetter, RetryLater, SerializationError, TopologyError
+
+__all__ = ["RetryDecision", "RetryGate", "RetryPolicy", "tier_label"]
+
+_DEFAULT_TIERS = (5.0, 30.0, 300.0)
+_DEFAULT_RETRYABLE: tuple[type[BaseException], ...] = (RetryLater, TimeoutError, ConnectionError)
+_NEVER_RETRYABLE: tuple[type[BaseException], ...] = (
+    DeadLetter,
+    SerializationError,
+    ValidationError,
+)
+
+
+def tier_label(delay_s: float) -> str:
+    """5 -> '5s', 30 -> '30s', 300 -> '5m', 3600 -> '1h', 1.5 -> '1500ms'."""
+    if delay_s <= 0:
+        raise TopologyError("retry delays must be positive")
+    if delay_s < 1 or delay_s != int(delay_s):
+        return f"{round(delay_s * 1000)}ms"
+    seconds = int(delay_s)
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """Where a failed record goes: a retry tier (topic, due time) or the DLQ (reason)."""
+
+    topic: str
+    due_ms: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a stage retries. ``tiers``: delays in seconds, one retry topic each, ascending."""
+
+    tiers: Sequence[float] = _DEFAULT_TIERS
+    max_attempts: int = 4
+    jitter: float = 0.1
+    retryable: tuple[type[BaseException], ...] = _DEFAULT_RETRYABLE
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.tiers and self.max_attempts > 1:
+            raise TopologyError("a retry policy with attempts > 1 needs at least one delay tier")
+        if list(self.tiers) != sorted(self.tiers):
+            raise TopologyError(f"retry tiers must ascend, got {list(self.tiers)}")
+        if self.max_attempts < 1:
+            raise TopologyError("max_attempts must be at least 1")
+        if not 0 <= self.jitter < 1:
+            raise TopologyError("jitter is a fraction in [0, 1)")
+        labels = [tier_label(t) for t in self.tiers]
+        if len(set(labels)) != len(labels):
+            raise TopologyError(f"two retry tiers have the same name: {labels}")
+
+    def retry_topics(self, group_id: str) -> list[str]:
+        return [f"{group_id}.retry.{tier_label(t)}" for t in self.tiers]
+
+    @staticmethod
+    def dlq_topic(group_id: str) -> str:
+        return f"{group_id}.dlq"
+
+    def is_retryable(self, error: BaseException) -> bool:
+        if isinstance(error, _NEVER_RETRYABLE):
+            return False
+        return isinstance(error, self.retryable)
+
+    def decide(
+        self, group_id: str, error: BaseException, *, attempts_so_far: int, now_ms: int
+    ) -> RetryDecision:
+        """``attempts_so_far`` counts the attempt that just failed (1 after the first try)."""
+        if isinstance(error, DeadLetter):
+            return RetryDecision(self.dlq_topic(group_id), None, "dead-letter")
+        if not self.is_retryable(error):
+            reason = "deserialization" if isinstance(error, SerializationError) else "handler"
+            return RetryDecision(self.dlq_topic(group_id), None, reason)
+        if attempts_so_far >= self.max_attempts or not self.tiers:
+            return RetryDecision(self.dlq_topic(group_id), None, "retries-exhausted")
+        index = min(attempts_so_far - 1, len(self.tiers) - 1)
+        asked = error.delay_s if isinstance(error, RetryLater) else None
+        if asked is not None:
+            # the first tier at or above the delay asked for (or the longest)
+            index = max(
+                index,
+                next((i for i, t in enumerate(self.tiers) if t >= asked), len(self.tiers) - 1),
+            )
+        delay = self.tiers[index]
+        spread = delay * self.jitter
+        # jitter only lengthens: a record is never due before its tier's delay
+        due_ms = now_ms + round(1000 * (delay + self.rng.uniform(0, spread)))
+        return RetryDecision(self.retry_topics(group_id)[index], due_ms, "retry")
+
+
+class RetryGate:
+    """Holds back retry-topic partitions whose head record is not due yet.
+
+    The partition is sought back to that record and paused; ``resume_due`` resumes it once due.
+    The consumer keeps polling (heartbeats, other partitions): nothing sleeps.
+    """
+
+    def __init__(self) -> None:
+        self._paused: dict[tuple[str, int], int] = {}  # (topic, partition) -> due, epoch ms
+
+    def __contains__(self, tp: tuple[str, int]) -> bool:
+        return tp in self._paused
+
+    def hold(self, consumer: Any, topic: str, partition: int, offset: int, due_ms: int) -> None:
+        # seek before pause: librdkafka >= 1.9 keeps the seek position across pause/resume
+        consumer.seek(TopicPartition(topic, partition, offset))
+        consumer.pause([TopicPartition(topic, partition)])
+        self._paused[(topic, partition)] = due_ms
+
+    def resume_due(self, consumer: Any, now_ms: int) -> None:
+        due = [tp for tp, at in self._paused.items() if at <= now_ms]
+        if due:
+            consumer.resume([TopicPartition(t, p) for t, p in due])
+            for tp in due:
+                del self._paused[tp]
+
+    def forget(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions leaving this worker: resume them first (a pause would stick to them)."""
+        leaving = [tp for tp in partitions if (tp.topic, tp.partition) in self._paused]
+        if leaving:
+            consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in leaving])
+            for tp in leaving:
+                self._paused.pop((tp.topic, tp.partition), None)
+
+    @property
+    def held(self) -> int:
+        return len(self._paused)

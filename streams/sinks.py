@@ -1,0 +1,868 @@
+"""Exactly-once from Kafka into a SQL database: the rows and the input offsets in one DB commit.
+
+::
+
+    numbers = SinkSpec(
+        pipeline="orders", name="to-db", inputs=("orders.placed",),
+        input_codec=json(OrderPlaced), key_codec=text(),
+        database="postgresql://app@db:5432/shop",   # STREAMS_SINK_DATABASE_URL overrides it
+        setup_sql=("CREATE TABLE IF NOT EXISTS orders (origin TEXT PRIMARY KEY, total BIGINT)",),
+        handler=store_order,
+    )
+
+    def store_order(record: Record[OrderPlaced], tx: SinkTransaction) -> None:
+        tx.execute(
+            "INSERT INTO orders (origin, total) VALUES (:origin, :total) ON CONFLICT DO NOTHING",
+            {"origin": tx.idempotency_key(record), "total": record.value.total},
+        )
+
+Kafka transactions cannot cover a database (see 2.10 of the EOS notes), so a sink does not use
+them: the offsets live in the database itself, in ``streams_sink_offsets``, and each batch is
+one database transaction holding the handler's writes *and* the next offset of every partition
+it touched. A crash at any point leaves either both or neither; a restart reads the offsets from
+the database (in ``on_assign``) and resumes exactly there. The offsets are also committed to
+Kafka after each database commit, but only so that lag tools see progress: they are advisory.
+
+SQL parameters are always written ``:name`` and passed as a mapping, whatever the database; they
+are translated for psycopg (``%(name)s``, with literal ``%`` doubled). Text inside quotes,
+comments and ``::`` casts is left alone. A statement run without parameters is sent unchanged.
+
+What happens on each kind of failure:
+
+- a handler raises on a record, or a record cannot be decoded: the batch is rolled back, the
+  records before it are committed (re-run in a fresh transaction: PostgreSQL aborts a whole
+  transaction on a failed statement, and a savepoint per record would overflow its
+  subtransaction cache), then ``StageStoppedError`` names the record; a restart resumes at it;
+- the database refuses the commit (busy, serialization failure, deadlock): roll back, seek every
+  assigned partition back to its stored offset and redo the batch, up to a few times in a row;
+  a lost connection stops the worker (exit code 1, the supervisor restarts it);
+- the stored offset changed under us (a worker that lost its partitions still running, say):
+  each offset is written only if it still holds the value this worker last saw, so the zombie's
+  batch is rolled back and the partition re-read from the stored offset;
+- partitions revoked: the open batch is committed first; partitions lost: it is rolled back.
+
+The handler may run more than once for a record (a rolled-back batch is redone), but its writes
+are committed once. Writes to anything other than ``tx`` are not covered: key them with
+``tx.idempotency_key(record)`` if they must happen once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import psycopg
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams import headers
+from streams.codecs import Codec
+from streams.config import KafkaSettings, StageSettings
+from streams.exceptions import ConfigError, SerializationError, StageStoppedError
+from streams.record import Record
+from streams.serde import Serde
+from streams.stage import message_headers
+
+__all__ = [
+    "OFFSETS_TABLE",
+    "Connection",
+    "Database",
+    "Result",
+    "SinkHandler",
+    "SinkRunner",
+    "SinkSettings",
+    "SinkSpec",
+    "SinkStats",
+    "SinkTransaction",
+    "read_offsets",
+]
+
+log = logging.getLogger("streams.sink")
+
+TP = tuple[str, int]
+Dialect = Literal["sqlite", "postgresql"]
+Params = Mapping[str, Any]
+
+OFFSETS_TABLE = "streams_sink_offsets"
+# "partition" is quoted: it is a keyword in SQLite (window functions) and in PostgreSQL.
+_CREATE_OFFSETS = f"""CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE} (
+    group_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    "partition" INTEGER NOT NULL,
+    next_offset BIGINT NOT NULL,
+    PRIMARY KEY (group_id, topic, "partition")
+)"""
+_SELECT_OFFSETS = (
+    'SELECT topic, "partition", next_offset FROM streams_sink_offsets WHERE group_id = :group_id'
+)
+_INSERT_OFFSET = (
+    'INSERT INTO streams_sink_offsets (group_id, topic, "partition", next_offset) '
+    "VALUES (:group_id, :topic, :partition, :next_offset) ON CONFLICT DO NOTHING"
+)
+_UPDATE_OFFSET = (
+    "UPDATE streams_sink_offsets SET next_offset = :next_offset WHERE group_id = :group_id "
+    'AND topic = :topic AND "partition" = :partition AND next_offset = :expected'
+)
+# A commit refused this many times in a row (busy, deadlock, serialization) stops the worker:
+# beyond that the cause is not contention but something an operator has to look at.
+_MAX_COMMIT_FAILURES = 5
+
+
+class SinkSettings(BaseSettings):
+    """Where a sink writes. Environment: ``STREAMS_SINK_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_SINK_", frozen=True, extra="ignore")
+
+    # Overrides SinkSpec.database, so that one declaration runs against each environment's DB.
+    database_url: str | None = None
+    # SQLite allows one writer at a time; 30 s lets a second worker wait out a batch commit
+    # instead of failing with "database is locked".
+    sqlite_busy_timeout_ms: int = 30000
+
+
+# -- the database ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a statement returned: its rows (empty unless it selects) and the rows it changed."""
+
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+
+
+class Database:
+    """Where rows and offsets go: ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or
+    ``postgresql://user[:password]@host:port/dbname`` (psycopg 3).
+
+    SQLite paths follow SQLAlchemy's convention: three slashes then the path, so an absolute
+    path has four. A bad URL raises ConfigError at start-up.
+    """
+
+    def __init__(self, url: str, *, sqlite_busy_timeout_ms: int = 30000) -> None:
+        self.url = url
+        self.sqlite_busy_timeout_ms = sqlite_busy_timeout_ms
+        scheme, separator, rest = url.partition("://")
+        scheme = scheme.lower().removesuffix("+psycopg")
+        if not separator:
+            raise ConfigError(
+                f"database URL {self.redacted!r} has no scheme",
+                hint="write sqlite:///path/to/file.db or postgresql://user@host:5432/db "
+                "(in SinkSpec.database or STREAMS_SINK_DATABASE_URL)",
+            )
+        self.dialect: Dialect
+        if scheme == "sqlite":
+            path = rest.removeprefix("/")
+            if not path or path == ":memory:" or path.startswith("file:"):
+                raise ConfigError(
+                    f"database URL {self.redacted!r} names no SQLite file",
+                    hint="a sink keeps its offsets in the database, so it needs a file: "
+                    "sqlite:///sink.db (relative) or sqlite:////var/lib/app/sink.db (absolute)",
+                )
+            self.dialect = "sqlite"
+            self.path = Path(path)
+        elif scheme in {"postgresql", "postgres"}:
+            if not rest or rest == "/":
+                raise ConfigError(
+                    f"database URL {self.redacted!r} names no server",
+                    hint="write postgresql://user@host:5432/dbname",
+                )
+            self.dialect = "postgresql"
+            self.conninfo = f"postgresql://{rest}"
+        else:
+            raise ConfigError(
+                f"database URL {self.redacted!r}: unsupported scheme {scheme!r}",
+                hint="use sqlite:///path/to/file.db or postgresql://user@host:5432/db",
+            )
+
+    @property
+    def redacted(self) -> str:
+        """The URL without its password, for logs and errors."""
+        return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", self.url)
+
+    def __repr__(self) -> str:
+        return f"Database({self.redacted!r})"
+
+    def connect(self) -> Connection:
+        """A new connection in autocommit mode; ``begin()`` opens a transaction."""
+        if self.dialect == "sqlite":
+            if not self.path.parent.is_dir():
+                raise ConfigError(
+                    f"SQLite database {self.path}: folder {self.path.parent} does not exist",
+                    hint="create the folder, or point the URL at an existing one",
+                )
+            return Connection(self, sqlite=_connect_sqlite(self.path, self.sqlite_busy_timeout_ms))
+        return Connection(self, postgres=psycopg.connect(self.conninfo, autocommit=True))
+
+
+def _connect_sqlite(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    # isolation_level=None: the module must not open transactions behind our back
+    connection = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+    try:
+        # WAL: readers (lag tools, the application) do not block the sink's writes, nor it them
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # FULL: a commit survives a power cut too, not only a process crash (NORMAL in WAL mode
+        # may lose the last commits, which would be redone, but the rows may have been read)
+        connection.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _sqlite_execute(connection: sqlite3.Connection, sql: str, params: Params | None) -> Result:
+    cursor = connection.execute(sql) if params is None else connection.execute(sql, dict(params))
+    try:
+        rows = cursor.fetchall() if cursor.description else []
+        return Result(rows, cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+class Connection:
+    """A thin wrapper over sqlite3 or psycopg: ``:name`` parameters, explicit transactions."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        sqlite: sqlite3.Connection | None = None,
+        postgres: psycopg.Connection[tuple[Any, ...]] | None = None,
+    ) -> None:
+        self.database = database
+        self.dialect: Dialect = database.dialect
+        self._sqlite = sqlite
+        self._postgres = postgres
+        self.in_transaction = False
+
+    def execute(self, sql: str, params: Params | None = None) -> Result:
+        """Run one statement; ``:name`` placeholders take their values from ``params``."""
+        if self._sqlite is not None:
+            return _sqlite_execute(self._sqlite, sql, params)
+        assert self._postgres is not None  # noqa: S101 - one of the two is always set
+        with self._postgres.cursor() as cursor:
+            if params is None:
+                cursor.execute(sql)
+            else:
+                cursor.execute(_to_pyformat(sql), dict(params))
+            rows = cursor.fetchall() if cursor.description else []
+            return Result(rows, cursor.rowcount)
+
+    def executemany(self, sql: str, params: Iterable[Params]) -> int:
+        """Run one statement once per mapping; returns the rows changed (if the driver says)."""
+        values = [dict(p) for p in params]
+        if self._sqlite is not None:
+            lite = self._sqlite.executemany(sql, values)
+            try:
+                return lite.rowcount
+            finally:
+                lite.close()
+        assert self._postgres is not None  # noqa: S101
+        with self._postgres.cursor() as cursor:
+            cursor.executemany(_to_pyformat(sql), values)
+            return cursor.rowcount
+
+    def begin(self) -> None:
+        # IMMEDIATE: take SQLite's write lock now, so that a busy database makes begin() wait
+        # (busy_timeout) rather than fail at the first write or at commit
+        self.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+        self.in_transaction = True
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+        self.in_transaction = False
+
+    def rollback(self) -> None:
+        self.in_transaction = False
+        self.execute("ROLLBACK")
+
+    def close(self) -> None:
+        """Close; an open transaction is rolled back by the database."""
+        if self._sqlite is not None:
+            self._sqlite.close()
+        if self._postgres is not None:
+            self._postgres.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+_TOKENS = re.compile(
+    r"""'(?:[^']|'')*'                          # a string literal
+      |"(?:[^"]|"")*"                          # a quoted identifier
+      |--[^\n]*                                # a line comment
+      |/\*.*?\*/                               # a block comment
+      |\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$  # a dollar-quoted string
+      |::                                      # a PostgreSQL cast, not a parameter
+      |:(?P<name>[A-Za-z_][A-Za-z0-9_]*)       # a parameter
+      |%                                       # psycopg's escape character
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+@lru_cache(maxsize=512)
+def _to_pyformat(sql: str) -> str:
+    """``:name`` to psycopg's ``%(name)s``, and ``%`` to ``%%``, outside quotes and comments."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match["name"]:
+            return f"%({match['name']})s"
+        return "%%" if match.group() == "%" else match.group()
+
+    return _TOKENS.sub(replace, sql)
+
+
+# -- offsets ---------------------------------------------------------------------------------
+
+
+class _OffsetConflictError(Exception):
+    """The stored offset is not the one this worker last saw: someone else committed it."""
+
+
+def ensure_offsets_table(connection: Connection) -> None:
+    connection.execute(_CREATE_OFFSETS)
+
+
+def read_offsets(connection: Connection, group_id: str) -> dict[TP, int]:
+    """The stored next offset of every partition of ``group_id``: where a restart resumes."""
+    result = connection.execute(_SELECT_OFFSETS, {"group_id": group_id})
+    return {(str(topic), int(partition)): int(offset) for topic, partition, offset in result.rows}
+
+
+def _store_offset(
+    connection: Connection, group_id: str, tp: TP, next_offset: int, *, expected: int | None
+) -> None:
+    """Write ``next_offset`` only if the stored value is still ``expected`` (None: no row)."""
+    values = {"group_id": group_id, "topic": tp[0], "partition": tp[1], "next_offset": next_offset}
+    if expected is None:
+        changed = connection.execute(_INSERT_OFFSET, values).rowcount
+    else:
+        changed = connection.execute(_UPDATE_OFFSET, {**values, "expected": expected}).rowcount
+    if changed != 1:
+        raise _OffsetConflictError(
+            f"{tp[0]}/{tp[1]}: stored offset is no longer {expected} (group {group_id})"
+        )
+
+
+# -- what a handler sees ---------------------------------------------------------------------
+
+
+class SinkTransaction:
+    """The batch's database transaction, as a handler sees it: run statements, never commit."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @property
+    def dialect(self) -> Dialect:
+        """``sqlite`` or ``postgresql``, for the rare statement that differs between them."""
+        return self._connection.dialect
+
+    def execute(self, sql: str, params: Params | None = None) -> Result:
+        """Run one statement inside the batch's transaction; write parameters as ``:name``."""
+        return self._connection.execute(sql, params)
+
+    def executemany(self, sql: str, params: Iterable[Params]) -> int:
+        return self._connection.executemany(sql, params)
+
+    @staticmethod
+    def idempotency_key(record: Record[Any]) -> str:
+        """``topic/partition@offset`` of where the record entered the pipeline.
+
+        A record that came through retry or replay topics carries its original coordinates in
+        the ``streams.original.*`` headers; those are used, so the key is the same for every
+        copy of one input. Rows with this key as PRIMARY KEY, written with
+        ``INSERT ... ON CONFLICT DO NOTHING``, stay single even when a record is replayed.
+        """
+        topic = headers.get(record.headers, headers.ORIGINAL_TOPIC)
+        partition = headers.get_int(record.headers, headers.ORIGINAL_PARTITION)
+        offset = headers.get_int(record.headers, headers.ORIGINAL_OFFSET)
+        if topic is not None and partition is not None and offset is not None:
+            return f"{topic.decode('utf-8', errors='replace')}/{partition}@{offset}"
+        return record.coordinates
+
+
+SinkHandler = Callable[[Record[Any], SinkTransaction], None]
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """One sink: a consumer group reading ``inputs`` and writing rows through a handler."""
+
+    pipeline: str
+    name: str
+    inputs: tuple[str, ...]
+    input_codec: Codec
+    key_codec: Codec
+    database: str  # a URL; STREAMS_SINK_DATABASE_URL overrides it at run time
+    handler: SinkHandler
+    setup_sql: tuple[str, ...] = ()  # CREATE TABLE IF NOT EXISTS ..., run at start-up
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.pipeline}.{self.name}"
+
+
+@dataclass
+class SinkStats:
+    """Counters since the worker started; ``snapshot()`` is what gets logged."""
+
+    consumed: int = 0
+    records_committed: int = 0
+    batches_committed: int = 0
+    batches_rolled_back: int = 0
+    offset_conflicts: int = 0
+    rewinds: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+    def snapshot(self) -> dict[str, Any]:
+        data = asdict(self)
+        elapsed = max(time.monotonic() - data.pop("started_at"), 1e-9)
+        data["uptime_s"] = round(elapsed, 1)
+        data["committed_per_s"] = round(self.records_committed / elapsed, 1)
+        return data
+
+
+# -- the runner ------------------------------------------------------------------------------
+
+
+class SinkRunner:
+    """Runs one sink in this process until stopped. One instance = one worker slot."""
+
+    def __init__(
+        self,
+        spec: SinkSpec,
+        *,
+        slot: int = 0,
+        kafka: KafkaSettings | None = None,
+        settings: StageSettings | None = None,
+        registry: SchemaRegistryClient | None = None,
+        sink_settings: SinkSettings | None = None,
+        on_stats: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.slot = slot
+        self.kafka = kafka or KafkaSettings()
+        self.settings = settings or StageSettings()
+        sink = sink_settings or SinkSettings()
+        # fails here, at start-up, on a bad URL
+        self.database = Database(
+            sink.database_url or spec.database, sqlite_busy_timeout_ms=sink.sqlite_busy_timeout_ms
+        )
+        if registry is None and (spec.input_codec.needs_registry or spec.key_codec.needs_registry):
+            registry = SchemaRegistryClient({"url": self.kafka.schema_registry_url})
+        self._registry = registry
+        self._key: Serde[Any] = spec.key_codec.build(registry)
+        self._value: Serde[Any] = spec.input_codec.build(registry)
+        self.stats = SinkStats()
+        self._on_stats = on_stats
+        self._db: Connection | None = None
+        self._consumer: Consumer | None = None
+        self._tx: SinkTransaction | None = None  # the open batch, if any
+        self._batch: list[Record[Any]] = []
+        self._batch_started = 0.0
+        self._next: dict[TP, int] = {}  # next offsets of the open batch
+        self._stored: dict[TP, int | None] = {}  # the stored offsets as this worker last saw them
+        self._rewind_pending = False
+        self._commit_failures = 0
+        self._stop_requested = False
+
+    # -- public ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Finish the batch in flight, commit, and return from ``run`` (SIGTERM calls this)."""
+        self._stop_requested = True
+
+    def run(self, *, max_records: int | None = None, idle_timeout_s: float | None = None) -> None:
+        """Consume and write until ``request_stop`` (or the optional limits, for tests)."""
+        try:
+            self._db = self.database.connect()
+            self._setup(self._db)
+            consumer = self._make_consumer()
+            self._consumer = consumer
+            consumer.subscribe(
+                list(self.spec.inputs),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            log.info(
+                "sink started",
+                extra={
+                    "sink": self.spec.group_id,
+                    "slot": self.slot,
+                    "database": self.database.redacted,
+                    "inputs": list(self.spec.inputs),
+                },
+            )
+            self._loop(max_records, idle_timeout_s)
+            if self._commit(between_batches=True):
+                self._commit_kafka(dict(self._stored_offsets()), asynchronous=False)
+        finally:
+            self._rollback()
+            self._emit_stats()
+            self._close()
+
+    # -- start-up --------------------------------------------------------------------------
+
+    def _make_consumer(self) -> Consumer:
+        s = self.settings
+        return Consumer(
+            {
+                **self.kafka.client_config(),
+                "group.id": self.spec.group_id,
+                "client.id": f"{self.spec.group_id}.{self.slot}",
+                "enable.auto.commit": False,  # the database holds the offsets
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",  # only used if an assignment names no offset
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": s.session_timeout_ms,
+                "heartbeat.interval.ms": max(1000, s.session_timeout_ms // 3),
+                "max.poll.interval.ms": s.max_poll_interval_ms,
+            }
+        )
+
+    def _setup(self, db: Connection) -> None:
+        db.begin()
+        try:
+            if db.dialect == "postgresql":
+                # concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's
+                # catalogue; workers starting together take turns instead
+                db.execute("SELECT pg_advisory_xact_lock(hashtext('streams.sink.setup'))")
+            ensure_offsets_table(db)
+            for statement in self.spec.setup_sql:
+                db.execute(statement)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self, max_records: int | None, idle_timeout_s: float | None) -> None:
+        last_stats = last_record = time.monotonic()
+        while not self._stop_requested:
+            messages = self._consume()
+            if messages:
+                last_record = time.monotonic()
+            self._process(messages)
+            self._maybe_commit()
+            if self._rewind_pending:
+                self._rewind()
+            if time.monotonic() - last_stats >= self.settings.stats_interval_s:
+                self._emit_stats()
+                last_stats = time.monotonic()
+            if max_records is not None and self.stats.consumed >= max_records:
+                break
+            if idle_timeout_s is not None and time.monotonic() - last_record > idle_timeout_s:
+                break
+
+    def _consume(self) -> list[Message]:
+        assert self._consumer is not None  # noqa: S101 - set in run()
+        room = self.settings.batch_max_records - len(self._batch)
+        count = max(1, min(self.settings.consume_max_records, room))
+        timeout = 0.1
+        if self._tx is not None:
+            left = self.settings.batch_max_ms / 1000 - (time.monotonic() - self._batch_started)
+            timeout = max(0.0, min(timeout, left))
+        messages = self._consumer.consume(num_messages=count, timeout=timeout)
+        if self._rewind_pending:
+            # a rebalance callback rolled the batch back inside consume(): what it returned may
+            # lie beyond the stored offsets and is read again after the seek
+            self._rewind()
+            return []
+        return messages
+
+    def _process(self, messages: list[Message]) -> None:
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                    continue
+                if error.fatal():
+                    raise StageStoppedError(f"consumer fatal error: {error.str()}")
+                log.warning("consumer error (librdkafka retries): %s", error.str())
+                continue
+            if (message.topic(), message.partition()) not in self._stored:
+                # returned by a consume() during which the partition was revoked or lost
+                continue
+            record = self._decode_or_stop(message)
+            if self._tx is None:
+                self._begin()
+            assert self._tx is not None  # noqa: S101
+            try:
+                self.spec.handler(record, self._tx)
+            except Exception as failure:  # noqa: BLE001 - any failure stops on this record
+                self._stop_on(record, failure)
+            self._batch.append(record)
+            self._next[(record.topic, record.partition)] = record.offset + 1
+            self.stats.consumed += 1
+
+    def _decode_or_stop(self, message: Message) -> Record[Any]:
+        try:
+            return self._decode(message)
+        except SerializationError as error:
+            self._commit()
+            coordinates = f"{error.topic}/{error.partition}@{error.offset}"
+            raise StageStoppedError(
+                f"sink {self.spec.group_id}: cannot decode record {coordinates}: {error.message}"
+                f" (raw value: {len(error.raw or b'')} bytes); stopped without skipping it",
+                hint="fix the producer of that record or the sink's input codec; the sink "
+                "resumes at this record when restarted",
+            ) from error
+
+    def _decode(self, message: Message) -> Record[Any]:
+        topic = message.topic() or ""
+        partition = message.partition() or 0
+        offset = message.offset() or 0
+        raw_value = message.value()
+        raw_key = message.key()
+        try:
+            value = self._value.deserialize(raw_value, topic=topic)
+            key = None if raw_key is None else self._key.deserialize(bytes(raw_key), topic=topic)
+        except SerializationError as error:
+            error.topic, error.partition, error.offset = topic, partition, offset
+            error.raw = None if raw_value is None else bytes(raw_value)
+            raise
+        return Record(
+            value=value,
+            key=key,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=message.timestamp()[1],
+            headers=message_headers(message),
+        )
+
+    def _stop_on(self, record: Record[Any], error: Exception) -> None:
+        """Keep the partial success: commit the records before ``record``, then stop on it."""
+        before = list(self._batch)
+        self._rollback()
+        self.stats.batches_rolled_back += 1
+        failed, cause = record, error
+        while before:
+            self._begin()
+            assert self._tx is not None  # noqa: S101
+            for index, earlier in enumerate(before):
+                try:
+                    self.spec.handler(earlier, self._tx)
+                except Exception as again:  # noqa: BLE001 - it failed this time: stop here
+                    self._rollback()
+                    failed, cause, before = earlier, again, before[:index]
+                    break
+                self._batch.append(earlier)
+                self._next[(earlier.topic, earlier.partition)] = earlier.offset + 1
+            else:
+                if self._commit():
+                    break
+                raise StageStoppedError(
+                    f"sink {self.spec.group_id}: could not commit the records before "
+                    f"{failed.coordinates}; stopped on it",
+                    hint="see the warnings above; the sink resumes at its stored offsets",
+                ) from cause
+        raise StageStoppedError(
+            f"sink {self.spec.group_id}: handler raised {type(cause).__name__} on record "
+            f"{failed.coordinates}: {cause}; stopped without skipping it",
+            hint="fix the handler or the database; the sink resumes at this record",
+        ) from cause
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        assert self._db is not None  # noqa: S101
+        self._db.begin()
+        self._tx = SinkTransaction(self._db)
+        self._batch_started = time.monotonic()
+
+    def _maybe_commit(self) -> None:
+        if self._tx is None:
+            return
+        age_ms = (time.monotonic() - self._batch_started) * 1000
+        if len(self._batch) >= self.settings.batch_max_records or (
+            age_ms >= self.settings.batch_max_ms
+        ):
+            self._commit(between_batches=True)
+
+    def _offsets(self, *, between_batches: bool) -> dict[TP, int]:
+        """Next offsets to store; past trailing transaction markers where that is safe."""
+        offsets = dict(self._next)
+        if offsets and between_batches and self._consumer is not None:
+            # Only between consume() calls has everything handed to us been processed; then
+            # position() differs from our own count only by control markers, and storing it
+            # avoids a permanent lag of 1 behind a marker (librdkafka#3917). Inside consume()
+            # (a revoke) position() may be past records not yet returned to us.
+            positions = self._consumer.position([TopicPartition(t, p) for (t, p) in offsets])
+            for tp in positions:
+                key = (tp.topic, tp.partition)
+                if tp.error is None and tp.offset > offsets[key]:
+                    offsets[key] = tp.offset
+        return offsets
+
+    def _commit(self, *, between_batches: bool = False) -> bool:
+        """Store the batch's offsets and commit; on failure roll back and rewind. True if done."""
+        if self._tx is None:
+            return True
+        assert self._db is not None  # noqa: S101
+        offsets = self._offsets(between_batches=between_batches)
+        try:
+            for tp, next_offset in offsets.items():
+                _store_offset(
+                    self._db, self.spec.group_id, tp, next_offset, expected=self._stored.get(tp)
+                )
+            self._db.commit()
+        except _OffsetConflictError as conflict:
+            log.warning("batch rolled back, another worker moved the offsets: %s", conflict)
+            self.stats.offset_conflicts += 1
+            return self._failed()
+        except Exception as error:
+            self._commit_failures += 1
+            log.warning(
+                "batch rolled back, the database refused the commit (%d in a row): %s",
+                self._commit_failures,
+                error,
+            )
+            if self._commit_failures >= _MAX_COMMIT_FAILURES:
+                self._rollback()
+                raise
+            return self._failed()
+        self._commit_failures = 0
+        self.stats.batches_committed += 1
+        self.stats.records_committed += len(self._batch)
+        self._stored.update(offsets)
+        self._tx = None
+        self._batch.clear()
+        self._next.clear()
+        self._commit_kafka(offsets, asynchronous=True)
+        return True
+
+    def _failed(self) -> bool:
+        self._rollback()
+        self.stats.batches_rolled_back += 1
+        self._rewind_pending = True  # the main loop seeks, outside any rebalance callback
+        return False
+
+    def _rollback(self) -> None:
+        """Drop the open batch (the database forgets its writes)."""
+        self._tx = None
+        self._batch.clear()
+        self._next.clear()
+        if self._db is not None and self._db.in_transaction:
+            try:
+                self._db.rollback()
+            except Exception as error:  # noqa: BLE001 - a dead connection rolls back by itself
+                log.warning("rollback failed (the database discards the transaction): %s", error)
+
+    def _commit_kafka(self, offsets: Mapping[TP, int], *, asynchronous: bool) -> None:
+        """Advisory: lets lag tools see progress; the offsets in the database are the truth."""
+        if not offsets or self._consumer is None:
+            return
+        try:
+            listed = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            if asynchronous:
+                self._consumer.commit(offsets=listed, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=listed, asynchronous=False)
+        except KafkaException as error:
+            log.info("advisory Kafka offset commit failed (harmless): %s", error)
+
+    def _stored_offsets(self) -> Iterable[tuple[TP, int]]:
+        return ((tp, offset) for tp, offset in self._stored.items() if offset is not None)
+
+    def _rewind(self, partitions: Sequence[TopicPartition] | None = None) -> None:
+        """Seek every assigned partition back to the offset stored in the database."""
+        assert self._consumer is not None  # noqa: S101
+        assert self._db is not None  # noqa: S101
+        self._rewind_pending = False
+        targets = list(partitions if partitions is not None else self._consumer.assignment())
+        if not targets:
+            return
+        self.stats.rewinds += 1
+        stored = read_offsets(self._db, self.spec.group_id)
+        for tp in targets:
+            key = (tp.topic, tp.partition)
+            self._stored[key] = stored.get(key)
+            offset = stored.get(key, OFFSET_BEGINNING)
+            try:
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            except KafkaException as error:
+                # not fetching yet: it starts from the offset given at assignment, which no
+                # batch has moved past
+                log.debug("seek %s/%s skipped: %s", tp.topic, tp.partition, error)
+
+    # -- rebalance callbacks (run inside consume()) ------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start each new partition at the offset stored in the database, not in Kafka."""
+        assert self._db is not None  # noqa: S101
+        # may run inside an open batch: the read then sees the batch's own (unstored) offsets,
+        # which never concern a partition that is only now assigned
+        stored = read_offsets(self._db, self.spec.group_id)
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._stored[key] = stored.get(key)
+            tp.offset = stored.get(key, OFFSET_BEGINNING)
+        log.info("partitions assigned: %s", _names(partitions))
+        # with a cooperative assignor, calling incremental_assign here replaces the client's
+        # own (which would start at Kafka's committed offsets); it must get the same list
+        consumer.incremental_assign(partitions)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", _names(partitions))
+        # everything handed to us so far has been processed: commit it while we own the
+        # partitions; a failure rolls back and marks every kept partition for a rewind
+        self._commit()
+        for tp in partitions:
+            self._stored.pop((tp.topic, tp.partition), None)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("partitions lost: %s; rolling back the open batch", _names(partitions))
+        if self._tx is not None:
+            self.stats.batches_rolled_back += 1
+            self._rollback()
+            self._rewind_pending = True
+        for tp in partitions:
+            self._stored.pop((tp.topic, tp.partition), None)
+
+    # -- end -------------------------------------------------------------------------------
+
+    def _emit_stats(self) -> None:
+        snapshot = {"sink": self.spec.group_id, "slot": self.slot, **self.stats.snapshot()}
+        log.info("sink stats", extra={"stats": snapshot})
+        if self._on_stats is not None:
+            self._on_stats(snapshot)
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()  # leaves the group: partitions move at once, not at timeout
+            self._consumer = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
+
+def _names(partitions: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions) or "none"
