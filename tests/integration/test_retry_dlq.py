@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +39,7 @@ from tests.integration.eos import produce_numbered
 
 pytestmark = pytest.mark.integration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _read(cluster: Cluster, topic: str, partitions: int, *, idle_polls: int = 6) -> list[Any]:
@@ -148,10 +149,8 @@ def test_bad_input_lands_in_the_dlq_with_raw_bytes_and_reason(
         assert reason == expected, f"{name}: {reason!r}"
 
 
-def _schema_path(name: str) -> Any:
-    from pathlib import Path  # noqa: PLC0415
-
-    return Path(ROOT) / "schemas" / name
+def _schema_path(name: str) -> Path:
+    return ROOT / "schemas" / name
 
 
 def test_a_retried_record_waits_for_its_due_time_while_the_rest_flows(
