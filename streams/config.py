@@ -120,3 +120,15 @@ class StageSettings(BaseSettings):
     # Outputs larger than this go to the DLQ (reason output-rejected) instead of failing the
     # transaction; the broker's default limit (message.max.bytes) is about 1 MiB.
     max_message_bytes: int = 1_000_000
+
+
+class SinkSettings(BaseSettings):
+    """Where a sink writes. Environment: ``STREAMS_SINK_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_SINK_", frozen=True, extra="ignore")
+
+    # Overrides SinkSpec.database, so that one declaration runs against each environment's DB.
+    database_url: str | None = None
+    # SQLite allows one writer at a time; 30 s lets a second worker wait out a batch commit
+    # instead of failing with "database is locked".
+    sqlite_busy_timeout_ms: int = 30000

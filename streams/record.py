@@ -41,6 +41,22 @@ class Record(Generic[V]):
         """``topic/partition@offset``: how logs and errors name this record."""
         return f"{self.topic}/{self.partition}@{self.offset}"
 
+    @property
+    def idempotency_key(self) -> str:
+        """A key for side effects that is the same on every retry, restart and replay.
+
+        It names where the record first entered this stage: a record read back from a retry
+        topic, or replayed from the DLQ, carries its original coordinates in the
+        ``streams.original.*`` headers, and those are used. Pass it to outside systems that
+        deduplicate (an ``Idempotency-Key`` HTTP header, a unique column).
+        """
+        topic = self.header("streams.original.topic")
+        partition = self.header("streams.original.partition")
+        offset = self.header("streams.original.offset")
+        if topic is not None and partition is not None and offset is not None:
+            return f"{topic.decode()}/{partition.decode()}@{offset.decode()}"
+        return self.coordinates
+
 
 @dataclass(frozen=True, slots=True)
 class Output:

@@ -49,16 +49,11 @@ are committed once. Writes to anything other than ``tx`` are not covered: key th
 from __future__ import annotations
 
 import logging
-import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any
 
-import psycopg
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -68,12 +63,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams import headers
 from streams.codecs import Codec
-from streams.config import KafkaSettings, StageSettings
-from streams.exceptions import ConfigError, SerializationError, StageStoppedError
+from streams.config import KafkaSettings, SinkSettings, StageSettings
+from streams.database import Connection, Database, Dialect, Params, Result
+from streams.exceptions import SerializationError, StageStoppedError
 from streams.record import Record
 from streams.serde import Serde
 from streams.stage import message_headers
@@ -89,14 +84,13 @@ __all__ = [
     "SinkSpec",
     "SinkStats",
     "SinkTransaction",
+    "ensure_offsets_table",
     "read_offsets",
 ]
 
 log = logging.getLogger("streams.sink")
 
 TP = tuple[str, int]
-Dialect = Literal["sqlite", "postgresql"]
-Params = Mapping[str, Any]
 
 OFFSETS_TABLE = "streams_sink_offsets"
 # "partition" is quoted: it is a keyword in SQLite (window functions) and in PostgreSQL.
@@ -121,215 +115,6 @@ _UPDATE_OFFSET = (
 # A commit refused this many times in a row (busy, deadlock, serialization) stops the worker:
 # beyond that the cause is not contention but something an operator has to look at.
 _MAX_COMMIT_FAILURES = 5
-
-
-class SinkSettings(BaseSettings):
-    """Where a sink writes. Environment: ``STREAMS_SINK_<FIELD>``."""
-
-    model_config = SettingsConfigDict(env_prefix="STREAMS_SINK_", frozen=True, extra="ignore")
-
-    # Overrides SinkSpec.database, so that one declaration runs against each environment's DB.
-    database_url: str | None = None
-    # SQLite allows one writer at a time; 30 s lets a second worker wait out a batch commit
-    # instead of failing with "database is locked".
-    sqlite_busy_timeout_ms: int = 30000
-
-
-# -- the database ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Result:
-    """What a statement returned: its rows (empty unless it selects) and the rows it changed."""
-
-    rows: list[tuple[Any, ...]]
-    rowcount: int
-
-
-class Database:
-    """Where rows and offsets go: ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or
-    ``postgresql://user[:password]@host:port/dbname`` (psycopg 3).
-
-    SQLite paths follow SQLAlchemy's convention: three slashes then the path, so an absolute
-    path has four. A bad URL raises ConfigError at start-up.
-    """
-
-    def __init__(self, url: str, *, sqlite_busy_timeout_ms: int = 30000) -> None:
-        self.url = url
-        self.sqlite_busy_timeout_ms = sqlite_busy_timeout_ms
-        scheme, separator, rest = url.partition("://")
-        scheme = scheme.lower().removesuffix("+psycopg")
-        if not separator:
-            raise ConfigError(
-                f"database URL {self.redacted!r} has no scheme",
-                hint="write sqlite:///path/to/file.db or postgresql://user@host:5432/db "
-                "(in SinkSpec.database or STREAMS_SINK_DATABASE_URL)",
-            )
-        self.dialect: Dialect
-        if scheme == "sqlite":
-            path = rest.removeprefix("/")
-            if not path or path == ":memory:" or path.startswith("file:"):
-                raise ConfigError(
-                    f"database URL {self.redacted!r} names no SQLite file",
-                    hint="a sink keeps its offsets in the database, so it needs a file: "
-                    "sqlite:///sink.db (relative) or sqlite:////var/lib/app/sink.db (absolute)",
-                )
-            self.dialect = "sqlite"
-            self.path = Path(path)
-        elif scheme in {"postgresql", "postgres"}:
-            if not rest or rest == "/":
-                raise ConfigError(
-                    f"database URL {self.redacted!r} names no server",
-                    hint="write postgresql://user@host:5432/dbname",
-                )
-            self.dialect = "postgresql"
-            self.conninfo = f"postgresql://{rest}"
-        else:
-            raise ConfigError(
-                f"database URL {self.redacted!r}: unsupported scheme {scheme!r}",
-                hint="use sqlite:///path/to/file.db or postgresql://user@host:5432/db",
-            )
-
-    @property
-    def redacted(self) -> str:
-        """The URL without its password, for logs and errors."""
-        return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", self.url)
-
-    def __repr__(self) -> str:
-        return f"Database({self.redacted!r})"
-
-    def connect(self) -> Connection:
-        """A new connection in autocommit mode; ``begin()`` opens a transaction."""
-        if self.dialect == "sqlite":
-            if not self.path.parent.is_dir():
-                raise ConfigError(
-                    f"SQLite database {self.path}: folder {self.path.parent} does not exist",
-                    hint="create the folder, or point the URL at an existing one",
-                )
-            return Connection(self, sqlite=_connect_sqlite(self.path, self.sqlite_busy_timeout_ms))
-        return Connection(self, postgres=psycopg.connect(self.conninfo, autocommit=True))
-
-
-def _connect_sqlite(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
-    # isolation_level=None: the module must not open transactions behind our back
-    connection = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
-    try:
-        # WAL: readers (lag tools, the application) do not block the sink's writes, nor it them
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        # FULL: a commit survives a power cut too, not only a process crash (NORMAL in WAL mode
-        # may lose the last commits, which would be redone, but the rows may have been read)
-        connection.execute("PRAGMA synchronous=FULL")
-    except BaseException:
-        connection.close()
-        raise
-    return connection
-
-
-def _sqlite_execute(connection: sqlite3.Connection, sql: str, params: Params | None) -> Result:
-    cursor = connection.execute(sql) if params is None else connection.execute(sql, dict(params))
-    try:
-        rows = cursor.fetchall() if cursor.description else []
-        return Result(rows, cursor.rowcount)
-    finally:
-        cursor.close()
-
-
-class Connection:
-    """A thin wrapper over sqlite3 or psycopg: ``:name`` parameters, explicit transactions."""
-
-    def __init__(
-        self,
-        database: Database,
-        *,
-        sqlite: sqlite3.Connection | None = None,
-        postgres: psycopg.Connection[tuple[Any, ...]] | None = None,
-    ) -> None:
-        self.database = database
-        self.dialect: Dialect = database.dialect
-        self._sqlite = sqlite
-        self._postgres = postgres
-        self.in_transaction = False
-
-    def execute(self, sql: str, params: Params | None = None) -> Result:
-        """Run one statement; ``:name`` placeholders take their values from ``params``."""
-        if self._sqlite is not None:
-            return _sqlite_execute(self._sqlite, sql, params)
-        assert self._postgres is not None  # noqa: S101 - one of the two is always set
-        with self._postgres.cursor() as cursor:
-            if params is None:
-                cursor.execute(sql)
-            else:
-                cursor.execute(_to_pyformat(sql), dict(params))
-            rows = cursor.fetchall() if cursor.description else []
-            return Result(rows, cursor.rowcount)
-
-    def executemany(self, sql: str, params: Iterable[Params]) -> int:
-        """Run one statement once per mapping; returns the rows changed (if the driver says)."""
-        values = [dict(p) for p in params]
-        if self._sqlite is not None:
-            lite = self._sqlite.executemany(sql, values)
-            try:
-                return lite.rowcount
-            finally:
-                lite.close()
-        assert self._postgres is not None  # noqa: S101
-        with self._postgres.cursor() as cursor:
-            cursor.executemany(_to_pyformat(sql), values)
-            return cursor.rowcount
-
-    def begin(self) -> None:
-        # IMMEDIATE: take SQLite's write lock now, so that a busy database makes begin() wait
-        # (busy_timeout) rather than fail at the first write or at commit
-        self.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
-        self.in_transaction = True
-
-    def commit(self) -> None:
-        self.execute("COMMIT")
-        self.in_transaction = False
-
-    def rollback(self) -> None:
-        self.in_transaction = False
-        self.execute("ROLLBACK")
-
-    def close(self) -> None:
-        """Close; an open transaction is rolled back by the database."""
-        if self._sqlite is not None:
-            self._sqlite.close()
-        if self._postgres is not None:
-            self._postgres.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-
-_TOKENS = re.compile(
-    r"""'(?:[^']|'')*'                          # a string literal
-      |"(?:[^"]|"")*"                          # a quoted identifier
-      |--[^\n]*                                # a line comment
-      |/\*.*?\*/                               # a block comment
-      |\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$  # a dollar-quoted string
-      |::                                      # a PostgreSQL cast, not a parameter
-      |:(?P<name>[A-Za-z_][A-Za-z0-9_]*)       # a parameter
-      |%                                       # psycopg's escape character
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-
-
-@lru_cache(maxsize=512)
-def _to_pyformat(sql: str) -> str:
-    """``:name`` to psycopg's ``%(name)s``, and ``%`` to ``%%``, outside quotes and comments."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match["name"]:
-            return f"%({match['name']})s"
-        return "%%" if match.group() == "%" else match.group()
-
-    return _TOKENS.sub(replace, sql)
 
 
 # -- offsets ---------------------------------------------------------------------------------

@@ -51,6 +51,16 @@ class Names:
     sink: str
 
     @property
+    def routing(self) -> list[str]:
+        """The stage's retry and dead-letter topics, which `topics create` makes too."""
+        group = f"{self.pipeline}.copy"
+        return [f"{group}.retry.5s", f"{group}.retry.30s", f"{group}.retry.5m", f"{group}.dlq"]
+
+    @property
+    def all(self) -> list[str]:
+        return [self.source, self.sink, *self.routing]
+
+    @property
     def env(self) -> dict[str, str]:
         return {"TEST_PIPELINE": self.pipeline, "TEST_INPUT": self.source, "TEST_OUTPUT": self.sink}
 
@@ -63,7 +73,7 @@ def names(admin: AdminClient, unique_id: str) -> Iterator[Names]:
     )
     yield created
     existing = admin.list_topics(timeout=30).topics
-    doomed = [name for name in (created.source, created.sink) if name in existing]
+    doomed = [name for name in created.all if name in existing]
     if doomed:
         for future in admin.delete_topics(doomed, operation_timeout=30).values():
             future.result(timeout=30)
@@ -118,7 +128,7 @@ def test_ensure_topics_creates_every_declared_topic_as_declared_and_is_idempoten
 
     first = ensure_topics(pipeline, kafka=_settings(cluster))
 
-    assert sorted(first.created) == sorted([names.source, names.sink])
+    assert sorted(first.created) == sorted(names.all)
     assert first.unchanged == []
     assert first.differences == {}
     assert first.ok
@@ -127,7 +137,7 @@ def test_ensure_topics_creates_every_declared_topic_as_declared_and_is_idempoten
     second = ensure_topics(pipeline, kafka=_settings(cluster))
 
     assert second.created == []
-    assert sorted(second.unchanged) == sorted([names.source, names.sink])
+    assert sorted(second.unchanged) == sorted(names.all)
     assert second.differences == {}
     assert second.ok
     _assert_as_declared(admin, names)
@@ -168,7 +178,7 @@ def test_ensure_topics_reports_an_existing_topic_that_differs_and_leaves_it_alon
         declared(names.pipeline, names.source, names.sink), kafka=_settings(cluster)
     )
 
-    assert report.created == [names.source]
+    assert sorted(report.created) == sorted([names.source, *names.routing])
     assert report.unchanged == []
     assert report.differences == {names.sink: [existing.problem]}
     assert not report.ok
@@ -201,7 +211,7 @@ def test_ensure_topics_compares_a_topic_that_appeared_between_listing_and_creati
         declared(names.pipeline, names.source, names.sink), kafka=_settings(cluster)
     )
 
-    assert report.created == [names.source]
+    assert sorted(report.created) == sorted([names.source, *names.routing])
     assert report.differences == {
         names.sink: [f"partitions: declared {OUTPUT_PARTITIONS}, topic has 1"]
     }
@@ -230,7 +240,7 @@ def test_cli_creates_then_reports_unchanged_as_json(
 
     assert first.exit_code == 0, first.output
     payload = _json(first)
-    assert sorted(payload["created"]) == sorted([names.source, names.sink])
+    assert sorted(payload["created"]) == sorted(names.all)
     assert payload["unchanged"] == []
     assert payload["differences"] == {}
     _assert_as_declared(admin, names)
@@ -240,7 +250,7 @@ def test_cli_creates_then_reports_unchanged_as_json(
     assert second.exit_code == 0, second.output
     payload = _json(second)
     assert payload["created"] == []
-    assert sorted(payload["unchanged"]) == sorted([names.source, names.sink])
+    assert sorted(payload["unchanged"]) == sorted(names.all)
     assert payload["differences"] == {}
 
 
@@ -255,8 +265,10 @@ def test_cli_exits_3_and_lists_the_differences_when_a_topic_differs(
     json_result = _invoke(REFERENCE, "--json")
 
     assert json_result.exit_code == EXIT_CHECK_FAILED, json_result.output
-    assert _json(json_result) == {
-        "created": [names.source],
+    payload = _json(json_result)
+    payload["created"] = sorted(payload["created"])
+    assert payload == {
+        "created": sorted([names.source, *names.routing]),
         "unchanged": [],
         "differences": {
             names.sink: [f"partitions: declared {OUTPUT_PARTITIONS}, topic has 1"],
@@ -326,7 +338,7 @@ def test_subprocess_creates_the_topics_and_reports_json(admin: AdminClient, name
 
     assert first.returncode == 0, first.stderr
     payload = json.loads(first.stdout)
-    assert sorted(payload["created"]) == sorted([names.source, names.sink])
+    assert sorted(payload["created"]) == sorted(names.all)
     assert payload["unchanged"] == []
     assert payload["differences"] == {}
     _assert_as_declared(admin, names)
@@ -336,5 +348,5 @@ def test_subprocess_creates_the_topics_and_reports_json(admin: AdminClient, name
     assert second.returncode == 0, second.stderr
     payload = json.loads(second.stdout)
     assert payload["created"] == []
-    assert sorted(payload["unchanged"]) == sorted([names.source, names.sink])
+    assert sorted(payload["unchanged"]) == sorted(names.all)
     assert payload["differences"] == {}

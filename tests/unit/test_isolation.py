@@ -263,6 +263,61 @@ def test_a_success_admitted_before_the_breaker_opened_does_not_close_it(
 
     asyncio.run(scenario())
     assert state(dep) is BreakerState.HALF_OPEN  # only a probe may close it
+    assert dep.snapshot()["consecutive_failures"] == 1
+
+
+def test_a_late_probe_from_an_earlier_half_open_does_not_close_the_breaker(
+    make: MakeDependency, calls: Calls, clock: FakeClock
+) -> None:
+    dep = make(failure_threshold=1, half_open_max_calls=2, timeout_s=5.0)
+    fail_times(dep, calls, 1)
+    clock.advance(10.0)
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def slow_ok() -> str:
+            await release.wait()
+            return "ok"
+
+        late_probe = asyncio.create_task(dep.call(slow_ok))
+        await asyncio.sleep(0)
+        with pytest.raises(DependencyUnavailable):
+            await dep.call(calls.arefuse)  # the other probe fails: open again
+        clock.advance(10.0)
+        assert state(dep) is BreakerState.HALF_OPEN  # a new half-open period
+        release.set()
+        assert await late_probe == "ok"
+
+    asyncio.run(scenario())
+    assert state(dep) is BreakerState.HALF_OPEN
+
+
+def test_a_late_failure_from_before_recovery_does_not_reopen_the_breaker(
+    make: MakeDependency, calls: Calls, clock: FakeClock
+) -> None:
+    dep = make(failure_threshold=1, timeout_s=5.0)
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def slow_refuse() -> str:
+            await release.wait()
+            raise ConnectionResetError("reset")
+
+        late = asyncio.create_task(dep.call(slow_refuse))
+        await asyncio.sleep(0)
+        with pytest.raises(DependencyUnavailable):
+            await dep.call(calls.arefuse)  # opens
+        clock.advance(10.0)
+        assert await dep.call(calls.aok) == "ok"  # the probe closes it
+        release.set()
+        with pytest.raises(DependencyUnavailable, match="ConnectionResetError"):
+            await late
+
+    asyncio.run(scenario())
+    assert state(dep) is BreakerState.CLOSED
+    assert dep.snapshot()["consecutive_failures"] == 0
 
 
 # -- timeouts -----------------------------------------------------------------------------------

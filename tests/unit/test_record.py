@@ -62,3 +62,24 @@ def test_an_explicit_none_key_is_not_keep_key() -> None:
     assert output.key is None
     assert output.topic == "t"
     assert list(output.headers) == [("h", b"1")]
+
+
+def test_idempotency_key_is_the_original_coordinates_across_retries() -> None:
+    first = Record(value=b"v", key="k", topic="orders", partition=2, offset=41, timestamp_ms=0)
+    retried = Record(
+        value=b"v",
+        key="k",
+        topic="orders.validate.retry.5s",
+        partition=0,
+        offset=7,
+        timestamp_ms=0,
+        headers=(
+            ("streams.original.topic", b"orders"),
+            ("streams.original.partition", b"2"),
+            ("streams.original.offset", b"41"),
+        ),
+    )
+    assert first.idempotency_key == "orders/2@41"
+    assert retried.idempotency_key == first.idempotency_key
+    other = Record(value=b"v", key="k", topic="orders", partition=2, offset=42, timestamp_ms=0)
+    assert other.idempotency_key != first.idempotency_key
