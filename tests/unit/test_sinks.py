@@ -13,6 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streams.codecs import raw, text
 from streams.config import StageSettings
+from streams.database import _to_pyformat
 from streams.exceptions import ConfigError, StageStoppedError
 from streams.record import Record
 from streams.sinks import (
@@ -24,7 +25,6 @@ from streams.sinks import (
     SinkTransaction,
     _OffsetConflictError,
     _store_offset,
-    _to_pyformat,
     ensure_offsets_table,
     read_offsets,
 )
