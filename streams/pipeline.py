@@ -21,12 +21,15 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.codecs import Codec, raw, text
 from streams.exceptions import TopologyError
 from streams.record import Record
 from streams.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from streams.sinks import SinkHandler, SinkSpec
 
 __all__ = ["Handler", "Pipeline", "StageSpec", "TopicSpec", "load_pipeline"]
 
@@ -107,7 +110,7 @@ class Pipeline:
         self.name = name
         self.default_partitions = partitions
         self.default_topic_config = dict(topic_config or {})
-        self._stages: dict[str, StageSpec] = {}
+        self._stages: dict[str, StageSpec | SinkSpec] = {}
         self._topics: dict[str, TopicSpec] = {}
 
     def topic(
@@ -200,11 +203,56 @@ class Pipeline:
         self._stages[name] = spec
         return spec
 
+    def sink(
+        self,
+        name: str,
+        *,
+        inputs: Iterable[str],
+        database: str,
+        input: Codec | None = None,  # noqa: A002
+        key: Codec | None = None,
+        setup_sql: Iterable[str] = (),
+    ) -> Callable[[SinkHandler], SinkHandler]:
+        """Declare a sink stage: rows and input offsets commit in one database transaction.
+
+        ``database`` is a URL (``sqlite:///orders.db``, ``postgresql://...``); the environment
+        variable STREAMS_SINK_DATABASE_URL overrides it at run time. ``setup_sql`` runs at
+        start-up (use CREATE TABLE IF NOT EXISTS).
+        """
+        from streams.sinks import SinkSpec  # noqa: PLC0415 - sinks imports the stage runtime
+
+        def register(handler: SinkHandler) -> SinkHandler:
+            if not _NAME.match(name):
+                raise TopologyError(f"sink name {name!r} must be letters, digits, '_' or '-'")
+            if name in self._stages:
+                raise TopologyError(f"pipeline {self.name!r} already has a stage {name!r}")
+            if isinstance(inputs, str):
+                raise TopologyError(f"sink {name!r}: inputs take a list of topics, not a string")
+            topics = tuple(inputs)
+            if not topics:
+                raise TopologyError(f"sink {name!r} reads no topic: give inputs=[...]")
+            for topic in topics:
+                _check_topic(topic)
+            self._stages[name] = SinkSpec(
+                pipeline=self.name,
+                name=name,
+                inputs=topics,
+                input_codec=input or raw(),
+                key_codec=key or text(),
+                database=database,
+                handler=handler,
+                setup_sql=tuple(setup_sql),
+            )
+            return handler
+
+        return register
+
     @property
-    def stages(self) -> list[StageSpec]:
+    def stages(self) -> list[StageSpec | SinkSpec]:
         return list(self._stages.values())
 
-    def get(self, name: str) -> StageSpec:
+    def component(self, name: str) -> StageSpec | SinkSpec:
+        """The stage or sink called ``name`` (what a worker runs)."""
         try:
             return self._stages[name]
         except KeyError:
@@ -213,11 +261,27 @@ class Pipeline:
                 f"pipeline {self.name!r} has no stage {name!r} (stages: {known})"
             ) from None
 
+    def get(self, name: str) -> StageSpec:
+        """The Kafka-to-Kafka stage called ``name``."""
+        found = self.component(name)
+        if not isinstance(found, StageSpec):
+            raise TopologyError(f"{name!r} of pipeline {self.name!r} is a sink: use get_sink()")
+        return found
+
+    def get_sink(self, name: str) -> SinkSpec:
+        """The sink called ``name``."""
+        found = self.component(name)
+        if isinstance(found, StageSpec):
+            raise TopologyError(f"{name!r} of pipeline {self.name!r} is a stage: use get()")
+        return found
+
     def topic_specs(self) -> list[TopicSpec]:
         """Every topic the pipeline reads or writes, with its declared or default settings."""
         names: dict[str, None] = {}
         for stage in self._stages.values():
             names.update(dict.fromkeys(stage.inputs))
+            if not isinstance(stage, StageSpec):
+                continue  # a sink writes to its database, not to topics
             names.update(dict.fromkeys(stage.outputs))
             names.update(dict.fromkeys(stage.retry_topics))
             names[stage.dlq_topic] = None

@@ -39,6 +39,6 @@ def run(
         raise TopologyError("give --stage S (one or more) or --all, not both and not neither")
     names = [s.name for s in declared.stages] if all_stages else list(stages)
     for name in names:
-        declared.get(name)  # unknown stage: a clear error before any process starts
+        declared.component(name)  # unknown stage: a clear error before any process starts
     configure_logging(log_format, prefix="supervisor")
     sys.exit(Supervisor(pipeline, names, workers=workers, log_format=log_format).run())

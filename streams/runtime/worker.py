@@ -17,8 +17,9 @@ import time
 from types import FrameType
 
 from streams.exceptions import KafkaClientError, StageStoppedError, StreamsError
-from streams.pipeline import load_pipeline
+from streams.pipeline import StageSpec, load_pipeline
 from streams.runtime.logs import configure_logging
+from streams.sinks import SinkRunner
 from streams.stage import FencedError, StageRunner
 
 __all__ = [
@@ -45,8 +46,12 @@ class _AbortNow(BaseException):
 
 def run_worker(reference: str, stage: str, slot: int) -> int:
     try:
-        spec = load_pipeline(reference).get(stage)
-        runner = StageRunner(spec, slot=slot)
+        spec = load_pipeline(reference).component(stage)
+        runner: StageRunner | SinkRunner = (
+            StageRunner(spec, slot=slot)
+            if isinstance(spec, StageSpec)
+            else SinkRunner(spec, slot=slot)
+        )
     except StreamsError as error:
         log.error("cannot start: %s", error, extra={"hint": error.hint})  # noqa: TRY400
         return EXIT_START_FAILED

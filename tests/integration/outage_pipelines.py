@@ -1,0 +1,64 @@
+"""Two stages for the dependency-outage test: ``ingest`` copies, ``enrich`` calls a pricing service.
+
+Environment: TEST_PIPELINE, TEST_INPUT, TEST_MID, TEST_OUTPUT, PRICING_URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+
+from streams.codecs import raw
+from streams.isolation import Dependency
+from streams.pipeline import Pipeline
+from streams.record import Output, Record
+from streams.retry import RetryPolicy
+
+pricing = Dependency("pricing", timeout_s=1.0, failure_threshold=3, open_for_s=2.0)
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+_SERVER_ERROR = 500
+
+
+def ingest(record: Record[bytes]) -> bytes:
+    return record.value
+
+
+def _price(url: str, key: str) -> int:
+    request = urllib.request.Request(url, headers={"Idempotency-Key": key})  # noqa: S310
+    try:
+        with _OPENER.open(request, timeout=1.0) as response:
+            return int(json.loads(response.read())["total_cents"])
+    except urllib.error.HTTPError as error:
+        if error.code >= _SERVER_ERROR:
+            raise ConnectionError(f"pricing answered {error.code}") from error
+        raise
+
+
+def enrich(record: Record[bytes]) -> Output:
+    url = f"{os.environ['PRICING_URL']}/price?sku=sku-{int(record.value) % 7}&quantity=2"
+    total = pricing.call_sync(_price, url, record.idempotency_key)
+    return Output(record.value + b":" + str(total).encode())
+
+
+def build(name: str, source: str, mid: str, sink: str) -> Pipeline:
+    pipeline = Pipeline(name, partitions=2)
+    pipeline.add_stage("ingest", ingest, inputs=[source], outputs={mid: raw()})
+    pipeline.add_stage(
+        "enrich",
+        enrich,
+        inputs=[mid],
+        outputs={sink: raw()},
+        # enough attempts to outlast a ~10 s outage: 1 + 2 + 4 * 8 s of waiting at the least
+        retry=RetryPolicy(tiers=(1.0, 2.0, 4.0), max_attempts=10, jitter=0.1),
+    )
+    return pipeline
+
+
+pipeline = build(
+    os.environ.get("TEST_PIPELINE", "outage"),
+    os.environ.get("TEST_INPUT", "outage.in"),
+    os.environ.get("TEST_MID", "outage.mid"),
+    os.environ.get("TEST_OUTPUT", "outage.out"),
+)
