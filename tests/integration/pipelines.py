@@ -1,7 +1,9 @@
 """Pipelines the integration tests run in worker subprocesses.
 
 Topic and pipeline names come from the environment, so each test gets its own topics:
-``TEST_PIPELINE``, ``TEST_INPUT``, ``TEST_OUTPUT``; ``TEST_DELAY_MS`` slows the handler.
+``TEST_PIPELINE``, ``TEST_INPUT``, ``TEST_OUTPUT``; ``TEST_DELAY_MS`` slows the handler;
+``TEST_FAILURES=1`` makes 10 % of records fail their first attempt (RetryLater) and 1 % fail
+for good (DeadLetter).
 Tests build the same pipeline in-process with ``build_copy`` to create its topics.
 """
 
@@ -10,17 +12,27 @@ from __future__ import annotations
 import os
 import time
 
+from streams import headers
 from streams.codecs import raw
+from streams.exceptions import DeadLetter, RetryLater
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
+from streams.retry import RetryPolicy
 
 _DELAY_S = float(os.environ.get("TEST_DELAY_MS", "0")) / 1000
+_FAILURES = os.environ.get("TEST_FAILURES") == "1"
 
 
 def copy_stage(record: Record[bytes]) -> Output:
     """Copy each record, tagging where it came from so the checker can map output to input."""
     if _DELAY_S:
         time.sleep(_DELAY_S)  # slows the stage so that faults land while it works
+    if _FAILURES:
+        n = int(record.value)
+        if n % 100 == 42:  # noqa: PLR2004 - the test's poison records
+            raise DeadLetter("poison record")
+        if n % 10 == 3 and headers.get(record.headers, headers.ATTEMPT) is None:  # noqa: PLR2004
+            raise RetryLater("fails its first attempt")
     return Output(
         record.value,
         headers=[("src", f"{record.partition}:{record.offset}".encode())],
@@ -29,7 +41,13 @@ def copy_stage(record: Record[bytes]) -> Output:
 
 def build_copy(name: str, source: str, sink: str) -> Pipeline:
     pipeline = Pipeline(name, partitions=4)
-    pipeline.add_stage("copy", copy_stage, inputs=[source], outputs={sink: raw()})
+    pipeline.add_stage(
+        "copy",
+        copy_stage,
+        inputs=[source],
+        outputs={sink: raw()},
+        retry=RetryPolicy(tiers=(0.5, 1.0), max_attempts=3, jitter=0.1),
+    )
     return pipeline
 
 

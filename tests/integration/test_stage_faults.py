@@ -214,3 +214,61 @@ def test_sigterm_drains_commits_and_exits_0_then_restart_finishes(
     _wait_for(lambda: _committed(cluster, group, source) >= count, 180, "the stage to finish")
     assert _stop(worker) == 0
     check_exactly_once(read_committed(cluster, sink, PARTITIONS, expect=count), count)
+
+
+def test_kills_while_routing_to_retry_and_dlq_lose_and_duplicate_nothing(
+    cluster: Cluster,
+    topic_factory: TopicFactory,
+    tmp_path: Path,
+    pipeline_topics: PipelineTopics,
+) -> None:
+    count, kills = 10_000, 4
+    source = topic_factory("in", partitions=PARTITIONS)
+    sink = topic_factory("out", partitions=PARTITIONS)
+    produce_numbered(cluster, source, count)
+    env = _env(
+        cluster,
+        source,
+        sink,
+        TEST_DELAY_MS="0.3",
+        TEST_FAILURES="1",
+        STREAMS_STAGE_BATCH_MAX_MS="1000",
+    )
+    pipeline = build_copy(env["TEST_PIPELINE"], source, sink)
+    pipeline_topics(pipeline)
+    spec = pipeline.get("copy")
+    group = spec.group_id
+    log = tmp_path / "workers.log"
+    for _ in range(kills):
+        before = _committed(cluster, group, source)
+        worker = start_worker(env, "copy", 0, log=log)
+        _wait_for(
+            lambda before=before, worker=worker: (
+                _committed(cluster, group, source) >= before + 1000 or worker.poll() is not None
+            ),
+            120,
+            "progress before the kill",
+        )
+        assert worker.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.3)
+        assert _stop(worker, signal.SIGKILL) == -signal.SIGKILL
+    worker = start_worker(env, "copy", 0, log=log)
+    expected_dead = {n for n in range(count) if n % 100 == 42}
+    expected_out = set(range(count)) - expected_dead
+
+    def outputs_complete() -> bool:
+        return len(read_committed(cluster, sink, PARTITIONS, expect=0, timeout_s=5).values) >= len(
+            expected_out
+        )
+
+    _wait_for(outputs_complete, 180, "every record through the retry path")
+    assert _stop(worker) == 0, log.read_text()[-2000:]
+    out = read_committed(cluster, sink, PARTITIONS, expect=len(expected_out)).values
+    dead = read_committed(cluster, spec.dlq_topic, PARTITIONS, expect=len(expected_dead)).values
+    retried = read_committed(cluster, spec.retry_topics[0], PARTITIONS, expect=0).values
+    assert len(out) == len(set(out)), "duplicate outputs"
+    assert len(dead) == len(set(dead)), "duplicate dead letters"
+    assert set(out) == expected_out
+    assert set(dead) == expected_dead
+    transient = {n for n in expected_out if n % 10 == 3}
+    assert sorted(retried) == sorted(transient), "each transient failure routed exactly once"
