@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install lint typecheck unit integration test demo up down status bench clean
+.PHONY: help install deps lint typecheck unit integration test demo up down status bench clean
 
 help:
 	@echo "make demo       run the main job on the local stack"
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# System packages the tests need (PostgreSQL server binaries), installed when missing.
+deps:
+	bash ops/ensure-deps.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check streams tests bench
 	$(BIN)/ruff format --check streams tests bench
@@ -35,10 +39,10 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
 # pytest exits 5 when it collected no test; that fails the target like any other non-zero code.
-integration: $(STAMP)
+integration: $(STAMP) deps
 	$(BIN)/pytest tests/integration -q
 
-test: lint typecheck
+test: deps lint typecheck
 	$(BIN)/pytest tests -q
 
 up: $(STAMP)
