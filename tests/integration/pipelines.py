@@ -29,9 +29,9 @@ def copy_stage(record: Record[bytes]) -> Output:
         time.sleep(_DELAY_S)  # slows the stage so that faults land while it works
     if _FAILURES:
         n = int(record.value)
-        if n % 100 == 42:  # noqa: PLR2004 - the test's poison records
+        if n % 100 == 42:
             raise DeadLetter("poison record")
-        if n % 10 == 3 and headers.get(record.headers, headers.ATTEMPT) is None:  # noqa: PLR2004
+        if n % 10 == 3 and headers.get(record.headers, headers.ATTEMPT) is None:
             raise RetryLater("fails its first attempt")
     return Output(
         record.value,
