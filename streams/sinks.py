@@ -71,7 +71,7 @@ from streams.database import Connection, Database, Dialect, Params, Result
 from streams.exceptions import SerializationError, StageStoppedError
 from streams.record import Record
 from streams.serde import Serde
-from streams.stage import message_headers
+from streams.stage import decode_message
 
 __all__ = [
     "OFFSETS_TABLE",
@@ -418,27 +418,7 @@ class SinkRunner:
             ) from error
 
     def _decode(self, message: Message) -> Record[Any]:
-        topic = message.topic() or ""
-        partition = message.partition() or 0
-        offset = message.offset() or 0
-        raw_value = message.value()
-        raw_key = message.key()
-        try:
-            value = self._value.deserialize(raw_value, topic=topic)
-            key = None if raw_key is None else self._key.deserialize(bytes(raw_key), topic=topic)
-        except SerializationError as error:
-            error.topic, error.partition, error.offset = topic, partition, offset
-            error.raw = None if raw_value is None else bytes(raw_value)
-            raise
-        return Record(
-            value=value,
-            key=key,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            timestamp_ms=message.timestamp()[1],
-            headers=message_headers(message),
-        )
+        return decode_message(message, key=self._key, value=self._value)
 
     def _stop_on(self, record: Record[Any], error: Exception) -> None:
         """Keep the partial success: commit the records before ``record``, then stop on it."""

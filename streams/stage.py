@@ -56,6 +56,7 @@ __all__ = [
     "OutputRejectedError",
     "StageCodecs",
     "StageRunner",
+    "decode_message",
     "message_headers",
     "normalize_outputs",
 ]
@@ -97,28 +98,7 @@ class StageCodecs:
         }
 
     def decode(self, message: Message) -> Record[Any]:
-        topic = message.topic() or ""
-        partition = message.partition() or 0
-        offset = message.offset() or 0
-        raw_value = message.value()
-        raw_key = message.key()
-        try:
-            # the serdes reject a null value (a tombstone) with a SerializationError too
-            value = self.input.deserialize(raw_value, topic=topic)
-            key = None if raw_key is None else self.key.deserialize(bytes(raw_key), topic=topic)
-        except SerializationError as error:
-            error.topic, error.partition, error.offset = topic, partition, offset
-            error.raw = None if raw_value is None else bytes(raw_value)
-            raise
-        return Record(
-            value=value,
-            key=key,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            timestamp_ms=message.timestamp()[1],
-            headers=message_headers(message),
-        )
+        return decode_message(message, key=self.key, value=self.input)
 
     def encode(
         self, output: Output, record: Record[Any]
@@ -140,6 +120,32 @@ class StageCodecs:
         key_bytes = None if key is None else self.key.serialize(key, topic=topic)
         value = None if output.value is None else serde.serialize(output.value, topic=topic)
         return topic, value, key_bytes, list(output.headers)
+
+
+def decode_message(message: Message, *, key: Serde[Any], value: Serde[Any]) -> Record[Any]:
+    """A consumed message as a typed Record; a SerializationError names it and keeps its bytes."""
+    topic = message.topic() or ""
+    partition = message.partition() or 0
+    offset = message.offset() or 0
+    raw_value = message.value()
+    raw_key = message.key()
+    try:
+        # the serdes reject a null value (a tombstone) with a SerializationError too
+        decoded_value = value.deserialize(raw_value, topic=topic)
+        decoded_key = None if raw_key is None else key.deserialize(bytes(raw_key), topic=topic)
+    except SerializationError as error:
+        error.topic, error.partition, error.offset = topic, partition, offset
+        error.raw = None if raw_value is None else bytes(raw_value)
+        raise
+    return Record(
+        value=decoded_value,
+        key=decoded_key,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=message.timestamp()[1],
+        headers=message_headers(message),
+    )
 
 
 def message_headers(message: Message) -> tuple[tuple[str, bytes], ...]:

@@ -9,9 +9,11 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streams.stage import StageRunner
 from tests.integration.conftest import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,3 +112,25 @@ def start_worker(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+class AbortEveryThirdRunner(StageRunner):
+    """Aborts every third transaction after producing its records, like Kafka's copier test."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.attempts = 0
+
+    @property
+    def doomed(self) -> bool:
+        return (self.attempts + 1) % 3 == 0
+
+    def _commit(self, *, between_batches: bool = False) -> bool:
+        self.attempts += 1
+        if self.attempts % 3 == 0:
+            assert self._txn is not None
+            self._txn.abort()
+            self.stats.transactions_aborted += 1
+            self._rewind()
+            return False
+        return super()._commit(between_batches=between_batches)

@@ -35,7 +35,7 @@ from streams.retry import RetryPolicy
 from streams.serde import AvroSerde, load_schema
 from streams.stage import StageRunner, message_headers
 from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
-from tests.integration.eos import produce_numbered
+from tests.integration.eos import AbortEveryThirdRunner, produce_numbered
 
 pytestmark = pytest.mark.integration
 # How late a due retry may run under light load: the poll loop resumes paused partitions every
@@ -249,22 +249,6 @@ def test_retries_run_out_into_the_dlq(
     assert h.get(hdrs, h.ORIGINAL_TOPIC) == source.encode()
     assert h.get(hdrs, h.ORIGINAL_OFFSET) == b"3"
     assert len(_read(cluster, sink, 1)) == 9
-
-
-class AbortEveryThirdRunner(StageRunner):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.attempts = 0
-
-    def _commit(self, *, between_batches: bool = False) -> bool:
-        self.attempts += 1
-        if self.attempts % 3 == 0:
-            assert self._txn is not None
-            self._txn.abort()
-            self.stats.transactions_aborted += 1
-            self._rewind()
-            return False
-        return super()._commit(between_batches=between_batches)
 
 
 def test_routing_to_retry_and_dlq_is_exactly_once_across_aborts(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -12,33 +11,16 @@ from streams.codecs import raw
 from streams.config import KafkaSettings, StageSettings
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
-from streams.stage import StageRunner, message_headers
+from streams.stage import message_headers
 from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
-from tests.integration.eos import check_exactly_once, produce_numbered, read_committed
+from tests.integration.eos import (
+    AbortEveryThirdRunner,
+    check_exactly_once,
+    produce_numbered,
+    read_committed,
+)
 
 pytestmark = pytest.mark.integration
-
-
-class AbortEveryThirdRunner(StageRunner):
-    """Aborts every third transaction after producing its records, like Kafka's copier test."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.attempts = 0
-
-    @property
-    def doomed(self) -> bool:
-        return (self.attempts + 1) % 3 == 0
-
-    def _commit(self, *, between_batches: bool = False) -> bool:
-        self.attempts += 1
-        if self.attempts % 3 == 0:
-            assert self._txn is not None
-            self._txn.abort()
-            self.stats.transactions_aborted += 1
-            self._rewind()
-            return False
-        return super()._commit(between_batches=between_batches)
 
 
 def test_records_of_aborted_transactions_are_never_read(
