@@ -35,12 +35,15 @@ def test_services_are_kafka_registry_and_the_pipeline_workers(compose: dict[str,
 def test_ports_match_the_local_stack(compose: dict[str, Any]) -> None:
     from streams.config import LocalStackSettings  # noqa: PLC0415
 
-    defaults = LocalStackSettings()
+    # the declared defaults, not this environment's overrides (STREAMS_KAFKA_PORT, ...)
+    fields = LocalStackSettings.model_fields
+    kafka_port = fields["kafka_port"].default
+    registry_port = fields["registry_port"].default
     services = compose["services"]
-    assert f"127.0.0.1:{defaults.kafka_port}:{defaults.kafka_port}" in services["kafka"]["ports"]
-    assert f"127.0.0.1:{defaults.registry_port}:8080" in services["schema-registry"]["ports"]
+    assert f"127.0.0.1:{kafka_port}:{kafka_port}" in services["kafka"]["ports"]
+    assert f"127.0.0.1:{registry_port}:8080" in services["schema-registry"]["ports"]
     env = services["kafka"]["environment"]
-    assert f"EXTERNAL://127.0.0.1:{defaults.kafka_port}" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"EXTERNAL://127.0.0.1:{kafka_port}" in env["KAFKA_ADVERTISED_LISTENERS"]
 
 
 def test_kafka_runs_kraft_with_single_node_transaction_settings(compose: dict[str, Any]) -> None:
