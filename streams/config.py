@@ -116,7 +116,8 @@ class StageSettings(BaseSettings):
     max_poll_interval_ms: int = 300000
     # SIGTERM: finish the batch in flight and commit within this long, else abort and exit.
     shutdown_deadline_s: float = 30.0
-    stats_interval_s: float = 10.0
+    # how often a worker logs and publishes its counters (the dashboard refreshes from them)
+    stats_interval_s: float = 5.0
     # Outputs larger than this go to the DLQ (reason output-rejected) instead of failing the
     # transaction; the broker's default limit (message.max.bytes) is about 1 MiB.
     max_message_bytes: int = 1_000_000

@@ -61,7 +61,16 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from streams.exceptions import DependencyUnavailable
 
-__all__ = ["BreakerState", "Dependency"]
+__all__ = ["BreakerState", "Dependency", "snapshots"]
+
+# Every live Dependency of this process, so that a worker can publish their breaker states.
+_LIVE: weakref.WeakSet[Dependency] = weakref.WeakSet()
+
+
+def snapshots() -> list[dict[str, Any]]:
+    """The ``snapshot()`` of every Dependency alive in this process, by name."""
+    return sorted((d.snapshot() for d in list(_LIVE)), key=lambda s: str(s["name"]))
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -156,6 +165,7 @@ class Dependency:
         if retry_delay_s is not None and retry_delay_s < 0:
             raise ValueError(f"retry_delay_s must be >= 0 or None, got {retry_delay_s}")
         self.name = name
+        _LIVE.add(self)
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         self.failure_threshold = failure_threshold

@@ -47,6 +47,12 @@ class TopicSpec:
     config: Mapping[str, str] = field(default_factory=dict)
 
 
+# the compacted topic of worker counters (streams.runtime.publish writes, the monitor reads)
+STATS_TOPIC = "_streams.stats"
+# Topics every installation needs besides the pipelines' own; `topics create` makes them too.
+INTERNAL_TOPICS = (TopicSpec(STATS_TOPIC, 1, {"cleanup.policy": "compact"}),)
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One stage: a consumer group reading ``inputs`` and writing ``outputs`` through a handler."""

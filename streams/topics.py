@@ -11,7 +11,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from streams.config import KafkaSettings
 from streams.exceptions import KafkaClientError
-from streams.pipeline import Pipeline, TopicSpec
+from streams.pipeline import INTERNAL_TOPICS, Pipeline, TopicSpec
 
 __all__ = ["TopicReport", "ensure_topics"]
 
@@ -23,6 +23,8 @@ class TopicReport:
     created: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     differences: dict[str, list[str]] = field(default_factory=dict)
+    # internal topics (worker stats) that were created by this call
+    internal_created: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -47,6 +49,11 @@ def ensure_topics(
             f"cannot list topics on {settings.bootstrap_servers}: {error}",
         ) from error
     report = TopicReport()
+    internal = [spec for spec in INTERNAL_TOPICS if spec.name not in existing]
+    if internal:
+        internal_report = TopicReport()
+        _create(admin, internal, replication_factor, internal_report)
+        report.internal_created = internal_report.created
     missing = [spec for spec in specs if spec.name not in existing]
     raced = _create(admin, missing, replication_factor, report) if missing else set()
     counts = {name: len(meta.partitions) for name, meta in existing.items()}

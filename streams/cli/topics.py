@@ -34,6 +34,8 @@ def create(pipeline: str, as_json: bool) -> None:
             }
         )
     else:
+        for name in report.internal_created:
+            say(f"created   {name} (internal: worker stats for `streams monitor`)")
         for name in report.created:
             say(f"created   {name}")
         for name in report.unchanged:

@@ -19,6 +19,7 @@ from types import FrameType
 from streams.exceptions import KafkaClientError, StageStoppedError, StreamsError
 from streams.pipeline import StageSpec, load_pipeline
 from streams.runtime.logs import configure_logging
+from streams.runtime.publish import StatsPublisher
 from streams.sinks import SinkRunner
 from streams.stage import FencedError, StageRunner
 
@@ -47,10 +48,11 @@ class _AbortNow(BaseException):
 def run_worker(reference: str, stage: str, slot: int) -> int:
     try:
         spec = load_pipeline(reference).component(stage)
+        publisher = StatsPublisher()
         runner: StageRunner | SinkRunner = (
-            StageRunner(spec, slot=slot)
+            StageRunner(spec, slot=slot, on_stats=publisher.publish)
             if isinstance(spec, StageSpec)
-            else SinkRunner(spec, slot=slot)
+            else SinkRunner(spec, slot=slot, on_stats=publisher.publish)
         )
     except StreamsError as error:
         log.error("cannot start: %s", error, extra={"hint": error.hint})  # noqa: TRY400
@@ -80,6 +82,7 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
         return EXIT_CRASHED
     finally:
         signal.alarm(0)
+        publisher.close()
     log.info("stopped cleanly")
     return EXIT_OK
 

@@ -1,0 +1,81 @@
+"""Workers publish their counters to one compacted topic; the monitor reads them from there.
+
+Topic ``_streams.stats`` (created by ``streams topics create`` with any pipeline), key
+``<group>/<slot>``, value one JSON object: the stage's counters (``StageStats`` or
+``SinkStats``), ``ts_ms``, ``pid``, ``host`` and ``dependencies`` (each Dependency's breaker
+snapshot). Publishing is best effort: a worker never stops or slows down because its stats
+could not be written; it logs that once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+
+from streams import isolation
+from streams.config import KafkaSettings
+from streams.pipeline import STATS_TOPIC
+
+__all__ = ["STATS_TOPIC", "StatsPublisher"]
+
+
+log = logging.getLogger("streams.stats")
+
+
+class StatsPublisher:
+    """Writes a worker's stats snapshots to ``_streams.stats``."""
+
+    def __init__(self, kafka: KafkaSettings | None = None) -> None:
+        settings = kafka or KafkaSettings()
+        self._producer = Producer(
+            {
+                **settings.client_config(),
+                "linger.ms": 50,
+                # a lost stats record is replaced by the next one: do not hold them for long
+                "message.timeout.ms": 10000,
+                "on_delivery": self._delivered,
+            }
+        )
+        self._host = socket.gethostname()
+        self._warned = False
+
+    def _delivered(self, error: Any, _message: Any) -> None:
+        if error is not None and not self._warned:
+            self._warned = True
+            log.warning(
+                "cannot publish worker stats to %s: %s (monitoring misses this worker)",
+                STATS_TOPIC,
+                error,
+                extra={"hint": "run `streams topics create MODULE:PIPELINE` to create it"},
+            )
+
+    def publish(self, snapshot: dict[str, Any]) -> None:
+        group = snapshot.get("stage") or snapshot.get("sink") or "unknown"
+        payload = {
+            **snapshot,
+            "group": group,
+            "ts_ms": time.time_ns() // 1_000_000,
+            "pid": os.getpid(),
+            "host": self._host,
+            "dependencies": isolation.snapshots(),
+        }
+        try:
+            self._producer.produce(
+                STATS_TOPIC,
+                json.dumps(payload, default=str).encode(),
+                key=f"{group}/{snapshot.get('slot', 0)}".encode(),
+            )
+            self._producer.poll(0)
+        except (KafkaException, BufferError) as error:
+            if not self._warned:
+                self._warned = True
+                log.warning("cannot publish worker stats: %s", error)
+
+    def close(self) -> None:
+        self._producer.flush(2)
