@@ -13,8 +13,8 @@ streams.stage                  the stage (consumer group ``P.S``) that failed on
 streams.attempt                attempts made so far (1 after the first failure)        decimal
 streams.first.failure.ms       when the first attempt failed, ms since the epoch       decimal
 streams.due.ms                 retry records: not to be processed before this time     decimal
-streams.error.reason           deserialization | handler | dead-letter | retries-      utf-8
-                               exhausted | output-rejected | serialization
+streams.error.reason           retry, or: deserialization | validation | handler |    utf-8
+                               dead-letter | retries-exhausted | output-rejected
 streams.error.class            the exception's class (module.Name)                     utf-8
 streams.error.message          its message, at most 1,000 bytes                        utf-8
 streams.error.stack            the traceback, at most 4,000 bytes (the innermost part) utf-8

@@ -99,7 +99,13 @@ class RetryPolicy:
         if isinstance(error, DeadLetter):
             return RetryDecision(self.dlq_topic(group_id), None, "dead-letter")
         if not self.is_retryable(error):
-            reason = "deserialization" if isinstance(error, SerializationError) else "handler"
+            reason = (
+                "deserialization"
+                if isinstance(error, SerializationError)
+                else "validation"
+                if isinstance(error, ValidationError)
+                else "handler"
+            )
             return RetryDecision(self.dlq_topic(group_id), None, reason)
         if attempts_so_far >= self.max_attempts or not self.tiers:
             return RetryDecision(self.dlq_topic(group_id), None, "retries-exhausted")
