@@ -113,6 +113,10 @@ class StageSettings(BaseSettings):
     transaction_deadline_s: float = 20.0
     # 10 s: a SIGKILLed worker's partitions move to a live one within about 10 s (default 45 s).
     session_timeout_ms: int = 10000
+    # Static membership (group.instance.id = "<group>.<slot>"): a worker restarted on the same
+    # slot gets its partitions back at once, without a rebalance. A stopped worker's partitions
+    # then wait for session_timeout_ms before they move. For StatefulSet-like deployments.
+    static_membership: bool = False
     max_poll_interval_ms: int = 300000
     # SIGTERM: finish the batch in flight and commit within this long, else abort and exit.
     shutdown_deadline_s: float = 30.0

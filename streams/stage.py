@@ -74,6 +74,10 @@ class FencedError(StageStoppedError):
     )
 
 
+# How often an idle worker looks for positions that moved past transaction markers alone.
+_IDLE_COMMIT_INTERVAL_S = 2.0
+
+
 class OutputRejectedError(StreamsError):
     """An output of the record is larger than the broker accepts (or the broker refused it)."""
 
@@ -200,6 +204,8 @@ class StageRunner:
         # reprocessing they go to the DLQ instead of failing the transaction again
         self._rejected: dict[tuple[str, int, int], str] = {}
         self._in_txn = 0  # input records processed in the open transaction
+        self._committed_at: dict[TP, int] = {}  # what this worker last committed, per partition
+        self._idle_checked = 0.0
         self._rewind_pending = False
         self._stop_requested = False
         self._consumer: Consumer | None = None
@@ -221,6 +227,11 @@ class StageRunner:
             "session.timeout.ms": s.session_timeout_ms,
             "heartbeat.interval.ms": max(1000, s.session_timeout_ms // 3),
             "max.poll.interval.ms": s.max_poll_interval_ms,
+            **(
+                {"group.instance.id": f"{self.spec.group_id}.{self.slot}"}
+                if s.static_membership
+                else {}
+            ),
         }
 
     def _producer_config(self) -> dict[str, Any]:
@@ -546,23 +557,38 @@ class StageRunner:
         """Next offsets to commit; past trailing transaction markers where that is safe."""
         assert self._consumer is not None  # noqa: S101
         offsets = dict(self._next_offset)
-        if offsets and between_batches:
+        if between_batches:
             # Only between batches has everything handed to us been processed; then position()
-            # differs from our own count only by control markers, and committing it avoids a
-            # permanent lag of 1 behind a marker (librdkafka#3917). Mid-batch (stopping on a
-            # record, a rebalance inside consume()) position() is past unprocessed records.
-            positions = self._consumer.position([TopicPartition(t, p) for (t, p) in offsets])
+            # differs from our own count only by control markers and aborted records, and
+            # committing it avoids a permanent lag behind them (librdkafka#3917), also on
+            # partitions that held nothing but those. Mid-batch (a rebalance inside
+            # consume()) position() is past unprocessed records.
+            positions = self._consumer.position(self._consumer.assignment())
             for tp in positions:
                 key = (tp.topic, tp.partition)
-                if key in self._seeked:
+                if key in self._seeked or tp.error is not None or tp.offset < 0:
                     continue  # position() after a seek says nothing about markers
-                if tp.error is None and tp.offset > offsets[key]:
+                if tp.offset > max(offsets.get(key, -1), self._committed_at.get(key, -1)):
                     offsets[key] = tp.offset
         return offsets
+
+    def _commit_markers_only(self) -> None:
+        """Idle: commit positions that moved past markers alone (no records to process)."""
+        assert self._txn is not None  # noqa: S101
+        if self._txn.is_open or self._gate.held:
+            return
+        if time.monotonic() - self._idle_checked < _IDLE_COMMIT_INTERVAL_S:
+            return
+        self._idle_checked = time.monotonic()
+        if self._offsets(between_batches=True):
+            self._ensure_open()
+            self._commit(between_batches=True)
 
     def _maybe_commit(self, *, force: bool) -> None:
         assert self._txn is not None  # noqa: S101
         if not self._txn.is_open:
+            if not force:
+                self._commit_markers_only()
             return
         due = (
             force
@@ -583,6 +609,7 @@ class StageRunner:
             self._recover(error)
             return False
         self.stats.transactions_committed += 1
+        self._committed_at.update(offsets)
         self._next_offset.clear()
         self._seeked.clear()
         self._rejected.clear()
@@ -660,6 +687,7 @@ class StageRunner:
             self._rewind_pending = not self._commit()
         for tp in partitions:
             self._next_offset.pop((tp.topic, tp.partition), None)
+            self._committed_at.pop((tp.topic, tp.partition), None)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("partitions lost: %s; aborting the open transaction", _names(partitions))
@@ -673,6 +701,7 @@ class StageRunner:
             self._rewind_pending = True
         for tp in partitions:
             self._next_offset.pop((tp.topic, tp.partition), None)
+            self._committed_at.pop((tp.topic, tp.partition), None)
 
     # -- end -------------------------------------------------------------------------------
 

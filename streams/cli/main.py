@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from streams import __version__
+from streams.cli.lag import lag
 from streams.cli.local import local
+from streams.cli.monitor import monitor
 from streams.cli.run import run
 from streams.cli.schemas import schemas
 from streams.cli.topics import topics
@@ -19,7 +21,9 @@ def cli() -> None:
     """Resilient Kafka stream pipelines: exactly-once stages, retry topics, dead-letter topics."""
 
 
+cli.add_command(lag)
 cli.add_command(local)
+cli.add_command(monitor)
 cli.add_command(run)
 cli.add_command(schemas)
 cli.add_command(topics)

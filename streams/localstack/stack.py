@@ -111,8 +111,11 @@ class LocalStack:
 
     # -- up ---------------------------------------------------------------------------------
 
-    def up(self, progress: Progress = _silent) -> UpReport:
+    def up(self, progress: Progress = _silent, *, with_registry: bool = True) -> UpReport:
         """Start whatever is not running and wait until both answer.
+
+        ``with_registry=False`` starts and waits for the broker only (tests that need no
+        schemas, and that restart their own broker).
 
         Idempotent: components that already run are reported, not restarted. Raises a
         LocalStackError subclass, with a hint, for a stale pid file, a port in use, a missing
@@ -121,10 +124,10 @@ class LocalStack:
         began = time.monotonic()
         report = UpReport(status=self.status())
         kafka_pid = self.kafka.process.pid()  # raises StalePidFileError
-        registry_pid = self.registry.process.pid()
+        registry_pid = self.registry.process.pid() if with_registry else -1
         if kafka_pid is not None:
             report.already_running.append("kafka")
-        if registry_pid is not None:
+        if registry_pid is not None and with_registry:
             report.already_running.append("schema registry")
 
         kafka_java: JavaRuntime | None = None
@@ -167,17 +170,16 @@ class LocalStack:
             )
             report.started.append("schema registry")
 
-        self._wait_ready(progress)
+        self._wait_ready(progress, with_registry=with_registry)
         report.status = self.status()
         report.seconds = time.monotonic() - began
         return report
 
-    def _wait_ready(self, progress: Progress) -> None:
+    def _wait_ready(self, progress: Progress, *, with_registry: bool = True) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s
-        waiting = {
-            "kafka": (self.kafka.process, self.kafka.answers),
-            "schema registry": (self.registry.process, self.registry.answers),
-        }
+        waiting = {"kafka": (self.kafka.process, self.kafka.answers)}
+        if with_registry:
+            waiting["schema registry"] = (self.registry.process, self.registry.answers)
         while waiting:
             for name, (process, answers) in list(waiting.items()):
                 pid = process.running_pid()

@@ -1,0 +1,141 @@
+"""`streams lag`: consumer lag per partition, with status, from the library's LagMonitor.
+
+Exit codes: 0 every group is OK or WARN; 3 some group is STALL, STOP, REWIND or ERR (in
+``--watch``, as of the last snapshot before Ctrl-C); 1 Kafka unreachable or a bad ``--pipeline``.
+A single snapshot has no history, so it can only show OK, ERR (data lost to retention) and lag;
+STOP, STALL, REWIND and WARN need ``--watch`` (statuses evolve as samples accumulate).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say
+from streams.lag import GroupLag, LagMonitor, PartitionLag, PipelineView, Status
+from streams.pipeline import Pipeline, StageSpec, load_pipeline
+
+__all__ = ["lag"]
+
+_FAILING = frozenset({Status.STALL, Status.STOP, Status.REWIND, Status.ERR})
+_COLOURS = {
+    Status.OK: "green",
+    Status.WARN: "yellow",
+    Status.STALL: "magenta",
+    Status.REWIND: "cyan",
+    Status.STOP: "red",
+    Status.ERR: "red",
+}
+_COLUMNS = ("GROUP", "TOPIC", "PART", "COMMITTED", "LOG-START", "HW", "LSO", "LAG", "LAG-S")
+
+
+@click.command()
+@click.option("--group", "groups", multiple=True, help="A consumer group (repeatable).")
+@click.option("--pipeline", "reference", help="MODULE:PIPELINE: its stages' groups, per stage.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--watch", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@fail_cleanly
+def lag(
+    groups: tuple[str, ...], reference: str | None, as_json: bool, watch: bool, interval: float
+) -> None:
+    """Lag of consumer groups per partition (all groups unless --group/--pipeline)."""
+    pipeline = load_pipeline(reference) if reference else None
+    with LagMonitor() as monitor:
+        failing = _snapshot(monitor, groups, pipeline, as_json=as_json, watch=watch)
+        try:
+            while watch:
+                time.sleep(interval)
+                failing = _snapshot(monitor, groups, pipeline, as_json=as_json, watch=watch)
+        except KeyboardInterrupt:
+            pass
+    if failing:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def _snapshot(
+    monitor: LagMonitor,
+    groups: tuple[str, ...],
+    pipeline: Pipeline | None,
+    *,
+    as_json: bool,
+    watch: bool,
+) -> bool:
+    """Sample once and print; True if some group is STALL, STOP, REWIND or ERR."""
+    view: PipelineView | None = None
+    if pipeline is not None:
+        hints = {
+            stage.group_id: [
+                *stage.inputs,
+                *(stage.retry_topics if isinstance(stage, StageSpec) else []),
+            ]
+            for stage in pipeline.stages
+        }
+        wanted = list(dict.fromkeys([*hints, *groups]))
+        sampled = monitor.sample(wanted, topics=hints)
+        view = monitor.pipeline_view(pipeline, sampled)
+    else:
+        sampled = monitor.sample(groups or None)
+    if as_json:
+        partitions = [p.to_dict() for g in sampled for p in g.partitions]
+        payload: Any = {**view.to_dict(), "partitions": partitions} if view else partitions
+        emit_json(payload)
+    else:
+        if watch:
+            click.clear()
+        _print_table(sampled, colour=watch)
+        if view is not None:
+            _print_view(view, colour=watch)
+    return any(group.status in _FAILING for group in sampled)
+
+
+def _style(status: Status, text: str, *, colour: bool) -> str:
+    return click.style(text, fg=_COLOURS[status], bold=status in _FAILING) if colour else text
+
+
+def _cells(p: PartitionLag) -> list[str]:
+    return [
+        p.group,
+        p.topic,
+        str(p.partition),
+        "no commit" if p.committed is None else str(p.committed),
+        str(p.log_start),
+        str(p.high_watermark),
+        str(p.last_stable_offset),
+        "-" if p.lag is None else str(p.lag),
+        "-" if p.lag_seconds is None else f"{p.lag_seconds:.1f}",
+    ]
+
+
+def _print_table(groups: list[GroupLag], *, colour: bool) -> None:
+    rows = [(p, _cells(p)) for g in groups for p in g.partitions]
+    widths = [len(c) for c in _COLUMNS]
+    for _, cells in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
+    say("  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)) + "  STATUS")
+    for p, cells in rows:
+        line = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+        say(f"{line}  {_style(p.status, p.status.value, colour=colour)}  {p.rule}")
+    for g in groups:
+        status = _style(g.status, g.status.value, colour=colour)
+        say(f"group {g.group} ({g.state}, {g.members} members): {status} sum lag {g.sum_lag}")
+    if not groups:
+        say("no consumer groups")
+
+
+def _print_view(view: PipelineView, *, colour: bool) -> None:
+    say(f"pipeline {view.pipeline}: end-to-end lag {_seconds(view.end_to_end_lag_seconds)}")
+    for stage in view.stages:
+        retry = sum(stage.retry_backlog.values())
+        status = _style(stage.status, stage.status.value, colour=colour)
+        say(
+            f"  {stage.group}: input lag {stage.input_lag} ({_seconds(stage.input_lag_seconds)}), "
+            f"retry backlog {retry}, DLQ {stage.dlq_depth}: {status} {stage.rule}"
+        )
+
+
+def _seconds(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f} s"

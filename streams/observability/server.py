@@ -1,0 +1,464 @@
+"""The monitor process: a sampler thread and an HTTP server over its latest sample.
+
+Every ``interval_s`` the sampler asks the lag monitor for every consumer group (and the views of
+the given pipelines) and reads the workers' counters from ``_streams.stats``; the result is one
+immutable ``Snapshot``, swapped whole. The HTTP server only reads that snapshot:
+
+- ``/metrics``: Prometheus text (``streams.observability.exporter``);
+- ``/api/state``: JSON for the dashboard (``?partitions=0`` leaves out the partitions);
+- ``/``: the dashboard (static files, no build step, nothing fetched from the internet);
+- ``/health``: 200 while the process serves.
+
+When Kafka cannot be reached the last good sample is kept, ``error`` in ``/api/state`` says
+why, and ``streams_monitor_sample_errors_total`` grows: check the bootstrap servers and the
+broker, the monitor picks up again by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, Self
+from urllib.parse import parse_qs, urlsplit
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from streams.config import KafkaSettings
+from streams.lag import LagMonitor
+from streams.observability.exporter import TP, MetricsExporter, Owner, Snapshot, member_owners
+from streams.observability.stats_reader import StatsReader, WorkerStats
+from streams.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from streams.lag import GroupLag, PipelineView
+
+__all__ = ["DASHBOARD", "Monitor", "pipeline_topology"]
+
+log = logging.getLogger("streams.monitor")
+
+DASHBOARD = Path(__file__).parent / "dashboard"
+_STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+# 360 samples: 30 minutes of history at the default 5 s interval, a few hundred KB of JSON
+HISTORY_SIZE = 360
+
+
+class LagSource(Protocol):
+    """What the monitor needs of ``streams.lag.LagMonitor``."""
+
+    def sample(
+        self,
+        groups: Iterable[str] | None = None,
+        *,
+        topics: Mapping[str, Iterable[str]] | None = None,
+    ) -> list[GroupLag]: ...
+
+    def pipeline_view(
+        self, pipeline: Pipeline, groups: list[GroupLag] | None = None
+    ) -> PipelineView: ...
+
+    def close(self) -> None: ...
+
+
+class WorkerSource(Protocol):
+    """What the monitor needs of ``StatsReader``."""
+
+    def poll(self, timeout_s: float = 0.2) -> int: ...
+
+    def workers(self) -> list[WorkerStats]: ...
+
+    def close(self) -> None: ...
+
+
+def pipeline_topology(pipeline: Pipeline) -> dict[str, Any]:
+    """Stages, the topic edges between them and a layer per stage (0 = reads no stage's output).
+
+    The dashboard draws layer ``n`` as column ``n``; stages of a layer are stacked in rows.
+    """
+    stages = pipeline.stages
+    producers: dict[str, list[str]] = {}
+    for stage in stages:
+        for topic in getattr(stage, "outputs", {}):
+            producers.setdefault(topic, []).append(stage.name)
+    edges = [
+        {"from": source, "to": stage.name, "topic": topic}
+        for stage in stages
+        for topic in stage.inputs
+        for source in producers.get(topic, [])
+        if source != stage.name
+    ]
+    layer = dict.fromkeys((s.name for s in stages), 0)
+    for _ in range(len(stages)):  # longest path; bounded so that a cycle cannot loop forever
+        for edge in edges:
+            layer[edge["to"]] = max(layer[edge["to"]], min(layer[edge["from"]] + 1, len(stages)))
+    rows: dict[int, int] = {}
+    described = []
+    for stage in stages:
+        row = rows.get(layer[stage.name], 0)
+        rows[layer[stage.name]] = row + 1
+        described.append(
+            {
+                "name": stage.name,
+                "group": stage.group_id,
+                "kind": "stage" if hasattr(stage, "outputs") else "sink",
+                "inputs": list(stage.inputs),
+                "outputs": list(getattr(stage, "outputs", {})),
+                "retry_topics": list(getattr(stage, "retry_topics", [])),
+                "dlq_topic": getattr(stage, "dlq_topic", None),
+                "layer": layer[stage.name],
+                "row": row,
+                "external_inputs": [t for t in stage.inputs if t not in producers],
+            }
+        )
+    return {"name": pipeline.name, "stages": described, "edges": edges}
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, default=str, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _clean(value: Any) -> Any:
+    """NaN and infinities are not JSON: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+class _History:
+    """Per stage group: time, lag, time lag and throughput of the last ``size`` samples."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._series: dict[str, dict[str, deque[float | None]]] = {}
+        self._committed: dict[str, tuple[float, int]] = {}
+
+    def throughput(self, group: GroupLag | None, now: float) -> float | None:
+        """Records per second the group committed since the previous sample (never negative)."""
+        if group is None:
+            return None
+        total = sum(p.committed or 0 for p in group.partitions)
+        previous = self._committed.get(group.group)
+        self._committed[group.group] = (now, total)
+        if previous is None or now <= previous[0]:
+            return None
+        return max(0.0, (total - previous[1]) / (now - previous[0]))
+
+    def add(self, group: str, now: float, **values: float | None) -> None:
+        series = self._series.get(group)
+        if series is None:
+            series = {
+                name: deque(maxlen=self._size) for name in ("t", "lag", "lag_seconds", "throughput")
+            }
+            self._series[group] = series
+        series["t"].append(round(now, 3))
+        for name in ("lag", "lag_seconds", "throughput"):
+            series[name].append(values.get(name))
+
+    def to_dict(self) -> dict[str, dict[str, list[float | None]]]:
+        return {
+            group: {name: list(points) for name, points in series.items()}
+            for group, series in self._series.items()
+        }
+
+
+class Monitor:
+    """Samples lag and worker stats every ``interval_s``; serves metrics, JSON and the dashboard.
+
+    ``start(host, port)`` takes the first sample, then starts the sampler thread and the HTTP
+    server (port 0 picks a free port, see ``address``); ``close()`` stops both and closes the
+    Kafka clients. Use as a context manager.
+    """
+
+    def __init__(
+        self,
+        pipelines: Sequence[Pipeline] = (),
+        *,
+        kafka: KafkaSettings | None = None,
+        interval_s: float = 5.0,
+        cluster_name: str = "default",
+        history_size: int = HISTORY_SIZE,
+        lag: LagSource | None = None,
+        stats: WorkerSource | None = None,
+        clock: Callable[[], float] = time.time,
+        describe_members: bool = True,
+        transaction_timeout_s: float = 30.0,
+    ) -> None:
+        settings = kafka or KafkaSettings()
+        self._settings = settings
+        self._describe_members = describe_members
+        self._admin: AdminClient | None = None
+        if lag is None:
+            lag = LagMonitor(settings, transaction_timeout_s=transaction_timeout_s)
+        self.pipelines = list(pipelines)
+        self.interval_s = interval_s
+        self.cluster_name = cluster_name
+        self._lag = lag
+        self._stats = stats if stats is not None else StatsReader(settings)
+        self._clock = clock
+        self._history = _History(history_size)
+        self._topologies = [pipeline_topology(p) for p in self.pipelines]
+        # partitions of the pipelines' inputs and retry topics are listed even before a commit
+        self._hints = {
+            stage.group_id: [*stage.inputs, *getattr(stage, "retry_topics", [])]
+            for pipeline in self.pipelines
+            for stage in pipeline.stages
+        }
+        self._snapshot: Snapshot | None = None
+        self._throughput: dict[str, float | None] = {}
+        self._state_cache: dict[bool, tuple[Snapshot, bytes]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+        self._server: ThreadingHTTPServer | None = None
+        self._serving: threading.Thread | None = None
+        self.exporter = MetricsExporter(lambda: self._snapshot)
+
+    # sampling
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    def sample_once(self) -> Snapshot:
+        """Take one sample now and make it the current one (on failure keep the last one)."""
+        began = time.monotonic()
+        now = self._clock()
+        try:
+            groups = self._lag.sample(topics=self._hints)
+            views = [self._lag.pipeline_view(p, groups) for p in self.pipelines]
+            owners = self._owners([g.group for g in groups if g.members])
+            self._stats.poll()
+            workers = self._stats.workers()
+        except Exception as error:  # noqa: BLE001 - any failure: keep serving the last sample
+            log.warning("monitor sample failed: %s", error)
+            previous = self._snapshot or Snapshot(now, self.cluster_name, (), (), ())
+            failed = replace(previous, errors=previous.errors + 1, error=str(error))
+            self._snapshot = failed
+            return failed
+        by_group = {g.group: g for g in groups}
+        with self._lock:
+            throughput = {}
+            for view in views:
+                for stage in view.stages:
+                    rate = self._history.throughput(by_group.get(stage.group), now)
+                    throughput[stage.group] = rate
+                    self._history.add(
+                        stage.group,
+                        now,
+                        lag=stage.input_lag,
+                        lag_seconds=stage.input_lag_seconds,
+                        throughput=rate,
+                    )
+            self._throughput = throughput
+        previous_errors = self._snapshot.errors if self._snapshot else 0
+        snapshot = Snapshot(
+            taken_at=now,
+            cluster_name=self.cluster_name,
+            groups=tuple(groups),
+            views=tuple(views),
+            workers=tuple(workers),
+            sample_seconds=time.monotonic() - began,
+            errors=previous_errors,
+            owners=owners,
+        )
+        self._snapshot = snapshot
+        return snapshot
+
+    def _owners(self, group_ids: list[str]) -> dict[str, dict[TP, Owner]]:
+        """Who owns each partition (member labels of the lag metrics): one batched describe."""
+        if not self._describe_members or not group_ids:
+            return {}
+        if self._admin is None:
+            self._admin = AdminClient(self._settings.client_config())
+        futures = self._admin.describe_consumer_groups(group_ids, request_timeout=10)
+        descriptions = []
+        for future in futures.values():
+            try:
+                descriptions.append(future.result(timeout=10))
+            except KafkaException as error:  # a group that went away meanwhile: no labels
+                log.debug("describe group: %s", error)
+        return member_owners(descriptions)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample_once()
+            # render here, not in the first scrape after the sample: about 0.75 s per 10,000
+            # partitions, which would otherwise be one slow scrape per interval
+            self.exporter.render()
+            self.state(partitions=False)
+
+    # views
+
+    def state(self, *, partitions: bool = True) -> bytes:
+        """``/api/state`` as JSON bytes, built once per sample."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return _dumps({"taken_at": None, "pipelines": [], "groups": [], "workers": []})
+        cached = self._state_cache.get(partitions)
+        if cached is not None and cached[0] is snapshot:
+            return cached[1]
+        body = _dumps(_clean(self._state_dict(snapshot, partitions=partitions)))
+        self._state_cache[partitions] = (snapshot, body)
+        return body
+
+    def _state_dict(self, snapshot: Snapshot, *, partitions: bool) -> dict[str, Any]:
+        in_pipeline = {s.group for v in snapshot.views for s in v.stages}
+        workers_by_group: dict[str, list[WorkerStats]] = {}
+        for worker in snapshot.workers:
+            workers_by_group.setdefault(worker.group, []).append(worker)
+        groups = []
+        for group in snapshot.groups:
+            described = group.to_dict()
+            if not partitions:
+                described.pop("partitions", None)
+                described["partition_count"] = len(group.partitions)
+            described["in_pipeline"] = group.group in in_pipeline
+            groups.append(described)
+        with self._lock:
+            history = self._history.to_dict()
+            throughput = dict(self._throughput)
+        pipelines = []
+        for topology, view in zip(self._topologies, snapshot.views, strict=True):
+            stages = {}
+            for stage in view.stages:
+                workers = workers_by_group.get(stage.group, [])
+                stages[stage.group] = {
+                    "group": stage.group,
+                    "status": str(stage.status),
+                    "rule": stage.rule,
+                    "lag": stage.input_lag,
+                    "lag_seconds": stage.input_lag_seconds,
+                    "retry_backlog": dict(stage.retry_backlog),
+                    "retry_total": sum(stage.retry_backlog.values()),
+                    "dlq_depth": stage.dlq_depth,
+                    "dlq_inflow_per_s": stage.dlq_inflow_per_s,
+                    "throughput": throughput.get(stage.group),
+                    "workers": len(workers),
+                    "consumed": sum(w.counters.get("consumed", 0) for w in workers),
+                    "breakers": sorted(
+                        {
+                            str(d.get("name")): str(d.get("state"))
+                            for w in workers
+                            for d in w.dependencies
+                        }.items()
+                    ),
+                }
+            pipelines.append(
+                {
+                    **topology,
+                    "end_to_end_lag_seconds": view.end_to_end_lag_seconds,
+                    "view": view.to_dict(),
+                    "stage_state": stages,
+                }
+            )
+        return {
+            "cluster_name": snapshot.cluster_name,
+            "taken_at": snapshot.taken_at,
+            "interval_s": self.interval_s,
+            "sample_ms": round(snapshot.sample_seconds * 1000, 1),
+            "error": snapshot.error,
+            "errors": snapshot.errors,
+            "pipelines": pipelines,
+            "groups": groups,
+            "workers": [w.to_dict() for w in snapshot.workers],
+            "history": history,
+        }
+
+    # process
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._server is None:
+            raise RuntimeError("the monitor is not serving: call start() first")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}"
+
+    def start(self, host: str = "127.0.0.1", port: int = 9308) -> None:
+        """First sample, then the sampler thread and the HTTP server (both daemon threads)."""
+        self.sample_once()
+        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._serving = threading.Thread(
+            target=self._server.serve_forever, name="streams-monitor-http", daemon=True
+        )
+        self._serving.start()
+        self._sampler = threading.Thread(target=self._run, name="streams-monitor-sampler")
+        self._sampler.daemon = True
+        self._sampler.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._serving is not None:
+            self._serving.join(timeout=5)
+        if self._sampler is not None:
+            self._sampler.join(timeout=max(30.0, self.interval_s * 2))
+        self._stats.close()
+        self._lag.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _handler_for(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "streams-monitor"
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/metrics":
+                self._send(monitor.exporter.render(), "text/plain; version=0.0.4; charset=utf-8")
+            elif url.path == "/api/state":
+                query = parse_qs(url.query)
+                partitions = query.get("partitions", ["1"])[0] not in {"0", "false", "no"}
+                self._send(monitor.state(partitions=partitions), "application/json")
+            elif url.path == "/health":
+                self._send(b"ok\n", "text/plain; charset=utf-8")
+            elif url.path in _STATIC:
+                name, content_type = _STATIC[url.path]
+                self._send((DASHBOARD / name).read_bytes(), content_type)
+            else:
+                self._send(b"not found\n", "text/plain; charset=utf-8", HTTPStatus.NOT_FOUND)
+
+        def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+            log.debug("http: " + format, *args)  # noqa: G003 - the base class builds the format
+
+    return Handler

@@ -1,0 +1,560 @@
+"""Run the chaos pipeline under faults and record a history for the checker.
+
+Modelled on Apache Kafka's transactions system test and Kafka Streams' EOS test: numbered
+records are fed at a steady rate while stage workers are SIGKILLed and SIGTERMed (each after
+its stage made progress since its last start) and, in separate runs, the broker itself is
+restarted. A read_committed reader watches the output the whole time. At the end a fresh
+reader, the DLQs, the retry topics and the database give the history.
+
+    python -m tests.chaos.harness --records 100000 --rate 500 --kills 18 --sigterms 4
+    python -m tests.chaos.harness --records 20000 --rate 300 --broker-restarts 2 --kills 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from streams.config import KafkaSettings, LocalStackSettings
+from streams.localstack.stack import LocalStack
+from streams.topics import ensure_topics
+from tests.chaos.checker import History, Observed, Violation, check
+from tests.chaos.pipeline import KEYS, PARTITIONS, STAGES, build, topics
+
+ROOT = Path(__file__).resolve().parents[2]
+_COMPONENTS = (*STAGES, "store")
+
+
+@dataclass
+class ChaosConfig:
+    records: int = 6000
+    rate: float = 200.0  # records fed per second
+    kills: int = 6  # SIGKILLs of stage workers
+    sigterms: int = 2  # SIGTERM + restart of stage workers
+    broker_restarts: int = 0  # alternately clean (SIGTERM) and hard (SIGKILL)
+    progress: int = 150  # records a stage commits after a worker's start before it is hit
+    delay_ms: float = 0.0
+    finish_timeout_s: float = 300.0
+
+
+@dataclass
+class Fault:
+    kind: str  # sigkill | sigterm | broker-clean | broker-hard
+    target: str
+    at_s: float
+    recovered_after_s: float | None = None
+
+
+@dataclass
+class ChaosReport:
+    config: ChaosConfig
+    violations: list[Violation]
+    faults: list[Fault]
+    elapsed_s: float
+    outputs: int
+    dead: int
+    retried: int
+    sink_rows: int
+    aborted_seen_uncommitted: int = 0
+    log: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        recoveries = [f.recovered_after_s for f in self.faults if f.recovered_after_s is not None]
+        return {
+            "records": self.config.records,
+            "faults": {
+                k: sum(1 for f in self.faults if f.kind == k)
+                for k in ("sigkill", "sigterm", "broker-clean", "broker-hard")
+            },
+            "violations": [str(v) for v in self.violations],
+            "elapsed_s": round(self.elapsed_s, 1),
+            "outputs": self.outputs,
+            "dead_lettered": self.dead,
+            "retry_records": self.retried,
+            "sink_rows": self.sink_rows,
+            "aborted_records_in_log": self.aborted_seen_uncommitted,
+            "recovery_s_max": round(max(recoveries), 1) if recoveries else None,
+            "recovery_s_median": round(sorted(recoveries)[len(recoveries) // 2], 1)
+            if recoveries
+            else None,
+            "faults_detail": [asdict(f) for f in self.faults],
+        }
+
+
+@dataclass
+class _Worker:
+    component: str
+    process: subprocess.Popen[bytes]
+    started_at: float
+    progress_at_start: int
+
+
+@dataclass
+class _Verifier:
+    """A read_committed reader of the output, running while the faults happen."""
+
+    config: dict[str, Any]
+    topic: str
+    seen: list[Observed] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        consumer = Consumer(
+            {
+                **self.config,
+                "group.id": f"chaos-verify-{uuid.uuid4().hex}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.assign([TopicPartition(self.topic, p, 0) for p in range(PARTITIONS)])
+        while not self.stop.is_set():
+            for message in consumer.consume(500, timeout=0.5):
+                if message.error() is None:
+                    self.seen.append(_observed(message))
+        consumer.close()
+
+
+def _observed(message: Any) -> Observed:
+    return Observed(
+        int(message.value()),
+        (message.key() or b"").decode(),
+        message.partition(),
+        message.offset(),
+    )
+
+
+class Chaos:
+    def __init__(
+        self,
+        config: ChaosConfig,
+        *,
+        bootstrap: str,
+        workdir: Path,
+        stack: LocalStack | None = None,
+    ) -> None:
+        self.cfg = config
+        self.kafka = KafkaSettings(bootstrap_servers=bootstrap)
+        self.client = self.kafka.client_config()
+        self.workdir = workdir
+        self.stack = stack
+        self.name = f"chaos{uuid.uuid4().hex[:8]}"
+        self.db_path = workdir / f"{self.name}.db"
+        self.pipeline = build(self.name, f"sqlite:///{self.db_path}")
+        self.log_path = workdir / f"{self.name}.log"
+        self.workers: dict[str, _Worker] = {}
+        self.faults: list[Fault] = []
+        self.began = time.monotonic()
+        self.fed = 0
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def _env(self, component: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "CHAOS_NAME": self.name,
+            "CHAOS_DB": f"sqlite:///{self.db_path}",
+            "CHAOS_DELAY_MS": str(self.cfg.delay_ms),
+            "STREAMS_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            # static membership: a restarted worker gets its partitions back at once
+            "STREAMS_STAGE_STATIC_MEMBERSHIP": "1",
+            "STREAMS_STAGE_SESSION_TIMEOUT_MS": "15000",
+            # longer transactions, so that kills land inside an open one
+            "STREAMS_STAGE_BATCH_MAX_MS": "500",
+            "STREAMS_STAGE_STATS_INTERVAL_S": "30",
+        }
+        if component == "store":
+            env["STREAMS_KAFKA_EXTRA"] = json.dumps({"group.instance.id": f"{self.name}.store.0"})
+        return env
+
+    def _start(self, component: str) -> None:
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "streams.runtime.worker",
+                    "tests.chaos.pipeline:pipeline",
+                    "--stage",
+                    component,
+                    "--slot",
+                    "0",
+                ],
+                cwd=ROOT,
+                env=self._env(component),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.workers[component] = _Worker(
+            component, process, time.monotonic(), self._progress(component)
+        )
+
+    def _progress(self, component: str) -> int:
+        """Records the component's group has committed on its main input."""
+        index = _COMPONENTS.index(component)
+        topic = topics(self.name)[index]
+        group = f"{self.name}.{component}"
+        consumer = Consumer({**self.client, "group.id": group})
+        try:
+            offsets = consumer.committed(
+                [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
+            )
+        except KafkaException:
+            return -1
+        finally:
+            consumer.close()
+        return sum(max(tp.offset, 0) for tp in offsets)
+
+    def _lag(self, component: str) -> int | None:
+        stage_topics = [topics(self.name)[_COMPONENTS.index(component)]]
+        if component != "store":
+            stage_topics += self.pipeline.get(component).retry_topics
+        consumer = Consumer(
+            {
+                **self.client,
+                "group.id": f"{self.name}.{component}",
+                "isolation.level": "read_committed",
+            }
+        )
+        total = 0
+        try:
+            parts = [TopicPartition(t, p) for t in stage_topics for p in range(PARTITIONS)]
+            for tp in consumer.committed(parts, timeout=10):
+                _low, stable = consumer.get_watermark_offsets(tp, timeout=10)
+                total += max(0, stable - max(tp.offset, 0))
+        except KafkaException:
+            return None
+        finally:
+            consumer.close()
+        return total
+
+    # -- feeding -----------------------------------------------------------------------------
+
+    def _feed(self) -> None:
+        producer = Producer({**self.client, "enable.idempotence": True, "linger.ms": 10})
+        source = topics(self.name)[0]
+        began = time.monotonic()
+        for n in range(self.cfg.records):
+            ahead = n / self.cfg.rate - (time.monotonic() - began)
+            if ahead > 0:
+                time.sleep(ahead)
+            while True:
+                try:
+                    producer.produce(source, str(n).encode(), key=f"k{n % KEYS}".encode())
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            self.fed = n + 1
+        producer.flush(300)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def _schedule(self) -> list[str]:
+        kinds = ["sigkill"] * self.cfg.kills + ["sigterm"] * self.cfg.sigterms
+        # spread the SIGTERMs among the kills
+        if self.cfg.sigterms:
+            step = max(1, len(kinds) // (self.cfg.sigterms + 1))
+            kinds = ["sigkill"] * self.cfg.kills
+            for i in range(self.cfg.sigterms):
+                kinds.insert(min(len(kinds), (i + 1) * step + i), "sigterm")
+        brokers = [
+            "broker-clean" if i % 2 == 0 else "broker-hard" for i in range(self.cfg.broker_restarts)
+        ]
+        return brokers + kinds if not kinds else _interleave(kinds, brokers)
+
+    def _wait_progress(self, component: str, deadline: float) -> bool:
+        worker = self.workers[component]
+        while time.monotonic() < deadline:
+            if self._progress(component) >= worker.progress_at_start + self.cfg.progress:
+                return True
+            if worker.process.poll() is not None:
+                raise AssertionError(
+                    f"worker {component} exited with {worker.process.returncode}\n"
+                    + self.log_path.read_text(errors="replace")[-3000:]
+                )
+            time.sleep(0.3)
+        return False
+
+    def _recovered(self, component: str, since: float, before: int) -> float | None:
+        """Seconds from the fault until the component commits again (None: nothing to do)."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self._progress(component) > before:
+                return time.monotonic() - since
+            if self.fed >= self.cfg.records and self._lag(component) == 0:
+                return None
+            time.sleep(0.2)
+        raise AssertionError(f"{component} did not recover within 120 s after a fault")
+
+    def _hit_worker(self, kind: str, component: str) -> None:
+        worker = self.workers[component]
+        at = time.monotonic()
+        before = self._progress(component)
+        if kind == "sigkill":
+            worker.process.send_signal(signal.SIGKILL)
+            worker.process.wait(timeout=30)
+        else:
+            worker.process.send_signal(signal.SIGTERM)
+            code = worker.process.wait(timeout=60)
+            assert code == 0, f"{component} exited {code} on SIGTERM"
+        self._start(component)
+        fault = Fault(kind, component, round(at - self.began, 1))
+        self.faults.append(fault)
+        fault.recovered_after_s = self._recovered(component, at, before)
+
+    def _restart_broker(self, kind: str) -> None:
+        assert self.stack is not None, "broker restarts need a stack the harness controls"
+        at = time.monotonic()
+        before = {c: self._progress(c) for c in _COMPONENTS}
+        process = self.stack.kafka.process
+        if kind == "broker-clean":
+            process.stop(timeout_s=60)
+        else:
+            pid = process.running_pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            while process.running_pid() is not None:
+                time.sleep(0.1)
+            process.clear_stale()
+            time.sleep(3)  # the clients notice: connections refused, then reconnect attempts
+        self.stack.up(with_registry=False)
+        fault = Fault(kind, "broker", round(at - self.began, 1))
+        self.faults.append(fault)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            moved = [c for c in _COMPONENTS if self._progress(c) > before[c]]
+            if moved or (
+                self.fed >= self.cfg.records and all(self._lag(c) == 0 for c in _COMPONENTS)
+            ):
+                fault.recovered_after_s = round(time.monotonic() - at, 1)
+                return
+            time.sleep(0.3)
+        raise AssertionError("the pipeline did not recover within 180 s of a broker restart")
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self) -> ChaosReport:
+        ensure_topics(self.pipeline, kafka=self.kafka)
+        self.began = time.monotonic()
+        for component in _COMPONENTS:
+            self._start(component)
+        verifier = _Verifier(self.client, topics(self.name)[-1])
+        watcher = threading.Thread(target=verifier.run, daemon=True)
+        watcher.start()
+        feeder = threading.Thread(target=self._feed, daemon=True)
+        feeder.start()
+        try:
+            for index, kind in enumerate(self._schedule()):
+                if kind.startswith("broker"):
+                    time.sleep(3)
+                    self._restart_broker(kind)
+                    continue
+                component = STAGES[index % len(STAGES)] if index % 4 != 3 else "store"
+                if not self._wait_progress(component, time.monotonic() + 120):
+                    break  # the input is used up: no more progress to wait for
+                time.sleep(0.2)  # into the next, open, transaction
+                self._hit_worker(kind, component)
+            feeder.join()
+            self._wait_finished()
+        finally:
+            for worker in self.workers.values():
+                if worker.process.poll() is None:
+                    worker.process.send_signal(signal.SIGTERM)
+            for worker in self.workers.values():
+                try:
+                    worker.process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    worker.process.kill()
+                    worker.process.wait()
+            verifier.stop.set()
+            watcher.join(timeout=30)
+        return self._report(verifier)
+
+    def _wait_finished(self) -> None:
+        deadline = time.monotonic() + self.cfg.finish_timeout_s
+        quiet = 0
+        while time.monotonic() < deadline:
+            lags = [self._lag(c) for c in _COMPONENTS]
+            quiet = quiet + 1 if all(lag == 0 for lag in lags) else 0
+            if quiet >= 3:
+                return
+            time.sleep(1.5)
+        raise AssertionError(
+            f"the pipeline did not drain within {self.cfg.finish_timeout_s:.0f} s\n"
+            + self.log_path.read_text(errors="replace")[-3000:]
+        )
+
+    def _read(self, topic: str, isolation: str = "read_committed") -> list[Any]:
+        consumer = Consumer(
+            {
+                **self.client,
+                "group.id": f"chaos-read-{uuid.uuid4().hex}",
+                "isolation.level": isolation,
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        out: list[Any] = []
+        quiet = 0
+        while quiet < 6:
+            batch = consumer.consume(2000, timeout=0.5)
+            quiet = 0 if batch else quiet + 1
+            out.extend(m for m in batch if m.error() is None)
+        consumer.close()
+        return out
+
+    def _offsets(self) -> dict[tuple[str, int], tuple[int, int]]:
+        transactional = topics(self.name)[1:]
+        for stage in STAGES:
+            spec = self.pipeline.get(stage)
+            transactional += [*spec.retry_topics, spec.dlq_topic]
+        result = {}
+        committed = Consumer(
+            {**self.client, "group.id": "lso", "isolation.level": "read_committed"}
+        )
+        uncommitted = Consumer(
+            {**self.client, "group.id": "hw", "isolation.level": "read_uncommitted"}
+        )
+        try:
+            for topic in transactional:
+                for p in range(PARTITIONS):
+                    tp = TopicPartition(topic, p)
+                    lso = committed.get_watermark_offsets(tp, timeout=10)[1]
+                    hw = uncommitted.get_watermark_offsets(tp, timeout=10)[1]
+                    result[(topic, p)] = (lso, hw)
+        finally:
+            committed.close()
+            uncommitted.close()
+        return result
+
+    def _report(self, verifier: _Verifier) -> ChaosReport:
+        outputs = [_observed(m) for m in self._read(topics(self.name)[-1])]
+        dead: list[int] = []
+        retried: set[int] = set()
+        retry_records = 0
+        for stage in STAGES:
+            spec = self.pipeline.get(stage)
+            dead += [int(m.value()) for m in self._read(spec.dlq_topic)]
+            for topic in spec.retry_topics:
+                records = self._read(topic)
+                retry_records += len(records)
+                retried |= {int(m.value()) for m in records}
+        with contextlib.closing(sqlite3.connect(self.db_path)) as db:
+            rows = [int(r[0]) for r in db.execute("SELECT n FROM chaos_rows")]
+        history = History(
+            inputs={n: f"k{n % KEYS}" for n in range(self.cfg.records)},
+            outputs=outputs,
+            dead=dead,
+            sink_rows=rows,
+            concurrent=verifier.seen,
+            retried=retried,
+            offsets=self._offsets(),
+        )
+        # records written by transactions that were aborted (kills mid-transaction): in the log,
+        # never seen by read_committed readers
+        aborted = sum(
+            len(self._read(topic, "read_uncommitted")) - len(self._read(topic))
+            for topic in topics(self.name)[1:]
+        )
+        return ChaosReport(
+            config=self.cfg,
+            violations=check(history),
+            faults=self.faults,
+            elapsed_s=time.monotonic() - self.began,
+            outputs=len(outputs),
+            dead=len(dead),
+            retried=retry_records,
+            sink_rows=len(rows),
+            aborted_seen_uncommitted=aborted,
+            log=str(self.log_path),
+        )
+
+
+def _interleave(kinds: list[str], brokers: list[str]) -> list[str]:
+    if not brokers:
+        return kinds
+    step = max(1, len(kinds) // (len(brokers) + 1))
+    out = list(kinds)
+    for i, broker in enumerate(brokers):
+        out.insert(min(len(out), (i + 1) * step + i), broker)
+    return out
+
+
+def private_stack(workdir: Path) -> LocalStack:
+    """A broker of its own (no registry) on free ports, reusing the downloaded jars."""
+    import socket  # noqa: PLC0415
+
+    def free() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    home = workdir / "stack"
+    shared_lib = LocalStackSettings().home / "lib"
+    (home).mkdir(parents=True, exist_ok=True)
+    if shared_lib.exists() and not (home / "lib").exists():
+        (home / "lib").symlink_to(shared_lib)
+    settings = LocalStackSettings(
+        home=home, kafka_port=free(), controller_port=free(), registry_port=free()
+    )
+    return LocalStack(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--kills", type=int, default=18)
+    parser.add_argument("--sigterms", type=int, default=4)
+    parser.add_argument("--broker-restarts", type=int, default=0)
+    parser.add_argument("--progress", type=int, default=500)
+    parser.add_argument("--json", type=Path, help="write the summary here too")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    stack = private_stack(workdir)
+    stack.up(with_registry=False)
+    try:
+        report = Chaos(
+            ChaosConfig(
+                records=args.records,
+                rate=args.rate,
+                kills=args.kills,
+                sigterms=args.sigterms,
+                broker_restarts=args.broker_restarts,
+                progress=args.progress,
+                finish_timeout_s=900,
+            ),
+            bootstrap=stack.settings.bootstrap_servers,
+            workdir=workdir,
+            stack=stack,
+        ).run()
+    finally:
+        stack.down()
+    summary = report.summary()
+    text = json.dumps(summary, indent=2)
+    print(text)  # noqa: T201
+    if args.json:
+        args.json.write_text(text)
+    if not report.violations:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if not report.violations else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
