@@ -9,6 +9,7 @@ operator: see the error line); 4 fenced by another worker with the same slot; 5 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default=os.environ.get("STREAMS_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level, prefix=f"{args.stage}/{args.slot}")
+    # `kill -USR1 <pid>` prints every thread's stack to the log: for a worker that seems stuck
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     sys.exit(run_worker(args.pipeline, args.stage, args.slot))
 
 

@@ -395,6 +395,10 @@ class Chaos:
             if quiet >= 3:
                 return
             time.sleep(1.5)
+        for worker in self.workers.values():  # their stacks, into the log, for the report
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
         raise AssertionError(
             f"the pipeline did not drain within {self.cfg.finish_timeout_s:.0f} s\n"
             + self.log_path.read_text(errors="replace")[-3000:]

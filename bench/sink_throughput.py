@@ -1,0 +1,421 @@
+"""SQL sink throughput: SinkRunner (rows + offsets in one DB transaction) against a plain loop.
+
+Both read the same topic (N records, 4 partitions, written once per database) with a fresh
+``read_committed`` consumer group and write one row per record keyed by where it entered
+(``topic/partition@offset``) with ``INSERT ... ON CONFLICT DO NOTHING``:
+
+- ``sink``: ``SinkRunner`` in this process, the handler calls ``tx.execute`` once per record;
+  the sink stores the offsets in ``streams_sink_offsets`` in the same transaction and commits
+  them to Kafka afterwards (advisory);
+- ``plain``: a consumer loop that collects a batch of the same size and writes it with one
+  ``executemany``, one database transaction per batch, no offsets table, no Kafka commits.
+
+Same connection settings for both (``streams.database``: SQLite in WAL mode with
+``synchronous=FULL`` in a temporary folder; PostgreSQL started for the benchmark the way
+tests/integration/postgres.py does, ``fsync=off``). Same batch rule for both:
+``StageSettings.batch_max_records`` records or ``batch_max_ms``, whichever comes first.
+Throughput = N / time from the first record consumed until the batch that holds the N-th row
+is committed. Rounds alternate (the order is swapped every round); each run gets a fresh
+database, consumer group and table, and the row count is checked after every run.
+
+    python -m bench.sink_throughput [--records N] [--rounds R] [--db sqlite|postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, Message
+
+from bench.failure_handling import (
+    PARTITIONS,
+    RESULTS,
+    BenchError,
+    alternate,
+    delete_all,
+    kafka_config,
+    median,
+    produce,
+    utc_stamp,
+    write_json,
+)
+from bench.failure_handling import (
+    _print_profile as print_profile,
+)
+from streams.codecs import raw, text
+from streams.config import KafkaSettings, SinkSettings, StageSettings
+from streams.database import Database
+from streams.pipeline import Pipeline
+from streams.record import Record
+from streams.sinks import SinkRunner, SinkSpec, SinkTransaction
+from streams.topics import ensure_topics
+
+TABLE_SQL = "CREATE TABLE IF NOT EXISTS bench_rows (origin TEXT PRIMARY KEY, n BIGINT NOT NULL)"
+INSERT_SQL = "INSERT INTO bench_rows (origin, n) VALUES (:origin, :n) ON CONFLICT DO NOTHING"
+
+
+def store(record: Record[bytes], tx: SinkTransaction) -> None:
+    tx.execute(INSERT_SQL, {"origin": record.idempotency_key, "n": int(record.value[:10])})
+
+
+class TimedSinkRunner(SinkRunner):
+    """A SinkRunner that notes the first record consumed and the commit of the last row."""
+
+    def __init__(self, *args: Any, target: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.target = target
+        self.first_at: float | None = None
+        self.done_at: float | None = None
+
+    def _process(self, messages: list[Message]) -> None:
+        if messages and self.first_at is None:
+            self.first_at = time.perf_counter()
+        super()._process(messages)
+
+    def _commit(self, *, between_batches: bool = False) -> bool:
+        done = super()._commit(between_batches=between_batches)
+        if done and self.done_at is None and self.stats.records_committed >= self.target:
+            self.done_at = time.perf_counter()
+            self.request_stop()
+        return done
+
+
+@dataclass
+class SinkRun:
+    mode: str
+    records: int
+    seconds: float
+    per_s: float
+    batches: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# -- databases ----------------------------------------------------------------------------------
+
+
+class Databases:
+    """Hands out a fresh, empty database per run: a SQLite file or a PostgreSQL database."""
+
+    def __init__(self, kind: str, workdir: Path, server_url: str | None) -> None:
+        self.kind = kind
+        self.workdir = workdir
+        self.server_url = server_url
+
+    def fresh(self) -> str:
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.workdir / name}.db"
+        assert self.server_url is not None  # noqa: S101 - set for postgresql
+        with psycopg.connect(self.server_url, autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")  # a generated name, not input
+        return self.server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not found or shutil.which("runuser") is None:
+        raise BenchError(
+            "PostgreSQL server binaries or runuser missing: apt-get install postgresql"
+        )
+    return found[-1].parent
+
+
+def _as_postgres(*argv: str) -> None:
+    result = subprocess.run(
+        [shutil.which("runuser") or "/usr/sbin/runuser", "-u", "postgres", "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"{' '.join(argv[:2])} failed:\n{result.stdout}\n{result.stderr}")
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throwaway server as in tests/integration/postgres.py: postgres user, trust, fsync off."""
+    bin_dir = _pg_bin()
+    base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    shutil.chown(base, "postgres", "postgres")
+    data = base / "data"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    _as_postgres(
+        str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+        "-E", "UTF8", "--locale=C", "--no-sync",
+    )  # fmt: skip
+    options = f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=50"
+    _as_postgres(
+        str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-o", options, "-w",
+        "start",
+    )  # fmt: skip
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _count_rows(url: str) -> tuple[int, int]:
+    with Database(url).connect() as db:
+        count, distinct = db.execute("SELECT count(*), count(DISTINCT n) FROM bench_rows").rows[0]
+        return int(count), int(distinct)
+
+
+# -- the two contenders -------------------------------------------------------------------------
+
+
+def run_sink(
+    bootstrap: str, topic: str, records: int, url: str, settings: StageSettings,
+    *, profile: Path | None = None,
+) -> SinkRun:  # fmt: skip
+    name = f"s{uuid.uuid4().hex[:10]}"
+    spec = SinkSpec(
+        pipeline="bench",
+        name=name,
+        inputs=(topic,),
+        input_codec=raw(),
+        key_codec=text(),
+        database=url,
+        handler=store,
+        setup_sql=(TABLE_SQL,),
+    )
+    runner = TimedSinkRunner(
+        spec,
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        settings=settings,
+        sink_settings=SinkSettings(database_url=url),
+        target=records,
+    )
+    profiler = cProfile.Profile() if profile else None
+    try:
+        if profiler:
+            profiler.enable()
+        runner.run(idle_timeout_s=30)
+        if profiler and profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
+    finally:
+        delete_all(bootstrap, [], [spec.group_id])
+    if runner.first_at is None or runner.done_at is None:
+        raise BenchError(f"sink did not commit {records} rows: {runner.stats.snapshot()}")
+    seconds = runner.done_at - runner.first_at
+    return SinkRun(
+        "sink", records, seconds, records / seconds, runner.stats.batches_committed,
+        runner.stats.snapshot(),
+    )  # fmt: skip
+
+
+def _rows(messages: list[Message]) -> list[dict[str, Any]]:
+    rows = []
+    for message in messages:
+        if message.error() is not None:
+            raise BenchError(f"consumer error: {message.error()}")
+        value = message.value() or b""
+        origin = f"{message.topic()}/{message.partition()}@{message.offset()}"
+        rows.append({"origin": origin, "n": int(value[:10])})
+    return rows
+
+
+def run_plain(
+    bootstrap: str, topic: str, records: int, url: str, settings: StageSettings,
+    *, profile: Path | None = None,
+) -> SinkRun:  # fmt: skip
+    group = f"bench.p{uuid.uuid4().hex[:10]}"
+    database = Database(url)
+    db = database.connect()
+    db.execute(TABLE_SQL)
+    consumer = Consumer(
+        kafka_config(
+            bootstrap,
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+            },
+        )
+    )
+    consumer.subscribe([topic])
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    first_at: float | None = None
+    written = batches = 0
+    rows: list[dict[str, Any]] = []
+    started = 0.0
+    limit_s = settings.batch_max_ms / 1000
+    idle_since = time.monotonic()
+    try:
+        while written < records:
+            room = settings.batch_max_records - len(rows)
+            left = limit_s - (time.monotonic() - started)
+            timeout = max(0.0, min(0.1, left)) if rows else 0.1
+            messages = consumer.consume(
+                num_messages=max(1, min(settings.consume_max_records, room)), timeout=timeout
+            )
+            if messages:
+                idle_since = time.monotonic()
+                if first_at is None:
+                    first_at = time.perf_counter()
+            elif time.monotonic() - idle_since > 30:
+                raise BenchError(f"plain loop idle for 30 s after {written} rows")
+            if messages and not rows:
+                started = time.monotonic()
+            rows += _rows(messages)
+            age = time.monotonic() - started
+            if rows and (len(rows) >= settings.batch_max_records or age >= limit_s):
+                db.begin()
+                db.executemany(INSERT_SQL, rows)
+                db.commit()
+                written += len(rows)
+                batches += 1
+                rows = []
+        done_at = time.perf_counter()
+    finally:
+        if profiler and profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        consumer.close()
+        db.close()
+        delete_all(bootstrap, [], [group])
+    assert first_at is not None  # noqa: S101 - written > 0
+    seconds = done_at - first_at
+    return SinkRun("plain", records, seconds, records / seconds, batches)
+
+
+def _verified(run: SinkRun, url: str, records: int) -> SinkRun:
+    count, distinct = _count_rows(url)
+    if count != records or distinct != records:
+        raise BenchError(f"{run.mode}: {count} rows ({distinct} distinct n), expected {records}")
+    return run
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def _table(kind: str, rows: list[dict[str, Any]]) -> str:
+    lines = [
+        (
+            f"| round | {kind}: plain executemany rec/s | {kind}: SinkRunner rec/s | ratio "
+            "| batches (plain / sink) |"
+        ),
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        base, var = row["baseline"], row["variant"]
+        lines.append(
+            f"| {row['round']} | {base['per_s']:,.0f} | {var['per_s']:,.0f} | {row['ratio']:.3f} "
+            f"| {base['batches']} / {var['batches']} |"
+        )
+    return "\n".join(lines)
+
+
+def bench_database(
+    kind: str, *, bootstrap: str, records: int, rounds: int, settings: StageSettings,
+    workdir: Path, profile: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(postgres_server()) if kind == "postgresql" else None
+        databases = Databases(kind, workdir, server)
+        name = f"bst{uuid.uuid4().hex[:10]}"
+        pipeline = Pipeline(name, partitions=PARTITIONS)
+        topic = pipeline.topic(f"{name}.in")
+        pipeline.sink("probe", inputs=[topic], database="sqlite:///unused.db")(store)
+        ensure_topics(pipeline, kafka=KafkaSettings(bootstrap_servers=bootstrap))
+        stack.callback(delete_all, bootstrap, [topic], [])
+        produce(bootstrap, topic, records)
+
+        if profile:
+            out = RESULTS / f"sink_throughput-{kind}-{profile}.prof"
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            url = databases.fresh()
+            contender = run_sink if profile == "sink" else run_plain
+            run = contender(bootstrap, topic, records, url, settings, profile=out)
+            result = _verified(run, url, records)
+            print(asdict(result))
+            print_profile(out)
+            return {"profile": asdict(result)}
+
+        def one(which: str, index: int) -> dict[str, Any]:
+            url = databases.fresh()
+            contender = run_sink if which == "variant" else run_plain
+            result = _verified(contender(bootstrap, topic, records, url, settings), url, records)
+            print(f"  {kind} round {index + 1} {result.mode}: {result.per_s:,.0f} rec/s "
+                  f"({result.batches} batches)", flush=True)  # fmt: skip
+            return asdict(result)
+
+        rows = alternate(rounds, one)
+        for row in rows:
+            row["ratio"] = row["variant"]["per_s"] / row["baseline"]["per_s"]
+        ratio = median([row["ratio"] for row in rows])
+        print(f"\n{kind}: SinkRunner vs plain executemany loop\n")
+        print(_table(kind, rows))
+        print(f"\nmedian ratio {ratio:.3f} (goal >= 0.80: {'met' if ratio >= 0.8 else 'MISSED'})\n")
+        return {"rounds": rows, "median_ratio": ratio, "goal": 0.8}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.sink_throughput")
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], action="append")
+    parser.add_argument("--bootstrap", default=KafkaSettings().bootstrap_servers)
+    parser.add_argument(
+        "--profile",
+        choices=["sink", "plain"],
+        default=None,
+        help="one cProfile'd run of that contender per database instead of the rounds",
+    )
+    args = parser.parse_args(argv)
+    settings = StageSettings()
+    payload: dict[str, Any] = {
+        "benchmark": "sink_throughput",
+        "started_utc": utc_stamp(),
+        "records": args.records,
+        "rounds": args.rounds,
+        "partitions": PARTITIONS,
+        "batch_max_records": settings.batch_max_records,
+        "batch_max_ms": settings.batch_max_ms,
+        "bootstrap": args.bootstrap,
+        "cpus": os.cpu_count(),
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sink-"))
+    try:
+        for kind in args.db or ["sqlite", "postgresql"]:
+            payload[kind] = bench_database(
+                kind,
+                bootstrap=args.bootstrap,
+                records=args.records,
+                rounds=args.rounds,
+                settings=settings,
+                workdir=workdir,
+                profile=args.profile,
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    payload["finished_utc"] = utc_stamp()
+    if not args.profile:
+        print(f"results: {write_json('sink_throughput', payload)}")
+
+
+if __name__ == "__main__":
+    main()
