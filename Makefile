@@ -8,13 +8,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install deps lint typecheck unit integration test demo up down status bench clean
+.PHONY: help install deps lint typecheck unit integration test demo up down status bench chaos clean
 
 help:
 	@echo "make demo       run the main job on the local stack"
 	@echo "make test       ruff + mypy + all tests (starts and stops what it needs)"
 	@echo "make up/down    start/stop the local Kafka + schema registry"
 	@echo "make bench      run the throughput benchmark (bench/README.md)"
+	@echo "make chaos      the full-size chaos runs (worker kills, broker restarts)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +61,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The full-size chaos runs (tests/chaos/harness.py), each on a broker of its own:
+# 100,000 records with 18 worker kills and 4 SIGTERM restarts, then 2 broker restarts.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.harness --records 100000 --rate 500 --kills 18 --sigterms 4 --json artifacts/chaos-full-workers.json
+	$(BIN)/python -m tests.chaos.harness --records 20000 --rate 300 --kills 0 --sigterms 0 --broker-restarts 2 --json artifacts/chaos-full-broker.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

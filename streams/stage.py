@@ -356,8 +356,15 @@ class StageRunner:
                 good.append(message)
             elif error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
                 continue
-            elif error.fatal():
-                raise StageStoppedError(f"consumer fatal error: {error.str()}")
+            elif error.fatal() or error.code() == KafkaError._FATAL:  # noqa: SLF001
+                # the consumer is dead (a static member fenced after a broker restart, say):
+                # exit 1 so that the supervisor starts a fresh one; nothing was committed
+                raise KafkaClientError(
+                    f"consumer fatal error: {error.str()}",
+                    fatal=True,
+                    hint="the supervisor restarts the worker; if it repeats, check that each "
+                    "--slot runs once",
+                )
             else:
                 log.warning("consumer error (librdkafka retries): %s", error.str())
         try:

@@ -278,9 +278,22 @@ class Chaos:
         ]
         return brokers + kinds if not kinds else _interleave(kinds, brokers)
 
+    def _revive(self) -> None:
+        """Act as the supervisor: restart a worker that ended by itself (exit 1 = crashed)."""
+        for component, worker in list(self.workers.items()):
+            code = worker.process.poll()
+            if code is not None:
+                assert code == 1, f"worker {component} ended with {code}, see {self.log_path}"
+                self.faults.append(
+                    Fault("crash-restart", component, round(time.monotonic() - self.began, 1))
+                )
+                self._start(component)
+
     def _wait_progress(self, component: str, deadline: float) -> bool:
         worker = self.workers[component]
         while time.monotonic() < deadline:
+            self._revive()
+            worker = self.workers[component]
             if self._progress(component) >= worker.progress_at_start + self.cfg.progress:
                 return True
             if worker.process.poll() is not None:
@@ -295,6 +308,7 @@ class Chaos:
         """Seconds from the fault until the component commits again (None: nothing to do)."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            self._revive()
             if self._progress(component) > before:
                 return time.monotonic() - since
             if self.fed >= self.cfg.records and self._lag(component) == 0:
@@ -338,6 +352,7 @@ class Chaos:
         self.faults.append(fault)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
+            self._revive()
             moved = [c for c in _COMPONENTS if self._progress(c) > before[c]]
             if moved or (
                 self.fed >= self.cfg.records and all(self._lag(c) == 0 for c in _COMPONENTS)
@@ -390,6 +405,7 @@ class Chaos:
         deadline = time.monotonic() + self.cfg.finish_timeout_s
         quiet = 0
         while time.monotonic() < deadline:
+            self._revive()
             lags = [self._lag(c) for c in _COMPONENTS]
             quiet = quiet + 1 if all(lag == 0 for lag in lags) else 0
             if quiet >= 3:
