@@ -95,6 +95,7 @@ class StageCodecs:
 
     def __init__(self, spec: StageSpec, registry: SchemaRegistryClient | None) -> None:
         self.spec = spec
+        self._default_output = spec.default_output
         self.key: Serde[Any] = spec.key_codec.build(registry)
         self.input: Serde[Any] = spec.input_codec.build(registry)
         self.outputs: dict[str, Serde[Any]] = {
@@ -107,7 +108,7 @@ class StageCodecs:
     def encode(
         self, output: Output, record: Record[Any]
     ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
-        topic = output.topic or self.spec.default_output
+        topic = output.topic or self._default_output
         if topic is None:
             raise StageStoppedError(
                 f"stage {self.spec.group_id}: an output without a topic, and the stage has "
@@ -154,7 +155,9 @@ def decode_message(message: Message, *, key: Serde[Any], value: Serde[Any]) -> R
 
 def message_headers(message: Message) -> tuple[tuple[str, bytes], ...]:
     """A message's headers as (name, bytes) pairs; a null header value becomes b""."""
-    raw = message.headers() or []
+    raw = message.headers()
+    if not raw:
+        return ()  # the common case, on the hot path
     pairs = raw.items() if isinstance(raw, dict) else raw
     return tuple(
         (name, data.encode() if isinstance(data, str) else bytes(data or b""))

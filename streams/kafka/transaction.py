@@ -182,7 +182,8 @@ class Transaction:
         *,
         origin: tuple[str, int, int] | None = None,
     ) -> None:
-        self._require("produce")
+        if self.state is not TxnState.OPEN:  # the one check of _require, inline: hot path
+            self._require("produce")
         while True:
             try:
                 self._producer.produce(
