@@ -69,6 +69,7 @@ from streams.codecs import Codec
 from streams.config import KafkaSettings, SinkSettings, StageSettings
 from streams.database import Connection, Database, Dialect, Params, Result
 from streams.exceptions import SerializationError, StageStoppedError
+from streams.kafka.clients import worker_consumer_config
 from streams.record import Record
 from streams.serde import Serde
 from streams.stage import decode_message
@@ -311,21 +312,11 @@ class SinkRunner:
     # -- start-up --------------------------------------------------------------------------
 
     def _make_consumer(self) -> Consumer:
-        s = self.settings
+        # the database holds the offsets; auto.offset.reset only applies where it has none
         return Consumer(
-            {
-                **self.kafka.client_config(),
-                "group.id": self.spec.group_id,
-                "client.id": f"{self.spec.group_id}.{self.slot}",
-                "enable.auto.commit": False,  # the database holds the offsets
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",  # only used if an assignment names no offset
-                "partition.assignment.strategy": "cooperative-sticky",
-                "session.timeout.ms": s.session_timeout_ms,
-                "heartbeat.interval.ms": max(1000, s.session_timeout_ms // 3),
-                "max.poll.interval.ms": s.max_poll_interval_ms,
-            }
+            worker_consumer_config(
+                self.kafka, self.settings, group_id=self.spec.group_id, slot=self.slot
+            )
         )
 
     def _setup(self, db: Connection) -> None:

@@ -44,6 +44,7 @@ from streams.exceptions import (
     TopologyError,
     TransactionError,
 )
+from streams.kafka.clients import worker_consumer_config
 from streams.kafka.transaction import Transaction
 from streams.pipeline import StageSpec
 from streams.record import KeepKey, Output, Record
@@ -217,25 +218,9 @@ class StageRunner:
     # -- clients ---------------------------------------------------------------------------
 
     def _consumer_config(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            **self.kafka.client_config(),
-            "group.id": self.spec.group_id,
-            "client.id": f"{self.spec.group_id}.{self.slot}",
-            "enable.auto.commit": False,  # offsets only go through the transaction
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",  # a new group must not skip what is already there
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": s.session_timeout_ms,
-            "heartbeat.interval.ms": max(1000, s.session_timeout_ms // 3),
-            "max.poll.interval.ms": s.max_poll_interval_ms,
-            **(
-                {"group.instance.id": f"{self.spec.group_id}.{self.slot}"}
-                if s.static_membership
-                else {}
-            ),
-        }
+        return worker_consumer_config(
+            self.kafka, self.settings, group_id=self.spec.group_id, slot=self.slot
+        )
 
     def _producer_config(self) -> dict[str, Any]:
         return {
