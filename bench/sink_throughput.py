@@ -4,7 +4,9 @@ Both read the same topic (N records, 4 partitions, written once per database) wi
 ``read_committed`` consumer group and write one row per record keyed by where it entered
 (``topic/partition@offset``) with ``INSERT ... ON CONFLICT DO NOTHING``:
 
-- ``sink``: ``SinkRunner`` in this process, the handler calls ``tx.execute`` once per record;
+- ``sink``: ``SinkRunner`` in this process, the handler queues its row with ``tx.add`` (sent as
+  one ``executemany`` per batch at commit; ``--sink-handler execute`` runs one ``tx.execute``
+  per record instead);
   the sink stores the offsets in ``streams_sink_offsets`` in the same transaction and commits
   them to Kafka afterwards (advisory);
 - ``plain``: a consumer loop that collects a batch of the same size and writes it with one
@@ -68,8 +70,17 @@ TABLE_SQL = "CREATE TABLE IF NOT EXISTS bench_rows (origin TEXT PRIMARY KEY, n B
 INSERT_SQL = "INSERT INTO bench_rows (origin, n) VALUES (:origin, :n) ON CONFLICT DO NOTHING"
 
 
+# "add": queue the row (one executemany per batch at commit, the fast form);
+# "execute": one statement per record. Set by --sink-handler.
+SINK_HANDLER = {"mode": "add"}
+
+
 def store(record: Record[bytes], tx: SinkTransaction) -> None:
-    tx.execute(INSERT_SQL, {"origin": record.idempotency_key, "n": int(record.value[:10])})
+    row = {"origin": record.idempotency_key, "n": int(record.value[:10])}
+    if SINK_HANDLER["mode"] == "add":
+        tx.add(INSERT_SQL, row)
+    else:
+        tx.execute(INSERT_SQL, row)
 
 
 class TimedSinkRunner(SinkRunner):
@@ -376,6 +387,7 @@ def bench_database(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sink_throughput")
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--sink-handler", choices=["add", "execute"], default="add")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], action="append")
     parser.add_argument("--bootstrap", default=KafkaSettings().bootstrap_servers)
@@ -386,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         help="one cProfile'd run of that contender per database instead of the rounds",
     )
     args = parser.parse_args(argv)
+    SINK_HANDLER["mode"] = args.sink_handler
     settings = StageSettings()
     payload: dict[str, Any] = {
         "benchmark": "sink_throughput",

@@ -158,6 +158,7 @@ class SinkTransaction:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        self._queued: dict[str, list[Params]] = {}
 
     @property
     def dialect(self) -> Dialect:
@@ -170,6 +171,23 @@ class SinkTransaction:
 
     def executemany(self, sql: str, params: Iterable[Params]) -> int:
         return self._connection.executemany(sql, params)
+
+    def add(self, sql: str, params: Params) -> None:
+        """Queue a write; all queued writes go in one ``executemany`` per statement at commit.
+
+        The fast form for inserts: one database round trip per statement and batch instead of
+        one per record (on PostgreSQL the difference is large). Use it for statements that
+        cannot fail for one record alone (``INSERT ... ON CONFLICT DO NOTHING``): a failure
+        at flush fails the whole batch, which is rolled back and retried, and cannot be pinned
+        on one record as a failing ``execute`` can.
+        """
+        self._queued.setdefault(sql, []).append(params)
+
+    def flush(self) -> None:
+        """Send the queued writes (the runner calls this before it commits the batch)."""
+        queued, self._queued = self._queued, {}
+        for sql, rows in queued.items():
+            self._connection.executemany(sql, rows)
 
     @staticmethod
     def idempotency_key(record: Record[Any]) -> str:
@@ -482,6 +500,7 @@ class SinkRunner:
         assert self._db is not None  # noqa: S101
         offsets = self._offsets(between_batches=between_batches)
         try:
+            self._tx.flush()
             for tp, next_offset in offsets.items():
                 _store_offset(
                     self._db, self.spec.group_id, tp, next_offset, expected=self._stored.get(tp)
