@@ -75,6 +75,9 @@ class FencedError(StageStoppedError):
     )
 
 
+# A second fence this soon after re-initialising means a live twin on the same slot, not a
+# broker restart or a timed-out transaction (those fence once).
+_REFENCE_WINDOW_S = 30.0
 # How often an idle worker looks for positions that moved past transaction markers alone.
 _IDLE_COMMIT_INTERVAL_S = 2.0
 
@@ -210,6 +213,7 @@ class StageRunner:
         self._in_txn = 0  # input records processed in the open transaction
         self._committed_at: dict[TP, int] = {}  # what this worker last committed, per partition
         self._idle_checked = 0.0
+        self._last_fenced = -_REFENCE_WINDOW_S  # monotonic time of the last fence
         self._rewind_pending = False
         self._stop_requested = False
         self._consumer: Consumer | None = None
@@ -623,15 +627,26 @@ class StageRunner:
             except TransactionError:
                 self._reset_producer(error)
         else:
-            if error.code in {"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"} and (
-                age_ms < self.settings.transaction_timeout_ms
-            ):
-                # not our own timeout: a newer producer with our transactional.id is alive
-                raise FencedError(
-                    f"stage {self.spec.group_id} slot {self.slot}: fenced by another worker "
-                    f"with transactional.id {self._txn.transactional_id}; stopping without "
-                    "committing (its records are processed by the newer worker)"
-                ) from error
+            if error.code in {"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"}:
+                # A fence once is not proof of a twin: a broker restart or our own timed-out
+                # transaction (age_ms) bumps the epoch too. A fence again soon after we
+                # re-initialised is: a newer producer with our transactional.id is alive.
+                now = time.monotonic()
+                again = now - self._last_fenced < _REFENCE_WINDOW_S
+                self._last_fenced = now
+                if again:
+                    raise FencedError(
+                        f"stage {self.spec.group_id} slot {self.slot}: fenced by another worker "
+                        f"with transactional.id {self._txn.transactional_id}; stopping without "
+                        "committing (its records are processed by the newer worker)"
+                    ) from error
+                log.warning(
+                    "producer fenced (transaction age %.0f ms); a broker restart or a timed-out "
+                    "transaction does this: recreating it. A second fence within %.0f s means "
+                    "another worker runs this slot, and this one stops.",
+                    age_ms,
+                    _REFENCE_WINDOW_S,
+                )
             self._reset_producer(error)
         self._rewind()
 
