@@ -88,6 +88,14 @@ class ManagedProcess:
             )
         return pid
 
+    def recorded_pid(self) -> int | None:
+        """The pid in the pid file, whatever runs under it (None if no readable file)."""
+        try:
+            text = self.pid_file.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
     def running_pid(self) -> int | None:
         """Like pid(), but a stale pid file counts as not running."""
         try:

@@ -182,7 +182,9 @@ class LocalStack:
             waiting["schema registry"] = (self.registry.process, self.registry.answers)
         while waiting:
             for name, (process, answers) in list(waiting.items()):
-                pid = process.running_pid()
+                # the raw pid: right after the spawn the java launcher may still be re-executing
+                # itself, and its command line does not yet show what running_pid() looks for
+                pid = process.recorded_pid()
                 if pid is None or not process_alive(pid):
                     raise LocalStackError(
                         f"{name} exited during start-up: {_tail(process.log_file)}",
