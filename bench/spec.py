@@ -45,8 +45,12 @@ class RunSpec:
     txn_interval_s: float
     # Producer linger for every contender, so no one wins by batching longer.
     linger_ms: int
-    # librdkafka/aiokafka retry.backoff.ms for every contender; None keeps each client's default.
+    # retry.backoff.ms for the librdkafka contenders (b1, b2, quix; faust's aiokafka does not
+    # expose it); None keeps librdkafka's default of 100 ms.
     retry_backoff_ms: int | None
+    # fetch.queue.backoff.ms for the librdkafka consumers; None keeps the default of 1000 ms,
+    # which makes a consumer draining a backlog wait up to 1 s for each refill of its queue.
+    fetch_queue_backoff_ms: int | None
     schema_registry_url: str
     # Confluent schema id of the "avro" records; None for "raw".
     schema_id: int | None

@@ -56,6 +56,8 @@ def run(spec: RunSpec) -> None:
     extra: dict[str, Any] = {}
     if spec.retry_backoff_ms is not None:
         extra["retry.backoff.ms"] = spec.retry_backoff_ms
+    if spec.fetch_queue_backoff_ms is not None:
+        extra["fetch.queue.backoff.ms"] = spec.fetch_queue_backoff_ms
     runner = StageRunner(
         stage,
         kafka=KafkaSettings(bootstrap_servers=spec.bootstrap_servers, kafka_extra=extra),
