@@ -30,6 +30,10 @@ def worker_consumer_config(
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(1000, settings.session_timeout_ms // 3),
         "max.poll.interval.ms": settings.max_poll_interval_ms,
+        # librdkafka's default (1,000 ms) idles a worker that drains a backlog faster than the
+        # fetcher refills its queue: the benchmark measured 0.15M vs 0.96M rec/s for a plain
+        # consume-produce-commit loop at 1,000 vs 10 ms. 100 ms, as Quix Streams sets.
+        "fetch.queue.backoff.ms": 100,
     }
     if settings.static_membership:
         config["group.instance.id"] = f"{group_id}.{slot}"
