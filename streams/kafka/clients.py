@@ -37,4 +37,5 @@ def worker_consumer_config(
     }
     if settings.static_membership:
         config["group.instance.id"] = f"{group_id}.{slot}"
+    config.update(kafka.kafka_extra)  # the escape hatch wins: raw librdkafka settings
     return config
