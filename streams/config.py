@@ -122,6 +122,10 @@ class StageSettings(BaseSettings):
     shutdown_deadline_s: float = 30.0
     # how often a worker logs and publishes its counters (the dashboard refreshes from them)
     stats_interval_s: float = 5.0
+    # A worker whose loop has not turned for this long exits (1) to be restarted. Well above
+    # the longest legitimate pause: a commit retried for transaction_deadline_s, a rewind's
+    # committed() call (30 s), a handler batch.
+    watchdog_s: float = 120.0
     # Outputs larger than this go to the DLQ (reason output-rejected) instead of failing the
     # transaction; the broker's default limit (message.max.bytes) is about 1 MiB.
     max_message_bytes: int = 1_000_000

@@ -264,6 +264,7 @@ class SinkRunner:
         sink_settings: SinkSettings | None = None,
         on_stats: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        self.heartbeat = time.monotonic()  # the loop's last turn; the worker's watchdog reads it
         self.spec = spec
         self.slot = slot
         self.kafka = kafka or KafkaSettings()
@@ -357,6 +358,7 @@ class SinkRunner:
     def _loop(self, max_records: int | None, idle_timeout_s: float | None) -> None:
         last_stats = last_record = time.monotonic()
         while not self._stop_requested:
+            self.heartbeat = time.monotonic()
             messages = self._consume()
             if messages:
                 last_record = time.monotonic()

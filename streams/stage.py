@@ -213,6 +213,7 @@ class StageRunner:
         self._in_txn = 0  # input records processed in the open transaction
         self._committed_at: dict[TP, int] = {}  # what this worker last committed, per partition
         self._idle_checked = 0.0
+        self.heartbeat = time.monotonic()  # the loop's last turn; the worker's watchdog reads it
         self._last_fenced = -_REFENCE_WINDOW_S  # monotonic time of the last fence
         self._rewind_pending = False
         self._stop_requested = False
@@ -275,6 +276,7 @@ class StageRunner:
         last_record = time.monotonic()
         try:
             while not self._stop_requested:
+                self.heartbeat = time.monotonic()
                 self._gate.resume_due(consumer, _now_ms())
                 messages = self._consume_batch()
                 if messages:

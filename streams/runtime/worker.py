@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -73,6 +74,7 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    _start_watchdog(runner, runner.settings.watchdog_s)
     try:
         runner.run()
     except StreamsError as error:
@@ -86,6 +88,30 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
         publisher.close()
     log.info("stopped cleanly")
     return EXIT_OK
+
+
+def _start_watchdog(runner: StageRunner | SinkRunner, limit_s: float) -> None:
+    """End the process (exit 1, so the supervisor restarts it) if the loop stops turning.
+
+    A client call that never returns (seen once: send_offsets_to_transaction hanging after a
+    broker restart) would otherwise hold the partitions forever. Exactly-once is safe: the
+    restarted worker's init_transactions() aborts whatever the stuck one had open.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(min(10.0, limit_s / 4))
+            stuck = time.monotonic() - runner.heartbeat
+            if stuck > limit_s:
+                log.error(
+                    "the worker loop has not turned for %.0f s; exiting so that it is restarted",
+                    stuck,
+                    extra={"hint": "the stacks below show where it hung"},
+                )
+                faulthandler.dump_traceback(all_threads=True)
+                os._exit(EXIT_CRASHED)
+
+    threading.Thread(target=watch, name="watchdog", daemon=True).start()
 
 
 def _exit_code(error: StreamsError) -> int:

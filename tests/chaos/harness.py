@@ -178,6 +178,8 @@ class Chaos:
             # longer transactions, so that kills land inside an open one
             "STREAMS_STAGE_BATCH_MAX_MS": "500",
             "STREAMS_STAGE_STATS_INTERVAL_S": "30",
+            # a worker stuck in a client call (seen after broker restarts) exits and is revived
+            "STREAMS_STAGE_WATCHDOG_S": "60",
         }
         if component == "store":
             env["STREAMS_KAFKA_EXTRA"] = json.dumps({"group.instance.id": f"{self.name}.store.0"})
