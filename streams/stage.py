@@ -32,6 +32,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from streams import headers
@@ -75,9 +76,10 @@ class FencedError(StageStoppedError):
     )
 
 
-# A second fence this soon after re-initialising means a live twin on the same slot, not a
-# broker restart or a timed-out transaction (those fence once).
-_REFENCE_WINDOW_S = 30.0
+# How long a fenced worker looks for a twin in its group before it concludes there is none.
+# A twin's consumer joins right after its init_transactions(); the wait only delays recovery
+# from a broker restart, which takes longer than this anyway.
+_TWIN_WAIT_S = 12.0
 # How often an idle worker looks for positions that moved past transaction markers alone.
 _IDLE_COMMIT_INTERVAL_S = 2.0
 
@@ -214,7 +216,6 @@ class StageRunner:
         self._committed_at: dict[TP, int] = {}  # what this worker last committed, per partition
         self._idle_checked = 0.0
         self.heartbeat = time.monotonic()  # the loop's last turn; the worker's watchdog reads it
-        self._last_fenced = -_REFENCE_WINDOW_S  # monotonic time of the last fence
         self._rewind_pending = False
         self._stop_requested = False
         self._consumer: Consumer | None = None
@@ -630,27 +631,46 @@ class StageRunner:
                 self._reset_producer(error)
         else:
             if error.code in {"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"}:
-                # A fence once is not proof of a twin: a broker restart or our own timed-out
-                # transaction (age_ms) bumps the epoch too. A fence again soon after we
-                # re-initialised is: a newer producer with our transactional.id is alive.
-                now = time.monotonic()
-                again = now - self._last_fenced < _REFENCE_WINDOW_S
-                self._last_fenced = now
-                if again:
+                # Fenced by a twin (another live worker on this slot: stop, it carries on), or
+                # by an epoch bump without one (a broker restart, our own timed-out
+                # transaction: recreate the producer). The group says which: a twin is a
+                # member with our client.id and another member id.
+                if self._twin_alive():
                     raise FencedError(
                         f"stage {self.spec.group_id} slot {self.slot}: fenced by another worker "
                         f"with transactional.id {self._txn.transactional_id}; stopping without "
                         "committing (its records are processed by the newer worker)"
                     ) from error
                 log.warning(
-                    "producer fenced (transaction age %.0f ms); a broker restart or a timed-out "
-                    "transaction does this: recreating it. A second fence within %.0f s means "
-                    "another worker runs this slot, and this one stops.",
+                    "producer fenced (transaction age %.0f ms) and no other worker runs this "
+                    "slot: a broker restart or a timed-out transaction; recreating it",
                     age_ms,
-                    _REFENCE_WINDOW_S,
                 )
             self._reset_producer(error)
         self._rewind()
+
+    def _twin_alive(self) -> bool:
+        """True if another member of the group has this worker's client.id (the same slot).
+
+        Asked for up to _TWIN_WAIT_S: a twin fences us at its init_transactions(), a moment
+        before its consumer joins the group.
+        """
+        assert self._consumer is not None  # noqa: S101
+        client_id = f"{self.spec.group_id}.{self.slot}"
+        me = self._consumer.memberid()
+        admin = AdminClient(self.kafka.client_config())
+        deadline = time.monotonic() + _TWIN_WAIT_S
+        while True:
+            try:
+                futures = admin.describe_consumer_groups([self.spec.group_id], request_timeout=5)
+                description = futures[self.spec.group_id].result(timeout=10)
+                if any(m.client_id == client_id and m.member_id != me for m in description.members):
+                    return True
+            except KafkaException:
+                log.debug("describe_consumer_groups failed; asking again", exc_info=True)
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1.0)
 
     def _reset_producer(self, error: StreamsError) -> None:
         assert self._txn is not None  # noqa: S101
