@@ -38,6 +38,7 @@ def test_worker_kills_and_restarts_keep_every_invariant(cluster: Cluster, tmp_pa
     assert report.aborted_seen_uncommitted > 0, "the kills should have aborted some output"
 
 
+@pytest.mark.chaos_broker
 def test_broker_restarts_keep_every_invariant(tmp_path: Path) -> None:
     stack = private_stack(tmp_path)
     stack.up(with_registry=False)
