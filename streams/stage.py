@@ -76,6 +76,9 @@ class FencedError(StageStoppedError):
     )
 
 
+# Topics created a moment ago may not show in the metadata yet (seen on a broker that had just
+# started); a stage waits this long for them before it reports them missing.
+_TOPIC_WAIT_S = 20.0
 # How long a fenced worker looks for a twin in its group before it concludes there is none.
 # A twin's consumer joins right after its init_transactions(); the wait only delays recovery
 # from a broker restart, which takes longer than this anyway.
@@ -302,16 +305,21 @@ class StageRunner:
     def _require_topics(self, consumer: Consumer) -> None:
         """Fail at start-up, clearly, if a topic of the stage does not exist."""
         needed = [*self.spec.subscriptions, *self.spec.outputs, self.spec.dlq_topic]
-        try:
-            existing = consumer.list_topics(timeout=30).topics
-        except KafkaException as error:
-            consumer.close()
-            raise KafkaClientError(
-                f"stage {self.spec.group_id}: cannot reach Kafka at "
-                f"{self.kafka.bootstrap_servers}: {error}",
-                hint="check STREAMS_BOOTSTRAP_SERVERS and that the broker runs",
-            ) from error
-        missing = [name for name in needed if name not in existing]
+        deadline = time.monotonic() + _TOPIC_WAIT_S
+        while True:
+            try:
+                existing = consumer.list_topics(timeout=30).topics
+            except KafkaException as error:
+                consumer.close()
+                raise KafkaClientError(
+                    f"stage {self.spec.group_id}: cannot reach Kafka at "
+                    f"{self.kafka.bootstrap_servers}: {error}",
+                    hint="check STREAMS_BOOTSTRAP_SERVERS and that the broker runs",
+                ) from error
+            missing = [name for name in needed if name not in existing]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(1)  # just created: the broker's metadata can lag behind for a moment
         if missing:
             consumer.close()
             raise TopologyError(

@@ -176,6 +176,12 @@ def _reset_topics(config: dict[str, Any]) -> None:
         with contextlib.suppress(KafkaException):  # the group does not exist yet
             future.result()
     ensure_topics(pipeline)
+    deadline = time.monotonic() + 60
+    while set(names) - set(admin.list_topics(timeout=30).topics):
+        if time.monotonic() > deadline:
+            msg = f"topics not visible 60 s after creation: {sorted(set(names))}"
+            raise RuntimeError(msg)
+        time.sleep(0.5)  # a broker that has just started can list new topics a moment late
     say(f"topics: {len(names)} created (inputs, outputs, retry tiers and a DLQ per stage)")
 
 
@@ -308,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915 
                 break
             if supervisor.poll() is not None:
                 say(f"supervisor exited early with {supervisor.returncode}; see {log_path}")
+                return 1
+            if "not restarting" in log_path.read_text(errors="replace"):
+                say(f"a worker stopped for good (it needs an operator); see {log_path}")
                 return 1
             if time.monotonic() - began > _TIMEOUT_S:
                 say(f"timed out after {_TIMEOUT_S} s")
