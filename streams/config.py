@@ -71,8 +71,12 @@ class KafkaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
 
-    bootstrap_servers: str = "127.0.0.1:19092"
-    schema_registry_url: str = "http://127.0.0.1:18081/apis/ccompat/v7"
+    # Unset, they follow the local stack's settings (STREAMS_KAFKA_PORT, STREAMS_REGISTRY_PORT),
+    # so that one override moves the stack and its clients together.
+    bootstrap_servers: str = Field(default_factory=lambda: LocalStackSettings().bootstrap_servers)
+    schema_registry_url: str = Field(
+        default_factory=lambda: LocalStackSettings().schema_registry_url
+    )
     security_protocol: str | None = None
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

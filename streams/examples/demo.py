@@ -175,7 +175,7 @@ def _reset_topics(config: dict[str, Any]) -> None:
     for future in admin.delete_consumer_groups(groups, request_timeout=30).values():
         with contextlib.suppress(KafkaException):  # the group does not exist yet
             future.result()
-    ensure_topics(pipeline)
+    ensure_topics(pipeline, kafka=KafkaSettings(bootstrap_servers=config["bootstrap.servers"]))
     deadline = time.monotonic() + 60
     while set(names) - set(admin.list_topics(timeout=30).topics):
         if time.monotonic() > deadline:
