@@ -7,6 +7,7 @@ schema stops the stage at start-up rather than at the first record.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from streams.serde import Serde
 
-__all__ = ["Codec", "avro", "json", "raw", "schemas_dir", "text"]
+__all__ = ["Codec", "avro", "json", "raw", "registry_for", "schemas_dir", "text"]
 
 Kind = Literal["bytes", "string", "json", "avro"]
 
@@ -71,6 +72,15 @@ class Codec:
         model = f"[{self.model.__name__}]" if self.model else ""
         schema = f" {self.schema}" if self.schema else ""
         return f"{self.kind}{model}{schema}"
+
+
+def registry_for(codecs: Iterable[Codec], url: str) -> SchemaRegistryClient | None:
+    """A schema registry client if any of ``codecs`` needs one (Avro), else None."""
+    if not any(codec.needs_registry for codec in codecs):
+        return None
+    from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
+
+    return SchemaRegistryClient({"url": url})
 
 
 def raw() -> Codec:

@@ -65,11 +65,11 @@ from confluent_kafka import (
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from streams import headers
-from streams.codecs import Codec
+from streams.codecs import Codec, registry_for
 from streams.config import KafkaSettings, SinkSettings, StageSettings
 from streams.database import Connection, Database, Dialect, Params, Result
 from streams.exceptions import SerializationError, StageStoppedError
-from streams.kafka.clients import worker_consumer_config
+from streams.kafka.clients import partition_names, worker_consumer_config
 from streams.record import Record
 from streams.serde import Serde
 from streams.stage import decode_message
@@ -274,8 +274,10 @@ class SinkRunner:
         self.database = Database(
             sink.database_url or spec.database, sqlite_busy_timeout_ms=sink.sqlite_busy_timeout_ms
         )
-        if registry is None and (spec.input_codec.needs_registry or spec.key_codec.needs_registry):
-            registry = SchemaRegistryClient({"url": self.kafka.schema_registry_url})
+        if registry is None:
+            registry = registry_for(
+                [spec.key_codec, spec.input_codec], self.kafka.schema_registry_url
+            )
         self._registry = registry
         self._key: Serde[Any] = spec.key_codec.build(registry)
         self._value: Serde[Any] = spec.input_codec.build(registry)
@@ -599,13 +601,13 @@ class SinkRunner:
             key = (tp.topic, tp.partition)
             self._stored[key] = stored.get(key)
             tp.offset = stored.get(key, OFFSET_BEGINNING)
-        log.info("partitions assigned: %s", _names(partitions))
+        log.info("partitions assigned: %s", partition_names(partitions))
         # with a cooperative assignor, calling incremental_assign here replaces the client's
         # own (which would start at Kafka's committed offsets); it must get the same list
         consumer.incremental_assign(partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("partitions revoked: %s", _names(partitions))
+        log.info("partitions revoked: %s", partition_names(partitions))
         # everything handed to us so far has been processed: commit it while we own the
         # partitions; a failure rolls back and marks every kept partition for a rewind
         self._commit()
@@ -613,7 +615,7 @@ class SinkRunner:
             self._stored.pop((tp.topic, tp.partition), None)
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("partitions lost: %s; rolling back the open batch", _names(partitions))
+        log.warning("partitions lost: %s; rolling back the open batch", partition_names(partitions))
         if self._tx is not None:
             self.stats.batches_rolled_back += 1
             self._rollback()
@@ -639,7 +641,3 @@ class SinkRunner:
         if self._registry is not None:
             self._registry.close()
             self._registry = None
-
-
-def _names(partitions: Iterable[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions) or "none"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from confluent_kafka import (
@@ -36,6 +36,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from streams import headers
+from streams.codecs import registry_for
 from streams.config import KafkaSettings, StageSettings
 from streams.exceptions import (
     KafkaClientError,
@@ -45,7 +46,7 @@ from streams.exceptions import (
     TopologyError,
     TransactionError,
 )
-from streams.kafka.clients import worker_consumer_config
+from streams.kafka.clients import partition_names, worker_consumer_config
 from streams.kafka.transaction import Transaction
 from streams.pipeline import StageSpec
 from streams.record import KeepKey, Output, Record
@@ -202,8 +203,9 @@ class StageRunner:
         self.slot = slot
         self.kafka = kafka or KafkaSettings()
         self.settings = settings or StageSettings()
-        if registry is None and _needs_registry(spec):
-            registry = SchemaRegistryClient({"url": self.kafka.schema_registry_url})
+        if registry is None:
+            codecs = [spec.key_codec, spec.input_codec, *spec.outputs.values()]
+            registry = registry_for(codecs, self.kafka.schema_registry_url)
         self._registry = registry
         self.codecs = StageCodecs(spec, registry)  # fails here, at start-up, on a bad schema
         self.stats = StageStats()
@@ -716,10 +718,10 @@ class StageRunner:
     # -- rebalance callbacks (run inside consume()) ------------------------------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("partitions assigned: %s", _names(partitions))
+        log.info("partitions assigned: %s", partition_names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("partitions revoked: %s", _names(partitions))
+        log.info("partitions revoked: %s", partition_names(partitions))
         self._gate.forget(consumer, partitions)
         if self._txn is not None and self._txn.is_open:
             # everything handed to us so far has been processed: commit it while we still
@@ -730,7 +732,9 @@ class StageRunner:
             self._committed_at.pop((tp.topic, tp.partition), None)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("partitions lost: %s; aborting the open transaction", _names(partitions))
+        log.warning(
+            "partitions lost: %s; aborting the open transaction", partition_names(partitions)
+        )
         self._gate.forget(consumer, partitions)
         if self._txn is not None and self._txn.is_open:
             self.stats.transactions_aborted += 1
@@ -758,12 +762,3 @@ class StageRunner:
             self._consumer.close()  # leaves the group: partitions move at once, not at timeout
         if self._registry is not None:
             self._registry.close()
-
-
-def _needs_registry(spec: StageSpec) -> bool:
-    codecs = [spec.key_codec, spec.input_codec, *spec.outputs.values()]
-    return any(codec.needs_registry for codec in codecs)
-
-
-def _names(partitions: Iterable[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions) or "none"

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from confluent_kafka import TopicPartition
 
 from streams.config import KafkaSettings, StageSettings
 
-__all__ = ["worker_consumer_config"]
+__all__ = ["partition_names", "worker_consumer_config"]
+
+
+def partition_names(partitions: Iterable[TopicPartition]) -> str:
+    """``topic/partition, ...`` for logs; ``none`` for an empty list."""
+    return ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions) or "none"
 
 
 def worker_consumer_config(
