@@ -57,7 +57,7 @@ status: $(STAMP)
 	$(BIN)/streams local status
 
 demo: $(STAMP)
-	$(BIN)/streams local up
+	$(BIN)/streams local up --clear-stale
 	$(BIN)/python -m streams.examples.demo $(DEMO_ARGS)
 
 bench: $(STAMP)

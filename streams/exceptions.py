@@ -84,7 +84,10 @@ class PortInUseError(LocalStackError):
 class StalePidFileError(LocalStackError):
     """A pid file names a process that is no longer running, or is not ours."""
 
-    default_hint = "run `streams local down` to clear stale pid files, then `streams local up`"
+    default_hint = (
+        "its last lines are in `streams local logs kafka|registry`; "
+        "`streams local up --clear-stale` removes the file and starts afresh"
+    )
 
 
 class TopologyError(StreamsError):

@@ -24,16 +24,29 @@ def _describe(name: str, component: ComponentStatus) -> str:
         return f"{name:<16} running  pid {component.pid:<8} {component.address}"
     if component.running:
         return f"{name:<16} starting pid {component.pid:<8} {component.address} (not answering yet)"
-    stale = " (stale pid file: run `streams local down`)" if component.stale_pid_file else ""
+    stale = (
+        " (stale pid file: `streams local up --clear-stale` removes it and starts afresh)"
+        if component.stale_pid_file
+        else ""
+    )
     return f"{name:<16} stopped{stale}"
 
 
 @local.command()
+@click.option(
+    "--clear-stale",
+    is_flag=True,
+    help="Remove pid files whose process is gone (a crash, kill -9 or reboot) and start afresh.",
+)
 @fail_cleanly
-def up() -> None:
-    """Start the broker and the registry (downloading them once) and wait until both answer."""
+def up(clear_stale: bool) -> None:
+    """Start the broker and the registry (downloading them once) and wait until both answer.
+
+    A pid file whose process is gone stops `up` with exit 1, so that a crash is not passed over
+    silently: read `streams local logs kafka` (or `registry`), then run `up --clear-stale`.
+    """
     stack = LocalStack()
-    report = stack.up(progress=lambda message: say(message, err=True))
+    report = stack.up(progress=lambda message: say(message, err=True), clear_stale=clear_stale)
     status = report.status
     if not report.started:
         say("local stack already running:")

@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915 
     started_stack = not stack.status().running
     if started_stack:
         say("starting the local stack (the first run downloads Kafka and the registry)...")
-        stack.up(progress=lambda m: say(f"  {m}"))
+        # the main job just runs: a pid file left by a crash or a reboot is removed (and said)
+        stack.up(progress=lambda m: say(f"  {m}"), clear_stale=True)
     local = LocalStackSettings()
     kafka = KafkaSettings(
         bootstrap_servers=local.bootstrap_servers, schema_registry_url=local.schema_registry_url

@@ -44,6 +44,23 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports that nothing listens on right now (the kernel picks them)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """One port that nothing listens on right now."""
+    return free_ports(1, host)[0]
+
+
 def port_is_free(host: str, port: int) -> bool:
     """True if nothing listens on host:port (we can bind it ourselves)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

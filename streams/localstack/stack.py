@@ -25,7 +25,13 @@ from streams.config import LocalStackSettings
 from streams.exceptions import LocalStackError
 from streams.localstack.components import KafkaBroker, SchemaRegistry
 from streams.localstack.jdk import JavaRuntime
-from streams.localstack.process import ManagedProcess, process_alive
+from streams.localstack.process import (
+    ManagedProcess,
+    free_port,
+    free_ports,
+    port_is_free,
+    process_alive,
+)
 
 __all__ = ["ComponentStatus", "LocalStack", "StackStatus", "UpReport"]
 
@@ -67,6 +73,7 @@ class UpReport:
     status: StackStatus
     already_running: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
+    cleared_stale: list[str] = field(default_factory=list)
     downloaded: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -78,6 +85,36 @@ class LocalStack:
         self.settings = settings or LocalStackSettings()
         self.kafka = KafkaBroker(self.settings)
         self.registry = SchemaRegistry(self.settings)
+
+    @classmethod
+    def private(cls, home: Path) -> LocalStack:
+        """A stack of its own in ``home``, on free ports, sharing the default home's jar cache.
+
+        For test sessions and chaos runs: it never touches the state, the pid files or the ports
+        of the stack a developer runs in ``$STREAMS_HOME``, and it downloads nothing that the
+        shared cache already holds (a first download lands in the shared cache too).
+        """
+        shared_lib = LocalStackSettings().home / "lib"
+        shared_lib.mkdir(parents=True, exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "lib").exists():
+            (home / "lib").symlink_to(shared_lib)
+        kafka_port, controller_port = free_ports(2)
+        registry_port = free_port()
+        # the registry also listens on port + 1 (health); look until that one is free as well
+        while not port_is_free("127.0.0.1", registry_port + 1) or registry_port + 1 in (
+            kafka_port,
+            controller_port,
+        ):
+            registry_port = free_port()
+        return cls(
+            LocalStackSettings(
+                home=home,
+                kafka_port=kafka_port,
+                controller_port=controller_port,
+                registry_port=registry_port,
+            )
+        )
 
     # -- status -----------------------------------------------------------------------------
 
@@ -111,7 +148,9 @@ class LocalStack:
 
     # -- up ---------------------------------------------------------------------------------
 
-    def up(self, progress: Progress = _silent, *, with_registry: bool = True) -> UpReport:
+    def up(
+        self, progress: Progress = _silent, *, with_registry: bool = True, clear_stale: bool = False
+    ) -> UpReport:
         """Start whatever is not running and wait until both answer.
 
         ``with_registry=False`` starts and waits for the broker only (tests that need no
@@ -120,9 +159,16 @@ class LocalStack:
         Idempotent: components that already run are reported, not restarted. Raises a
         LocalStackError subclass, with a hint, for a stale pid file, a port in use, a missing
         java or mvn, an unreachable repository, or a component that does not come up in time.
+
+        A stale pid file (left by a crash, a ``kill -9`` or a reboot) stops ``up`` unless
+        ``clear_stale`` is set: then the file is removed, the removal is reported through
+        ``progress`` and in ``UpReport.cleared_stale``, and the component starts afresh on its
+        existing data (Kafka recovers its logs as after any unclean shutdown).
         """
         began = time.monotonic()
         report = UpReport(status=self.status())
+        if clear_stale:
+            report.cleared_stale = self._clear_stale(progress)
         kafka_pid = self.kafka.process.pid()  # raises StalePidFileError
         registry_pid = self.registry.process.pid() if with_registry else -1
         if kafka_pid is not None:
@@ -130,24 +176,8 @@ class LocalStack:
         if registry_pid is not None and with_registry:
             report.already_running.append("schema registry")
 
-        kafka_java: JavaRuntime | None = None
-        registry_java: JavaRuntime | None = None
-        if kafka_pid is None:
-            kafka_java = self.kafka.java()
-            self.kafka.process.require_port(
-                self.settings.host, self.settings.kafka_port, "STREAMS_KAFKA_PORT"
-            )
-            self.kafka.process.require_port(
-                self.settings.host, self.settings.controller_port, "STREAMS_CONTROLLER_PORT"
-            )
-        if registry_pid is None:
-            registry_java = self.registry.java()
-            self.registry.process.require_port(
-                self.settings.host, self.settings.registry_port, "STREAMS_REGISTRY_PORT"
-            )
-            self.registry.process.require_port(
-                self.settings.host, self.registry.management_port, "STREAMS_REGISTRY_PORT (+1)"
-            )
+        kafka_java = self._prepare_kafka() if kafka_pid is None else None
+        registry_java = self._prepare_registry() if registry_pid is None else None
 
         if kafka_java is not None:
             progress(
@@ -174,6 +204,44 @@ class LocalStack:
         report.status = self.status()
         report.seconds = time.monotonic() - began
         return report
+
+    def _prepare_kafka(self) -> JavaRuntime:
+        """The broker's java, once its ports are known to be free (raises otherwise)."""
+        java = self.kafka.java()
+        host = self.settings.host
+        self.kafka.process.require_port(host, self.settings.kafka_port, "STREAMS_KAFKA_PORT")
+        self.kafka.process.require_port(
+            host, self.settings.controller_port, "STREAMS_CONTROLLER_PORT"
+        )
+        return java
+
+    def _prepare_registry(self) -> JavaRuntime:
+        """The registry's java (21+), once its two ports are known to be free."""
+        java = self.registry.java()
+        host = self.settings.host
+        self.registry.process.require_port(
+            host, self.settings.registry_port, "STREAMS_REGISTRY_PORT"
+        )
+        self.registry.process.require_port(
+            host, self.registry.management_port, "STREAMS_REGISTRY_PORT (+1)"
+        )
+        return java
+
+    def _clear_stale(self, progress: Progress) -> list[str]:
+        """Remove the pid files whose process is gone; the names of the components cleared."""
+        cleared = []
+        for name, process in (
+            ("kafka", self.kafka.process),
+            ("schema registry", self.registry.process),
+        ):
+            recorded = process.recorded_pid()
+            if process.clear_stale():
+                cleared.append(name)
+                progress(
+                    f"{name}: removed a stale pid file (process {recorded} no longer runs; "
+                    f"its last log lines: {_tail(process.log_file)})"
+                )
+        return cleared
 
     def _wait_ready(self, progress: Progress, *, with_registry: bool = True) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s

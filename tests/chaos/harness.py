@@ -31,7 +31,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from streams.config import KafkaSettings, LocalStackSettings
+from streams.config import KafkaSettings
 from streams.localstack.stack import LocalStack
 from streams.topics import ensure_topics
 from tests.chaos.checker import History, Observed, Violation, check
@@ -520,22 +520,7 @@ def _interleave(kinds: list[str], brokers: list[str]) -> list[str]:
 
 def private_stack(workdir: Path) -> LocalStack:
     """A broker of its own (no registry) on free ports, reusing the downloaded jars."""
-    import socket  # noqa: PLC0415
-
-    def free() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return int(sock.getsockname()[1])
-
-    home = workdir / "stack"
-    shared_lib = LocalStackSettings().home / "lib"
-    (home).mkdir(parents=True, exist_ok=True)
-    if shared_lib.exists() and not (home / "lib").exists():
-        (home / "lib").symlink_to(shared_lib)
-    settings = LocalStackSettings(
-        home=home, kafka_port=free(), controller_port=free(), registry_port=free()
-    )
-    return LocalStack(settings)
+    return LocalStack.private(workdir / "stack")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,9 @@ from confluent_kafka import Producer
 
 from streams.config import KafkaSettings
 from streams.examples.hello import RAW, RawOrder, pipeline
+from streams.localstack.process import free_port
 from streams.topics import ensure_topics
-from tests.integration.conftest import Cluster, _free_port
+from tests.integration.conftest import Cluster
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +83,7 @@ def running(cluster: Cluster, tmp_path: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             env=env,
         )
-    port = _free_port()
+    port = free_port()
     with (tmp_path / "monitor.log").open("wb") as log:
         monitor = subprocess.Popen(
             [

@@ -4,14 +4,20 @@
    environment: a cluster you run yourself; nothing is started or stopped.
 2. testcontainers, where a Docker engine actually answers a ping (a Docker CLI alone does not
    count): ``apache/kafka`` configured for transactions on one node, and Apicurio Registry.
-3. The local stack (``streams local up``): reused if it already runs, otherwise started here and
-   stopped at the end of the session.
+3. The local stack (``streams local up``) in ``$STREAMS_HOME``, reused when it runs and answers.
+4. Otherwise a private local stack for this session only: a temporary folder, free ports, the
+   jars shared with ``$STREAMS_HOME/lib``; stopped and deleted at the end. It never reads or
+   changes the state of the developer's stack, so a stale pid file or a broken data folder in
+   ``$STREAMS_HOME`` (a machine image taken while the stack ran, a reboot) cannot stop the tests.
+   ``STREAMS_TEST_KEEP_STACK=1`` keeps the folder (logs, data) for a post-mortem.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+import shutil
+import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streams.config import KafkaSettings
+from streams.localstack.process import free_port
 from streams.localstack.stack import LocalStack
 from streams.pipeline import Pipeline
 from streams.topics import ensure_topics
@@ -36,6 +43,15 @@ class Cluster:
     bootstrap_servers: str
     schema_registry_url: str
     source: str
+    # for a local stack: the environment under which `streams local ...` addresses it
+    # (STREAMS_HOME and the ports); None for a cluster that is not a local stack
+    local_env: dict[str, str] | None = None
+
+    def local_command_env(self) -> dict[str, str]:
+        """os.environ plus ``local_env``; skips the test when the cluster is not a local stack."""
+        if self.local_env is None:
+            pytest.skip(f"the session cluster comes from {self.source}, not a local stack")
+        return {**os.environ, **self.local_env}
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
         return {"bootstrap.servers": self.bootstrap_servers, **extra}
@@ -61,17 +77,11 @@ def _docker_answers() -> bool:
         client.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _containers() -> Iterator[Cluster]:
     from testcontainers.core.container import DockerContainer  # noqa: PLC0415
     from testcontainers.core.waiting_utils import wait_for_logs  # noqa: PLC0415
 
-    port = _free_port()
+    port = free_port()
     kafka = (
         DockerContainer(KAFKA_IMAGE)
         .with_bind_ports(9092, port)
@@ -116,16 +126,42 @@ def cluster() -> Iterator[Cluster]:
     if _docker_answers():
         yield from _containers()
         return
-    stack = LocalStack()
-    started_here = not stack.status().running
-    if started_here:
-        stack.up()
-    status = stack.status()
+    developer_stack = LocalStack()
+    if developer_stack.status().running:
+        status = developer_stack.status()
+        yield Cluster(status.bootstrap_servers, status.schema_registry_url, "local", {})
+        return
+    yield from _private_stack()
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[test stack] {message}\n")
+
+
+def _private_stack() -> Iterator[Cluster]:
+    home = Path(tempfile.mkdtemp(prefix="streams-test-stack-"))
+    stack = LocalStack.private(home)
     try:
-        yield Cluster(status.bootstrap_servers, status.schema_registry_url, "local")
+        stack.up(progress=_say)
+        status = stack.status()
+        settings = stack.settings
+        yield Cluster(
+            status.bootstrap_servers,
+            status.schema_registry_url,
+            "private local",
+            {
+                "STREAMS_HOME": str(settings.home),
+                "STREAMS_KAFKA_PORT": str(settings.kafka_port),
+                "STREAMS_CONTROLLER_PORT": str(settings.controller_port),
+                "STREAMS_REGISTRY_PORT": str(settings.registry_port),
+            },
+        )
     finally:
-        if started_here:
-            stack.down()
+        stack.down()
+        if os.environ.get("STREAMS_TEST_KEEP_STACK") == "1":
+            _say(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -8,7 +8,6 @@ authentication. Missing binaries fail the test: a sink test that silently skips 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from streams.localstack.process import free_port
 
 __all__ = ["create_database", "postgres_url"]
 
@@ -37,12 +38,6 @@ def _server_bin() -> Path:
     return found[-1].parent  # the newest major version
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _as_postgres(*argv: str) -> None:
     result = subprocess.run(
         ["runuser", "-u", "postgres", "--", *argv],
@@ -61,7 +56,7 @@ def postgres_url() -> Iterator[str]:
     bin_dir = _server_bin()
     base = Path(tempfile.mkdtemp(prefix="streams-pg-"))
     shutil.chown(base, "postgres", "postgres")
-    data, port = base / "data", _free_port()
+    data, port = base / "data", free_port()
     _as_postgres(
         str(bin_dir / "initdb"),
         "-D",

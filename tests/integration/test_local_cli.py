@@ -14,11 +14,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_up_twice_reports_what_runs_and_starts_nothing(cluster: Cluster) -> None:
-    if cluster.source != "local":
-        pytest.skip("the session cluster is not the local stack")
+    env = cluster.local_command_env()
     streams = str(Path(sys.executable).with_name("streams"))
     done = subprocess.run(
-        [streams, "local", "up"], capture_output=True, text=True, timeout=120, check=False
+        [streams, "local", "up"], capture_output=True, text=True, timeout=120, check=False, env=env
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

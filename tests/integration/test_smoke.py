@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -141,16 +140,15 @@ def _register_and_fetch(client: SchemaRegistryClient) -> None:
     assert subject in client.get_subjects()
 
 
-@pytest.mark.skipif(
-    os.environ.get("STREAMS_TEST_BOOTSTRAP_SERVERS") is not None,
-    reason="the status command describes the local stack; this session uses an external cluster",
-)
 def test_local_status_json_from_a_subprocess(cluster: Cluster) -> None:
-    if cluster.source != "local":
-        pytest.skip("the session cluster is not the local stack")
+    env = cluster.local_command_env()
     streams = Path(sys.executable).with_name("streams")
     done = subprocess.run(
-        [str(streams), "local", "status", "--json"], capture_output=True, text=True, check=False
+        [str(streams), "local", "status", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)

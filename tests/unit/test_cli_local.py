@@ -15,24 +15,19 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli.main import cli
+from streams.localstack.process import free_port
 
 STREAMS = str(Path(sys.executable).with_name("streams"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def private_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["STREAMS_HOME"] = str(tmp_path / "home")
-    base = _free_port()
+    base = free_port()
     env["STREAMS_KAFKA_PORT"] = str(base)
-    env["STREAMS_CONTROLLER_PORT"] = str(_free_port())
-    env["STREAMS_REGISTRY_PORT"] = str(_free_port())
+    env["STREAMS_CONTROLLER_PORT"] = str(free_port())
+    env["STREAMS_REGISTRY_PORT"] = str(free_port())
     return env
 
 
@@ -69,7 +64,9 @@ def test_up_with_the_port_taken_names_the_port_and_the_variable(
     assert "STREAMS_KAFKA_PORT" in lines[1]
 
 
-def test_up_with_a_stale_pid_file_says_to_run_down(private_env: dict[str, str]) -> None:
+def test_up_with_a_stale_pid_file_stops_and_names_the_way_out(
+    private_env: dict[str, str],
+) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     run = Path(private_env["STREAMS_HOME"]) / "run"
@@ -81,12 +78,35 @@ def test_up_with_a_stale_pid_file_says_to_run_down(private_env: dict[str, str]) 
     assert lines[0].startswith("error: kafka: stale pid file")
     assert f"process {dead.pid} is not running" in lines[0]
     assert lines[1] == (
-        "hint: run `streams local down` to clear stale pid files, then `streams local up`"
+        "hint: its last lines are in `streams local logs kafka|registry`; "
+        "`streams local up --clear-stale` removes the file and starts afresh"
     )
+    assert (run / "kafka.pid").exists(), "a plain `up` must leave the evidence in place"
     down = _run(["local", "down"], private_env)
     assert down.returncode == 0
     assert "kafka            removed stale pid file" in down.stdout
     assert not (run / "kafka.pid").exists()
+
+
+def test_up_clear_stale_removes_the_stale_pid_file_and_says_so(
+    private_env: dict[str, str],
+) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run = Path(private_env["STREAMS_HOME"]) / "run"
+    run.mkdir(parents=True)
+    (run / "kafka.pid").write_text(f"{dead.pid}\n")
+    # a port in use stops the start right after the clearing: nothing heavy is launched
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        private_env["STREAMS_KAFKA_PORT"] = str(port)
+        done = _run(["local", "up", "--clear-stale"], private_env)
+    assert not (run / "kafka.pid").exists()
+    assert f"kafka: removed a stale pid file (process {dead.pid} no longer runs" in done.stderr
+    assert done.returncode == 1
+    assert f"error: kafka: port {port} on 127.0.0.1 is in use by another process" in done.stderr
 
 
 def test_status_of_a_stopped_stack_exits_3_with_json(private_env: dict[str, str]) -> None:
