@@ -1,5 +1,6 @@
-"""The chaos suite uses the integration tests' session cluster."""
+"""The chaos suite uses the session cluster (tests/cluster.py) and the integration tests'
+client environment."""
 
-from tests.integration.conftest import _client_environment, admin, cluster
+from tests.integration.conftest import _client_environment
 
-__all__ = ["_client_environment", "admin", "cluster"]
+__all__ = ["_client_environment"]
