@@ -239,7 +239,7 @@ class LocalStack:
                 cleared.append(name)
                 progress(
                     f"{name}: removed a stale pid file (process {recorded} no longer runs; "
-                    f"its last log lines: {_tail(process.log_file)})"
+                    f"why it stopped may be in {process.log_file})"
                 )
         return cleared
 
