@@ -17,7 +17,8 @@ streams.error.reason           retry, or: deserialization | validation | handler
                                dead-letter | retries-exhausted | output-rejected
 streams.error.class            the exception's class (module.Name)                     utf-8
 streams.error.message          its message, at most 1,000 bytes                        utf-8
-streams.error.stack            the traceback, at most 4,000 bytes (the innermost part) utf-8
+streams.error.stack            DLQ records: the traceback, at most 4,000 bytes         utf-8
+                               (the innermost part); retry records do not carry it
 streams.replayed               set by replay/redrive tools: where and when from        utf-8
 =============================  ======================================================  =========
 
@@ -107,12 +108,23 @@ def truncate(text: str, limit: int, *, keep_end: bool = False) -> bytes:
     return (b"..." + data[-(limit - 3) :]) if keep_end else (data[: limit - 3] + b"...")
 
 
-def error_headers(error: BaseException, reason: str) -> list[tuple[str, bytes]]:
+def error_headers(
+    error: BaseException, reason: str, *, with_stack: bool = True
+) -> list[tuple[str, bytes]]:
+    """The ``streams.error.*`` headers for ``error``.
+
+    ``with_stack=False`` leaves out ``streams.error.stack``: formatting a traceback reads the
+    source of every frame and cost about as much as the rest of routing a record together
+    (bench/README.md), so retry records carry the class and message only and the stack is
+    written where someone will read it, on the dead-letter record.
+    """
     cls = type(error)
-    stack = "".join(traceback.format_exception(error))
-    return [
+    found = [
         (ERROR_REASON, reason.encode()),
         (ERROR_CLASS, f"{cls.__module__}.{cls.__qualname__}".encode()),
         (ERROR_MESSAGE, truncate(str(error) or cls.__name__, MAX_MESSAGE_BYTES)),
-        (ERROR_STACK, truncate(stack, MAX_STACK_BYTES, keep_end=True)),
     ]
+    if with_stack:
+        stack = "".join(traceback.format_exception(error))
+        found.append((ERROR_STACK, truncate(stack, MAX_STACK_BYTES, keep_end=True)))
+    return found

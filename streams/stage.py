@@ -508,7 +508,10 @@ class StageRunner:
         ]
         if decision.due_ms is not None:
             routed.append((headers.DUE_MS, str(decision.due_ms).encode()))
-        routed += headers.error_headers(error, "retry" if decision.due_ms else reason)
+        to_retry = decision.due_ms is not None
+        routed += headers.error_headers(
+            error, "retry" if to_retry else reason, with_stack=not to_retry
+        )
         self._ensure_open()
         origin = (message.topic() or "", message.partition() or 0, message.offset() or 0)
         self._produce(decision.topic, message.value(), message.key(), routed, origin)

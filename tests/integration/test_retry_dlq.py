@@ -200,6 +200,8 @@ def test_a_retried_record_waits_for_its_due_time_while_the_rest_flows(
     first = message_headers(retries[0])
     assert h.get(first, h.ATTEMPT) == b"1"
     assert h.get(first, h.ERROR_REASON) == b"retry"
+    assert h.get(first, h.ERROR_CLASS) is not None
+    assert h.get(first, h.ERROR_STACK) is None, "retry records carry no stack (DLQ only)"
     due = h.get_int(first, h.DUE_MS)
     failed = h.get_int(first, h.FIRST_FAILURE_MS)
     assert due is not None
@@ -246,6 +248,9 @@ def test_retries_run_out_into_the_dlq(
     assert h.get(hdrs, h.ERROR_REASON) == b"retries-exhausted"
     assert h.get(hdrs, h.ATTEMPT) == b"3"
     assert h.get(hdrs, h.ERROR_CLASS) == b"builtins.TimeoutError"
+    stack = h.get(hdrs, h.ERROR_STACK)
+    assert stack is not None
+    assert b"the dependency timed out" in stack, "the DLQ keeps the last failure's stack"
     assert h.get(hdrs, h.ORIGINAL_TOPIC) == source.encode()
     assert h.get(hdrs, h.ORIGINAL_OFFSET) == b"3"
     assert len(_read(cluster, sink, 1)) == 9
