@@ -16,11 +16,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Self
-
-import psycopg
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from streams.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["Connection", "Database", "Dialect", "Params", "Result"]
 
@@ -102,6 +103,8 @@ class Database:
                     hint="create the folder, or point the URL at an existing one",
                 )
             return Connection(self, sqlite=_connect_sqlite(self.path, self.sqlite_busy_timeout_ms))
+        import psycopg  # noqa: PLC0415 - about 10 MiB; loaded only for a PostgreSQL URL
+
         return Connection(self, postgres=psycopg.connect(self.conninfo, autocommit=True))
 
 

@@ -52,7 +52,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -62,7 +62,6 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from streams import headers
 from streams.codecs import Codec, registry_for
@@ -73,6 +72,9 @@ from streams.kafka.clients import partition_names, worker_consumer_config
 from streams.record import Record
 from streams.serde import Serde
 from streams.stage import decode_message
+
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
 
 __all__ = [
     "OFFSETS_TABLE",

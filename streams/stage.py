@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -33,7 +33,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from streams import headers
 from streams.codecs import registry_for
@@ -53,6 +52,9 @@ from streams.record import KeepKey, Output, Record
 from streams.retry import RetryGate
 from streams.runtime.stats import StageStats
 from streams.serde import Serde
+
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
 
 __all__ = [
     "FencedError",
