@@ -19,7 +19,9 @@ streams.error.class            the exception's class (module.Name)              
 streams.error.message          its message, at most 1,000 bytes                        utf-8
 streams.error.stack            DLQ records: the traceback, at most 4,000 bytes         utf-8
                                (the innermost part); retry records do not carry it
-streams.replayed               set by replay/redrive tools: where and when from        utf-8
+streams.parked.behind          key-ordered retries: the record (topic/partition@offset) utf-8
+                               of the same key this one waits behind; it was not tried
+streams.replayed               reserved for replay/redrive tools (none written yet)    utf-8
 =============================  ======================================================  =========
 
 The original coordinates are written once, at the first failure, and carried unchanged through
@@ -43,6 +45,7 @@ __all__ = [
     "ORIGINAL_PARTITION",
     "ORIGINAL_TIMESTAMP",
     "ORIGINAL_TOPIC",
+    "PARKED_BEHIND",
     "PREFIX",
     "REPLAYED",
     "STAGE",
@@ -65,6 +68,7 @@ ERROR_CLASS = "streams.error.class"
 ERROR_MESSAGE = "streams.error.message"
 ERROR_STACK = "streams.error.stack"
 REPLAYED = "streams.replayed"
+PARKED_BEHIND = "streams.parked.behind"
 
 # Bounded so that a DLQ record stays far below the broker's message size limit whatever failed.
 MAX_MESSAGE_BYTES = 1000

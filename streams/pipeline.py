@@ -195,6 +195,13 @@ class Pipeline:
             raise TopologyError(f"stage {name!r} writes to its own input {sorted(loop)}")
         if concurrency < 1:
             raise TopologyError(f"stage {name!r}: concurrency must be at least 1")
+        if retry is not None and retry.key_ordered and inspect.iscoroutinefunction(handler):
+            raise TopologyError(
+                f"stage {name!r}: key-ordered retries need a plain (not async) handler",
+                hint="an async stage runs a batch's records at once, so a later record of a key "
+                "would be called before the earlier one is known to fail; drop key_ordered or "
+                "make the handler synchronous",
+            )
         spec = StageSpec(
             pipeline=self.name,
             name=name,

@@ -9,6 +9,8 @@ Defaults, as users of such tools expect: tiers 5 s, 30 s, 5 min; 4 attempts in a
 try and three retries); 10 % jitter; retryable are ``RetryLater`` (and so
 ``DependencyUnavailable``), timeouts and connection errors. Validation and deserialization
 errors and ``DeadLetter`` go to the dead-letter topic at once.
+
+``key_ordered=True`` keeps per-key order through retries: see ``streams.ordering``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class RetryPolicy:
     max_attempts: int = 4
     jitter: float = 0.1
     retryable: tuple[type[BaseException], ...] = _DEFAULT_RETRYABLE
+    # later records of a key wait behind the record of that key in retry (streams/ordering.py)
+    key_ordered: bool = False
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:

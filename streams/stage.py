@@ -47,9 +47,10 @@ from streams.exceptions import (
 )
 from streams.kafka.clients import partition_names, worker_consumer_config
 from streams.kafka.transaction import Transaction
+from streams.ordering import KeyOrderLedger, OrderKey, Waiting
 from streams.pipeline import StageSpec
 from streams.record import KeepKey, Output, Record
-from streams.retry import RetryGate
+from streams.retry import RetryDecision, RetryGate
 from streams.runtime.stats import StageStats
 from streams.serde import Serde
 
@@ -215,6 +216,8 @@ class StageRunner:
         self._next_offset: dict[TP, int] = {}
         self._retry_topics = frozenset(spec.retry_topics)
         self._gate = RetryGate()
+        # key-ordered retries (streams/ordering.py): the records waiting in retry, per key
+        self._ordering = KeyOrderLedger() if spec.retry.key_ordered else None
         self._seeked: set[TP] = set()  # partitions sought since the last commit
         # input records whose output the broker refused (in a transaction since aborted): on
         # reprocessing they go to the DLQ instead of failing the transaction again
@@ -231,9 +234,14 @@ class StageRunner:
     # -- clients ---------------------------------------------------------------------------
 
     def _consumer_config(self) -> dict[str, Any]:
-        return worker_consumer_config(
+        config = worker_consumer_config(
             self.kafka, self.settings, group_id=self.spec.group_id, slot=self.slot
         )
+        if self._ordering is not None:
+            # range gives partition p of every topic of the stage to one worker: the worker
+            # that reads a key's input partition also reads its retry partitions
+            config["partition.assignment.strategy"] = "range"
+        return config
 
     def _producer_config(self) -> dict[str, Any]:
         return {
@@ -331,6 +339,16 @@ class StageRunner:
                 hint=f"create them: streams topics create MODULE:{self.spec.pipeline} "
                 "(the stage never creates topics by itself)",
             )
+        if self._ordering is not None:
+            counts = {name: len(existing[name].partitions) for name in self.spec.subscriptions}
+            if len(set(counts.values())) > 1:
+                consumer.close()
+                raise TopologyError(
+                    f"stage {self.spec.group_id}: key-ordered retries need its inputs and retry "
+                    f"topics to have the same number of partitions, found {counts}",
+                    hint="give the retry topics the inputs' partition count (Pipeline("
+                    "partitions=...)), or drop key_ordered",
+                )
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -409,6 +427,8 @@ class StageRunner:
 
     def _handle_one(self, message: Message) -> None:
         """Decode, call the handler, write its outputs; route any failure. Never skips."""
+        if self._ordering is not None and self._park_behind_head(message):
+            return
         try:
             record = self.codecs.decode(message)
         except SerializationError as error:
@@ -483,6 +503,8 @@ class StageRunner:
             self._produce(topic, value, key, output_headers, origin)
             self.stats.produced += 1
         self._processed(message)
+        if self._ordering is not None:
+            self._settle(message, None)
 
     def _route(self, message: Message, error: BaseException) -> None:
         """Send the record, untouched, to its retry tier or the DLQ, in the open transaction."""
@@ -516,7 +538,14 @@ class StageRunner:
         )
         self._ensure_open()
         origin = (message.topic() or "", message.partition() or 0, message.offset() or 0)
-        self._produce(decision.topic, message.value(), message.key(), routed, origin)
+        partition = None
+        if self._ordering is not None:
+            order = self._settle(message, decision)
+            # a key's retry records go to the partition numbered like its input partition
+            partition = None if order is None or decision.due_ms is None else order[0][1]
+        self._produce(
+            decision.topic, message.value(), message.key(), routed, origin, partition=partition
+        )
         if decision.due_ms is None:
             self.stats.dead_lettered += 1
             log.warning(
@@ -532,6 +561,126 @@ class StageRunner:
             self.stats.retried += 1
         self._processed(message)
 
+    # -- key-ordered retries (streams/ordering.py) -----------------------------------------
+
+    @staticmethod
+    def _order_of(message: Message) -> tuple[OrderKey, int] | None:
+        """(original topic, partition, key) and original offset; None for a record without key."""
+        key = message.key()
+        if key is None:
+            return None
+        found = message_headers(message)
+        topic = headers.get(found, headers.ORIGINAL_TOPIC)
+        partition = headers.get_int(found, headers.ORIGINAL_PARTITION)
+        offset = headers.get_int(found, headers.ORIGINAL_OFFSET)
+        if topic is not None and partition is not None and offset is not None:
+            return (topic.decode(), partition, bytes(key)), offset
+        return (message.topic() or "", message.partition() or 0, bytes(key)), message.offset() or 0
+
+    def _settle(
+        self, message: Message, decision: RetryDecision | None
+    ) -> tuple[OrderKey, int] | None:
+        """Note in the ledger where ``message`` went: done (None or the DLQ) or a retry tier."""
+        assert self._ordering is not None  # noqa: S101
+        order = self._order_of(message)
+        if order is None:
+            return None
+        key, offset = order
+        if decision is None or decision.due_ms is None:
+            self._ordering.done(key, offset)
+        else:
+            self._ordering.wait(key, Waiting(offset, decision.topic, decision.due_ms))
+        return order
+
+    def _park_behind_head(self, message: Message) -> bool:
+        """Park ``message`` behind an earlier record of its key that waits in retry; True if so.
+
+        The record goes, untouched, to the retry topic and partition where that record waits,
+        due when it is: it is read again right after it, and processed once it is the head.
+        """
+        assert self._ordering is not None  # noqa: S101
+        order = self._order_of(message)
+        if order is None or self._ordering.is_head(*order):
+            return False
+        key, offset = order
+        head = self._ordering.head(key)
+        assert head is not None  # noqa: S101 - is_head() said an earlier record waits
+        original = message_headers(message)
+        routed = headers.without_ours(original, keep_original=True)
+        if headers.get(original, headers.ORIGINAL_TOPIC) is None:
+            routed += [
+                (headers.ORIGINAL_TOPIC, key[0].encode()),
+                (headers.ORIGINAL_PARTITION, str(key[1]).encode()),
+                (headers.ORIGINAL_OFFSET, str(offset).encode()),
+                (headers.ORIGINAL_TIMESTAMP, str(message.timestamp()[1]).encode()),
+            ]
+        for name in (headers.ATTEMPT, headers.FIRST_FAILURE_MS):  # parking is no attempt
+            kept = headers.get(original, name)
+            if kept is not None:
+                routed.append((name, kept))
+        routed += [
+            (headers.STAGE, self.spec.group_id.encode()),
+            (headers.DUE_MS, str(head.due_ms).encode()),
+            (headers.PARKED_BEHIND, f"{key[0]}/{key[1]}@{head.original_offset}".encode()),
+        ]
+        self._ensure_open()
+        origin = (message.topic() or "", message.partition() or 0, message.offset() or 0)
+        self._produce(head.topic, message.value(), message.key(), routed, origin, partition=key[1])
+        self._ordering.wait(key, Waiting(offset, head.topic, head.due_ms))
+        self.stats.parked += 1
+        self._processed(message)
+        return True
+
+    def _rebuild_ledger(self, partitions: list[TopicPartition]) -> None:
+        """Refill the ledger from the retry topics: committed offset to end, per partition."""
+        assert self._ordering is not None  # noqa: S101
+        assert self._consumer is not None  # noqa: S101
+        self._ordering.clear()
+        retry = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        retry = [tp for tp in retry if tp.topic in self._retry_topics]
+        if not retry:
+            return
+        committed = self._consumer.committed(retry, timeout=30)
+        reader = Consumer(
+            {
+                **self.kafka.client_config(),
+                "group.id": f"{self.spec.group_id}.ledger",  # never joined, never committed
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            starts = [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in committed]
+            remaining = set()
+            for tp in starts:
+                _low, high = reader.get_watermark_offsets(tp, timeout=30)
+                if high > tp.offset:
+                    remaining.add((tp.topic, tp.partition))
+            reader.assign(starts)
+            deadline = time.monotonic() + 60
+            while remaining:
+                if time.monotonic() > deadline:
+                    raise KafkaClientError(
+                        f"stage {self.spec.group_id}: could not read the retry topics to the "
+                        f"end within 60 s (left: {sorted(remaining)})",
+                        hint="check the broker; the worker restarts and tries again",
+                    )
+                for found in reader.consume(num_messages=500, timeout=1.0):
+                    where = (found.topic() or "", found.partition() or 0)
+                    error = found.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                            remaining.discard(where)
+                        continue
+                    order = self._order_of(found)
+                    due = headers.get_int(message_headers(found), headers.DUE_MS) or 0
+                    if order is not None:
+                        self._ordering.wait(order[0], Waiting(order[1], where[0], due))
+        finally:
+            reader.close()
+        log.info("key-ordered retries: %d records wait in retry topics", len(self._ordering))
+
     def _produce(
         self,
         topic: str,
@@ -539,10 +688,12 @@ class StageRunner:
         key: bytes | None,
         output_headers: list[tuple[str, bytes]],
         origin: tuple[str, int, int],
+        *,
+        partition: int | None = None,
     ) -> None:
         assert self._txn is not None  # noqa: S101
         try:
-            self._txn.produce(topic, value, key, output_headers, origin=origin)
+            self._txn.produce(topic, value, key, output_headers, origin=origin, partition=partition)
         except TransactionError as error:
             self._recover(error)
             raise _BatchAbandoned from error
@@ -712,6 +863,8 @@ class StageRunner:
             except KafkaException as error:
                 # not fetching yet: it will start from the committed offset anyway
                 log.debug("seek %s/%s skipped: %s", tp.topic, tp.partition, error)
+        if self._ordering is not None:
+            self._rebuild_ledger(self._consumer.assignment())
 
     def _abort_quietly(self) -> None:
         if self._txn is not None and self._txn.is_open:
@@ -724,6 +877,8 @@ class StageRunner:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned: %s", partition_names(partitions))
+        if self._ordering is not None:
+            self._rebuild_ledger(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", partition_names(partitions))
@@ -735,6 +890,8 @@ class StageRunner:
         for tp in partitions:
             self._next_offset.pop((tp.topic, tp.partition), None)
             self._committed_at.pop((tp.topic, tp.partition), None)
+        if self._ordering is not None:
+            self._ordering.drop_partitions({tp.partition for tp in partitions})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning(

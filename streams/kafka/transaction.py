@@ -181,7 +181,9 @@ class Transaction:
         headers: Sequence[tuple[str, bytes]] | None,
         *,
         origin: tuple[str, int, int] | None = None,
+        partition: int | None = None,
     ) -> None:
+        """Produce in the open transaction; ``partition`` None lets the partitioner choose."""
         if self.state is not TxnState.OPEN:  # the one check of _require, inline: hot path
             self._require("produce")
         while True:
@@ -190,6 +192,7 @@ class Transaction:
                     topic,
                     value,
                     key,
+                    partition=-1 if partition is None else partition,  # -1: partitioner's
                     headers=list(headers) if headers else None,
                     on_delivery=functools.partial(self._on_delivery, origin),
                 )

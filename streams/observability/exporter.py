@@ -34,6 +34,7 @@ From the workers (topic ``_streams.stats``, one series per live worker, ``slot``
 
 - ``streams_stage_consumed_total{group,slot}``, ``streams_stage_produced_total``,
   ``streams_stage_retried_total``, ``streams_stage_dead_lettered_total``,
+  ``streams_stage_parked_total`` (key-ordered retries: records parked behind their key),
   ``streams_stage_transactions_committed_total``, ``streams_stage_transactions_aborted_total``:
   the worker's counters since it started (a restart resets them: use ``rate()``).
 - ``streams_stage_consumed_per_second{group,slot}``: the worker's mean consumption rate since
@@ -86,6 +87,7 @@ WORKER_COUNTERS = {
     "produced": "streams_stage_produced",
     "retried": "streams_stage_retried",
     "dead_lettered": "streams_stage_dead_lettered",
+    "parked": "streams_stage_parked",
     "transactions_committed": "streams_stage_transactions_committed",
     "transactions_aborted": "streams_stage_transactions_aborted",
 }

@@ -17,6 +17,7 @@ class StageStats:
     produced: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    parked: int = 0  # key-ordered retries: records parked behind an earlier one of their key
     transactions_committed: int = 0
     transactions_aborted: int = 0
     producer_resets: int = 0

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 
 
 def _settings() -> StageSettings:
-    return StageSettings(session_timeout_ms=6000, stats_interval_s=60)
+    # 1,000-record transactions: these runs of a few thousand records span several of them
+    return StageSettings(session_timeout_ms=6000, stats_interval_s=60, batch_max_records=1000)
 
 
 def test_sync_stage_copies_each_record_once_in_key_order(

@@ -96,6 +96,7 @@ WORKER = WorkerStats(
         "produced": 118,
         "retried": 1,
         "dead_lettered": 1,
+        "parked": 0,
         "transactions_committed": 7,
         "transactions_aborted": 2,
         "consumed_per_s": 12.5,

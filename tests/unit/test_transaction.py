@@ -73,6 +73,7 @@ class FakeProducer:
         value: bytes | None,
         key: bytes | None,
         *,
+        partition: int = -1,
         headers: Any = None,
         on_delivery: Any = None,
     ) -> None:
