@@ -60,7 +60,7 @@ from streams.isolation import Dependency
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
 from streams.retry import RetryPolicy
-from streams.stage import StageRunner
+from streams.stage import StageRunner, message_headers
 from streams.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,6 +269,8 @@ def run_copy(
     failing: bool,
     tier_s: float = 1.0,
     profile: Path | None = None,
+    key_ordered: bool = False,
+    keys: int = 64,
 ) -> CopyRun:
     """One run of (a): fresh topics, N records, one in-process StageRunner, verified counts."""
     tag = uuid.uuid4().hex[:10]
@@ -291,12 +293,12 @@ def run_copy(
         copy,
         inputs=[source],
         outputs={sink: raw()},
-        retry=RetryPolicy(tiers=(tier_s,), max_attempts=2, jitter=0.1),
+        retry=RetryPolicy(tiers=(tier_s,), max_attempts=2, jitter=0.1, key_ordered=key_ordered),
     )
     topics = [t.name for t in pipeline.topic_specs()]
     ensure_topics(pipeline, kafka=KafkaSettings(bootstrap_servers=bootstrap))
     try:
-        produce(bootstrap, source, records)
+        produce(bootstrap, source, records, keys=keys)
         expected_failing = (
             sum(fails_first_time(value_of(n)) for n in range(records)) if failing else 0
         )
@@ -320,7 +322,8 @@ def run_copy(
             raise BenchError(f"copy run did not finish: {runner.stats.snapshot()}")
         waited = tier_s <= WAIT_FOR_RETRIES_S or not failing
         _verify_copy(bootstrap, spec.group_id, source, sink, spec.retry_topics[0], spec.dlq_topic,
-                     records, expected_failing, all_out=waited)  # fmt: skip
+                     records, expected_failing, all_out=waited,
+                     parked=runner.stats.parked)  # fmt: skip
         main_s = runner.main_done_at - runner.first_at
         return CopyRun(
             records=records,
@@ -345,6 +348,7 @@ def _verify_copy(  # noqa: PLR0917 - a private helper with one caller
     failing: int,
     *,
     all_out: bool = True,
+    parked: int = 0,
 ) -> None:
     committed = committed_total(bootstrap, group, source)
     if committed != records:
@@ -358,8 +362,17 @@ def _verify_copy(  # noqa: PLR0917 - a private helper with one caller
             f"{sink}: {len(values)} records ({len(set(values))} distinct), expected {len(expected)}"
         )
     retried = read_all(bootstrap, retry_topic)
-    if len(retried) != failing or any(not fails_first_time(m.value() or b"") for m in retried):
-        raise BenchError(f"{retry_topic}: {len(retried)} records, expected {failing}")
+    # key-ordered runs also park later records of a waiting key there (header parked.behind)
+    failed = [m for m in retried if headers.get(message_headers(m), headers.PARKED_BEHIND) is None]
+    if (
+        len(failed) != failing
+        or len(retried) - len(failed) != parked
+        or any(not fails_first_time(m.value() or b"") for m in failed)
+    ):
+        raise BenchError(
+            f"{retry_topic}: {len(failed)} failed + {len(retried) - len(failed)} parked records, "
+            f"expected {failing} + {parked}"
+        )
     dead = read_all(bootstrap, dlq)
     if dead:
         raise BenchError(f"{dlq}: {len(dead)} records, expected none")
@@ -585,6 +598,24 @@ def _copy_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _key_ordered_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        (
+            "| round | plain retries: rec/s (main flow) | key-ordered: rec/s (main flow) | ratio "
+            "| records parked | all outputs in, plain / key-ordered (s) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        base, var = row["baseline"], row["variant"]
+        lines.append(
+            f"| {row['round']} | {base['main_per_s']:,.0f} | {var['main_per_s']:,.0f} "
+            f"| {row['ratio']:.3f} | {var['stats'].get('parked', 0):,} "
+            f"| {base['all_s']:.2f} / {var['all_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def _outage_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         (
@@ -609,11 +640,46 @@ def _print_profile(path: Path, limit: int = 25) -> None:
     stats.sort_stats("cumulative").print_stats(limit)
 
 
+def _bench_key_ordered(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """(c): key-ordered against plain retries, both with 1 % of records failing once."""
+
+    def three(which: str, index: int) -> dict[str, Any]:
+        result = run_copy(
+            args.bootstrap,
+            args.records,
+            failing=True,
+            tier_s=args.tier,
+            key_ordered=which == "variant",
+            keys=args.keys,
+        )
+        print(f"  (c) round {index + 1} {which}: {result.main_per_s:,.0f} rec/s main flow, "
+              f"all in {result.all_s:.2f} s, parked {result.stats.get('parked', 0):,}",
+              flush=True)  # fmt: skip
+        return asdict(result)
+
+    rows = alternate(args.rounds, three)
+    for row in rows:
+        row["ratio"] = row["variant"]["main_per_s"] / row["baseline"]["main_per_s"]
+    ratio = median([row["ratio"] for row in rows])
+    payload["key_ordered"] = {
+        "rounds": rows,
+        "median_ratio": ratio,
+        "keys": args.keys,
+        "tier_s": args.tier,
+    }
+    print(f"\n(c) 1 % failing once, key-ordered vs plain retries, {args.keys:,} keys\n")
+    print(_key_ordered_table(rows))
+    print(f"\nmedian ratio {ratio:.3f} (main flow, key-ordered / plain)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.failure_handling")
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["one-percent", "outage"], default=None)
+    parser.add_argument("--only", choices=["one-percent", "outage", "key-ordered"], default=None)
+    parser.add_argument(
+        "--keys", type=int, default=10_000, help="(c) distinct keys of the input (default 10,000)"
+    )
     parser.add_argument("--bootstrap", default=KafkaSettings().bootstrap_servers)
     parser.add_argument(
         "--profile",
@@ -674,6 +740,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n(a) 1 % of records failing once (retry tier {args.tier:g} s), main flow\n")
         print(_copy_table(rows))
         print(f"\nmedian ratio {ratio:.3f} (goal >= 0.90: {'met' if ratio >= 0.9 else 'MISSED'})")
+
+    if args.only == "key-ordered":
+        _bench_key_ordered(args, payload)
 
     if args.only in {None, "outage"}:
         workdir = Path(tempfile.mkdtemp(prefix="bench-fh-"))

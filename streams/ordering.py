@@ -53,6 +53,9 @@ class KeyOrderLedger:
     def __len__(self) -> int:
         return sum(len(waiting) for waiting in self._keys.values())
 
+    def __bool__(self) -> bool:  # O(1), unlike len(): asked for every record
+        return bool(self._keys)
+
     def head(self, key: OrderKey) -> Waiting | None:
         """The earliest waiting record of ``key``, or None if none waits."""
         waiting = self._keys.get(key)

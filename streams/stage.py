@@ -503,8 +503,8 @@ class StageRunner:
             self._produce(topic, value, key, output_headers, origin)
             self.stats.produced += 1
         self._processed(message)
-        if self._ordering is not None:
-            self._settle(message, None)
+        if self._ordering is not None and message.topic() in self._retry_topics:
+            self._settle(message, None)  # only a record read back from retry can be waiting
 
     def _route(self, message: Message, error: BaseException) -> None:
         """Send the record, untouched, to its retry tier or the DLQ, in the open transaction."""
@@ -570,11 +570,12 @@ class StageRunner:
         if key is None:
             return None
         found = message_headers(message)
-        topic = headers.get(found, headers.ORIGINAL_TOPIC)
-        partition = headers.get_int(found, headers.ORIGINAL_PARTITION)
-        offset = headers.get_int(found, headers.ORIGINAL_OFFSET)
-        if topic is not None and partition is not None and offset is not None:
-            return (topic.decode(), partition, bytes(key)), offset
+        if found:  # a record read back from a retry topic names where it entered
+            topic = headers.get(found, headers.ORIGINAL_TOPIC)
+            partition = headers.get_int(found, headers.ORIGINAL_PARTITION)
+            offset = headers.get_int(found, headers.ORIGINAL_OFFSET)
+            if topic is not None and partition is not None and offset is not None:
+                return (topic.decode(), partition, bytes(key)), offset
         return (message.topic() or "", message.partition() or 0, bytes(key)), message.offset() or 0
 
     def _settle(
@@ -599,6 +600,8 @@ class StageRunner:
         due when it is: it is read again right after it, and processed once it is the head.
         """
         assert self._ordering is not None  # noqa: S101
+        if not self._ordering:
+            return False  # nothing waits: the common case
         order = self._order_of(message)
         if order is None or self._ordering.is_head(*order):
             return False
