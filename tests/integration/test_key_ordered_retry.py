@@ -193,3 +193,58 @@ def test_a_restarted_worker_rebuilds_the_ledger_and_keeps_the_order(
         assert second.stats.parked >= 4
     else:
         assert sequences["k0"] != list(range(12)), "control: without the ledger k0:8.. overtake"
+
+
+class _RecordingRunner(StageRunner):
+    """Notes each assignment it gets (eager range: the whole assignment every time)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.assignments: list[set[tuple[str, int]]] = []
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assignments.append({(tp.topic, tp.partition) for tp in partitions})
+        super()._on_assign(consumer, partitions)
+
+
+def test_two_workers_each_own_an_input_partition_with_its_retry_partitions(
+    cluster: Cluster, pipeline_topics: PipelineTopics
+) -> None:
+    name = f"kord2w{uuid.uuid4().hex[:6]}"
+    pipeline, source, sink, _attempts, _done = _stage(
+        name, key_ordered=True, tiers=(1.0,), fails={"k1:3": 1, "k2:2": 1, "k5:6": 1}
+    )
+    pipeline_topics(pipeline)
+    _produce(cluster, source, _interleaved(keys=6, per_key=15))
+    retry_topic = pipeline.get("copy").retry_topics[0]
+    runners = [
+        _RecordingRunner(
+            pipeline.get("copy"),
+            slot=slot,
+            kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
+            settings=StageSettings(stats_interval_s=60, session_timeout_ms=6000),
+        )
+        for slot in (0, 1)
+    ]
+    threads = [threading.Thread(target=r.run, kwargs={"idle_timeout_s": 10}) for r in runners]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.5)  # the second joins while the first works: a rebalance mid-stream
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+
+    for runner in runners:
+        assert runner.assignments, "each worker got partitions"
+        for assignment in runner.assignments:
+            inputs = {p for topic, p in assignment if topic == source}
+            retries = {p for topic, p in assignment if topic == retry_topic}
+            assert inputs == retries, f"input and retry partitions apart: {assignment}"
+    assert any(len(r.assignments[-1]) == 2 for r in runners), "the two workers shared the work"
+
+    output = _read(cluster, sink)
+    values = Counter(m.value().decode() for m in output)
+    assert set(values) == {f"k{k}:{i}" for k in range(6) for i in range(15)}
+    assert max(values.values()) == 1
+    sequences = _sequences(output)
+    assert all(seq == sorted(seq) for seq in sequences.values()), sequences

@@ -73,7 +73,7 @@ class FakeProducer:
         value: bytes | None,
         key: bytes | None,
         *,
-        partition: int = -1,
+        partition: int = -1,  # noqa: ARG002 - the real signature; the fake keeps no partitions
         headers: Any = None,
         on_delivery: Any = None,
     ) -> None:
