@@ -24,6 +24,7 @@ from streams.record import Record
 from streams.retry import RetryPolicy
 from streams.stage import StageRunner, message_headers
 from tests.integration.conftest import Cluster, PipelineTopics
+from tests.integration.eos import AbortEveryThirdRunner
 
 pytestmark = pytest.mark.integration
 
@@ -248,3 +249,39 @@ def test_two_workers_each_own_an_input_partition_with_its_retry_partitions(
     assert max(values.values()) == 1
     sequences = _sequences(output)
     assert all(seq == sorted(seq) for seq in sequences.values()), sequences
+
+
+def test_key_order_and_exactly_once_hold_when_every_third_transaction_aborts(
+    cluster: Cluster, pipeline_topics: PipelineTopics
+) -> None:
+    name = f"kordab{uuid.uuid4().hex[:6]}"
+    fails = {f"k{k}:{i}": 2 for k in range(6) for i in range(15) if (k + i) % 7 == 0}
+    pipeline, source, sink, _attempts, _done = _stage(
+        name, key_ordered=True, tiers=(0.3, 0.6), fails=fails
+    )
+    pipeline_topics(pipeline)
+    _produce(cluster, source, _interleaved(keys=6, per_key=15))
+    runner = AbortEveryThirdRunner(
+        pipeline.get("copy"),
+        kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
+        # small transactions: many of them abort while records of a key are parked
+        settings=StageSettings(stats_interval_s=60, batch_max_records=20),
+    )
+    runner.run(idle_timeout_s=6)
+    assert runner.stats.transactions_aborted >= 5
+    assert runner.stats.rewinds >= 5
+
+    output = _read(cluster, sink)
+    values = Counter(m.value().decode() for m in output)
+    assert set(values) == {f"k{k}:{i}" for k in range(6) for i in range(15)}
+    assert max(values.values()) == 1, "duplicates after aborts"
+    sequences = _sequences(output)
+    assert all(seq == sorted(seq) for seq in sequences.values()), sequences
+    assert not _read(cluster, pipeline.get("copy").dlq_topic)
+    committed_parked = [
+        m
+        for topic in pipeline.get("copy").retry_topics
+        for m in _read(cluster, topic)
+        if h.get(message_headers(m), h.PARKED_BEHIND) is not None
+    ]
+    assert committed_parked, "records were parked in committed transactions"
