@@ -64,10 +64,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The full-size chaos runs (tests/chaos/harness.py), each on a broker of its own:
-# 100,000 records with 18 worker kills and 4 SIGTERM restarts, then 2 broker restarts.
+# 100,000 records with 18 worker kills and 4 SIGTERM restarts, then 2 broker restarts, then
+# 20,000 records through key-ordered stages with 8 kills (every record's per-key order checked).
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.harness --records 100000 --rate 500 --kills 18 --sigterms 4 --json artifacts/chaos-full-workers.json
 	$(BIN)/python -m tests.chaos.harness --records 20000 --rate 300 --kills 0 --sigterms 0 --broker-restarts 2 --json artifacts/chaos-full-broker.json
+	$(BIN)/python -m tests.chaos.harness --records 20000 --rate 500 --kills 8 --sigterms 2 --key-ordered --json artifacts/chaos-full-key-ordered.json
 	$(BIN)/pytest tests/chaos -q -m chaos_broker
 
 clean:

@@ -51,6 +51,8 @@ class ChaosConfig:
     progress: int = 150  # records a stage commits after a worker's start before it is hit
     delay_ms: float = 0.0
     finish_timeout_s: float = 300.0
+    key_ordered: bool = False  # stages with key-ordered retries: every record's order checked
+    check_all_order: bool = False  # check every record's order anyway (the control run)
 
 
 @dataclass
@@ -171,6 +173,7 @@ class Chaos:
             "CHAOS_NAME": self.name,
             "CHAOS_DB": f"sqlite:///{self.db_path}",
             "CHAOS_DELAY_MS": str(self.cfg.delay_ms),
+            "CHAOS_KEY_ORDERED": "1" if self.cfg.key_ordered else "0",
             "STREAMS_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
             # static membership: a restarted worker gets its partitions back at once
             "STREAMS_STAGE_STATIC_MEMBERSHIP": "1",
@@ -485,7 +488,8 @@ class Chaos:
             dead=dead,
             sink_rows=rows,
             concurrent=verifier.seen,
-            retried=retried,
+            # key-ordered stages promise the order of every record, retried or not
+            retried=set() if self.cfg.key_ordered or self.cfg.check_all_order else retried,
             offsets=self._offsets(),
         )
         # records written by transactions that were aborted (kills mid-transaction): in the log,
@@ -532,6 +536,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-restarts", type=int, default=0)
     parser.add_argument("--progress", type=int, default=500)
     parser.add_argument("--json", type=Path, help="write the summary here too")
+    parser.add_argument(
+        "--key-ordered", action="store_true", help="key-ordered retries; check every record's order"
+    )
+    parser.add_argument(
+        "--check-all-order",
+        action="store_true",
+        help="check every record's order without key-ordered retries (a control: it should fail)",
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     stack = private_stack(workdir)
@@ -546,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                 broker_restarts=args.broker_restarts,
                 progress=args.progress,
                 finish_timeout_s=900,
+                key_ordered=args.key_ordered,
+                check_all_order=args.check_all_order,
             ),
             bootstrap=stack.settings.bootstrap_servers,
             workdir=workdir,

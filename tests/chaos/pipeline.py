@@ -5,7 +5,8 @@
 Values are numbers, keys ``k0``..``k8``. Per stage, about 1 % of records fail their first
 attempt (a quarter of those also their second) with RetryLater, and 0.1 % are poison for
 stage ``b`` (DeadLetter). Everything is deterministic in the record number, so the checker
-knows what to expect. Environment: CHAOS_NAME, CHAOS_DB (SQLite file), CHAOS_DELAY_MS.
+knows what to expect. Environment: CHAOS_NAME, CHAOS_DB (SQLite file), CHAOS_DELAY_MS,
+CHAOS_KEY_ORDERED=1 (every stage with key-ordered retries: then all records keep per-key order).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PARTITIONS = 4
 KEYS = 9
 STAGES = ("a", "b", "c")
 _DELAY_S = float(os.environ.get("CHAOS_DELAY_MS", "0")) / 1000
+_KEY_ORDERED = os.environ.get("CHAOS_KEY_ORDERED") == "1"
 
 
 def failures_planned(n: int, stage: str) -> int:
@@ -74,7 +76,7 @@ def store(record: Record[bytes], tx: SinkTransaction) -> None:
 def build(name: str, database: str) -> Pipeline:
     pipeline = Pipeline(name, partitions=PARTITIONS)
     names = topics(name)
-    retry = RetryPolicy(tiers=(0.5, 1.0), max_attempts=4, jitter=0.1)
+    retry = RetryPolicy(tiers=(0.5, 1.0), max_attempts=4, jitter=0.1, key_ordered=_KEY_ORDERED)
     for stage, source, sink in zip(STAGES, names, names[1:], strict=False):
         pipeline.add_stage(
             stage,
