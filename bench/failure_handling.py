@@ -581,57 +581,84 @@ def _verify_outage(  # noqa: PLR0917 - a private helper with one caller
 # -- main -----------------------------------------------------------------------------------
 
 
-def _copy_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        (
-            "| round | no failures: rec/s | 1 % failing once: rec/s (main flow) | ratio "
-            "| failing: all outputs in (s) | no failures: all outputs in (s) |"
-        ),
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+def round_table(
+    columns: Sequence[str],
+    rows: list[dict[str, Any]],
+    cells: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], Sequence[str]],
+) -> str:
+    """A Markdown table with a line per round: ``round``, then ``columns`` (right-aligned).
+
+    ``cells(row, baseline, variant)`` gives one round's values, in the order of ``columns``.
+    """
+    lines = ["| round | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for row in rows:
-        base, var = row["baseline"], row["variant"]
-        lines.append(
-            f"| {row['round']} | {base['main_per_s']:,.0f} | {var['main_per_s']:,.0f} "
-            f"| {row['ratio']:.3f} | {var['all_s']:.2f} | {base['all_s']:.2f} |"
-        )
+        values = cells(row, row["baseline"], row["variant"])
+        lines.append(f"| {row['round']} | " + " | ".join(values) + " |")
     return "\n".join(lines)
+
+
+def _copy_table(rows: list[dict[str, Any]]) -> str:
+    columns = (
+        "no failures: rec/s",
+        "1 % failing once: rec/s (main flow)",
+        "ratio",
+        "failing: all outputs in (s)",
+        "no failures: all outputs in (s)",
+    )
+    return round_table(
+        columns,
+        rows,
+        lambda row, base, var: (
+            f"{base['main_per_s']:,.0f}",
+            f"{var['main_per_s']:,.0f}",
+            f"{row['ratio']:.3f}",
+            f"{var['all_s']:.2f}",
+            f"{base['all_s']:.2f}",
+        ),
+    )
 
 
 def _key_ordered_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        (
-            "| round | plain retries: rec/s (main flow) | key-ordered: rec/s (main flow) | ratio "
-            "| records parked | all outputs in, plain / key-ordered (s) |"
+    columns = (
+        "plain retries: rec/s (main flow)",
+        "key-ordered: rec/s (main flow)",
+        "ratio",
+        "records parked",
+        "all outputs in, plain / key-ordered (s)",
+    )
+    return round_table(
+        columns,
+        rows,
+        lambda row, base, var: (
+            f"{base['main_per_s']:,.0f}",
+            f"{var['main_per_s']:,.0f}",
+            f"{row['ratio']:.3f}",
+            f"{var['stats'].get('parked', 0):,}",
+            f"{base['all_s']:.2f} / {var['all_s']:.2f}",
         ),
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        base, var = row["baseline"], row["variant"]
-        lines.append(
-            f"| {row['round']} | {base['main_per_s']:,.0f} | {var['main_per_s']:,.0f} "
-            f"| {row['ratio']:.3f} | {var['stats'].get('parked', 0):,} "
-            f"| {base['all_s']:.2f} / {var['all_s']:.2f} |"
-        )
-    return "\n".join(lines)
+    )
 
 
 def _outage_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        (
-            "| round | service up: ingest rec/s | service down: ingest rec/s | ratio "
-            "| enrich done during ingest (up / down) |"
+    columns = (
+        "service up: ingest rec/s",
+        "service down: ingest rec/s",
+        "ratio",
+        "enrich done during ingest (up / down)",
+    )
+    return round_table(
+        columns,
+        rows,
+        lambda row, base, var: (
+            f"{base['ingest_per_s']:,.0f}",
+            f"{var['ingest_per_s']:,.0f}",
+            f"{row['ratio']:.3f}",
+            (
+                f"{base['enrich_committed_at_ingest_end']:,} / "
+                f"{var['enrich_committed_at_ingest_end']:,}"
+            ),
         ),
-        "|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        base, var = row["baseline"], row["variant"]
-        lines.append(
-            f"| {row['round']} | {base['ingest_per_s']:,.0f} | {var['ingest_per_s']:,.0f} "
-            f"| {row['ratio']:.3f} | {base['enrich_committed_at_ingest_end']:,} / "
-            f"{var['enrich_committed_at_ingest_end']:,} |"
-        )
-    return "\n".join(lines)
+    )
 
 
 def _print_profile(path: Path, limit: int = 25) -> None:

@@ -52,6 +52,7 @@ from bench.failure_handling import (
     kafka_config,
     median,
     produce,
+    round_table,
     utc_stamp,
     write_json,
 )
@@ -324,20 +325,22 @@ def _verified(run: SinkRun, url: str, records: int) -> SinkRun:
 
 
 def _table(kind: str, rows: list[dict[str, Any]]) -> str:
-    lines = [
-        (
-            f"| round | {kind}: plain executemany rec/s | {kind}: SinkRunner rec/s | ratio "
-            "| batches (plain / sink) |"
+    columns = (
+        f"{kind}: plain executemany rec/s",
+        f"{kind}: SinkRunner rec/s",
+        "ratio",
+        "batches (plain / sink)",
+    )
+    return round_table(
+        columns,
+        rows,
+        lambda row, base, var: (
+            f"{base['per_s']:,.0f}",
+            f"{var['per_s']:,.0f}",
+            f"{row['ratio']:.3f}",
+            f"{base['batches']} / {var['batches']}",
         ),
-        "|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        base, var = row["baseline"], row["variant"]
-        lines.append(
-            f"| {row['round']} | {base['per_s']:,.0f} | {var['per_s']:,.0f} | {row['ratio']:.3f} "
-            f"| {base['batches']} / {var['batches']} |"
-        )
-    return "\n".join(lines)
+    )
 
 
 def bench_database(
