@@ -166,6 +166,25 @@ def decode_message(message: Message, *, key: Serde[Any], value: Serde[Any]) -> R
     )
 
 
+def _carried_headers(
+    message: Message, original: tuple[tuple[str, bytes], ...]
+) -> list[tuple[str, bytes]]:
+    """What a record written to a retry topic or the DLQ carries over from ``message``.
+
+    The record's own headers minus ours, plus ``streams.original.*``: kept from an earlier
+    failure, or written now from the message's coordinates at its first failure.
+    """
+    carried = headers.without_ours(original, keep_original=True)
+    if headers.get(original, headers.ORIGINAL_TOPIC) is None:
+        carried += [
+            (headers.ORIGINAL_TOPIC, (message.topic() or "").encode()),
+            (headers.ORIGINAL_PARTITION, str(message.partition()).encode()),
+            (headers.ORIGINAL_OFFSET, str(message.offset()).encode()),
+            (headers.ORIGINAL_TIMESTAMP, str(message.timestamp()[1]).encode()),
+        ]
+    return carried
+
+
 def message_headers(message: Message) -> tuple[tuple[str, bytes], ...]:
     """A message's headers as (name, bytes) pairs; a null header value becomes b""."""
     raw = message.headers()
@@ -515,15 +534,7 @@ class StageRunner:
             self.spec.group_id, error, attempts_so_far=attempts, now_ms=now_ms
         )
         reason = "output-rejected" if isinstance(error, OutputRejectedError) else decision.reason
-        routed = headers.without_ours(original, keep_original=True)
-        if headers.get(original, headers.ORIGINAL_TOPIC) is None:
-            timestamp = message.timestamp()[1]
-            routed += [
-                (headers.ORIGINAL_TOPIC, (message.topic() or "").encode()),
-                (headers.ORIGINAL_PARTITION, str(message.partition()).encode()),
-                (headers.ORIGINAL_OFFSET, str(message.offset()).encode()),
-                (headers.ORIGINAL_TIMESTAMP, str(timestamp).encode()),
-            ]
+        routed = _carried_headers(message, original)
         first_failure = headers.get_int(original, headers.FIRST_FAILURE_MS) or now_ms
         routed += [
             (headers.STAGE, self.spec.group_id.encode()),
@@ -609,14 +620,7 @@ class StageRunner:
         head = self._ordering.head(key)
         assert head is not None  # noqa: S101 - is_head() said an earlier record waits
         original = message_headers(message)
-        routed = headers.without_ours(original, keep_original=True)
-        if headers.get(original, headers.ORIGINAL_TOPIC) is None:
-            routed += [
-                (headers.ORIGINAL_TOPIC, key[0].encode()),
-                (headers.ORIGINAL_PARTITION, str(key[1]).encode()),
-                (headers.ORIGINAL_OFFSET, str(offset).encode()),
-                (headers.ORIGINAL_TIMESTAMP, str(message.timestamp()[1]).encode()),
-            ]
+        routed = _carried_headers(message, original)
         for name in (headers.ATTEMPT, headers.FIRST_FAILURE_MS):  # parking is no attempt
             kept = headers.get(original, name)
             if kept is not None:
