@@ -36,6 +36,7 @@ from streams.localstack.stack import LocalStack
 from streams.topics import ensure_topics
 from tests.chaos.checker import History, Observed, Violation, check
 from tests.chaos.pipeline import KEYS, PARTITIONS, STAGES, build, topics
+from tests.integration.eos import read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 _COMPONENTS = (*STAGES, "store")
@@ -426,23 +427,7 @@ class Chaos:
         )
 
     def _read(self, topic: str, isolation: str = "read_committed") -> list[Any]:
-        consumer = Consumer(
-            {
-                **self.client,
-                "group.id": f"chaos-read-{uuid.uuid4().hex}",
-                "isolation.level": isolation,
-                "enable.auto.commit": False,
-            }
-        )
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-        out: list[Any] = []
-        quiet = 0
-        while quiet < 6:
-            batch = consumer.consume(2000, timeout=0.5)
-            quiet = 0 if batch else quiet + 1
-            out.extend(m for m in batch if m.error() is None)
-        consumer.close()
-        return out
+        return read_topic(self.client, topic, PARTITIONS, isolation=isolation)
 
     def _offsets(self) -> dict[tuple[str, int], tuple[int, int]]:
         transactional = topics(self.name)[1:]

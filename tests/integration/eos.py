@@ -19,6 +19,37 @@ from tests.integration.conftest import Cluster
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def read_topic(
+    config: dict[str, Any],
+    topic: str,
+    partitions: int,
+    *,
+    isolation: str = "read_committed",
+    idle_polls: int = 6,
+) -> list[Any]:
+    """Every record of ``topic`` from the start, until ``idle_polls`` half-second polls are empty.
+
+    ``config`` holds the client settings (``bootstrap.servers``...); errors are left out.
+    """
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": f"read-{uuid.uuid4().hex}",
+            "isolation.level": isolation,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    found: list[Any] = []
+    idle = 0
+    while idle < idle_polls:
+        batch = consumer.consume(1000, timeout=0.5)
+        idle = 0 if batch else idle + 1
+        found.extend(m for m in batch if m.error() is None)
+    consumer.close()
+    return found
+
+
 def produce_numbered(cluster: Cluster, topic: str, count: int, *, keys: int = 50) -> None:
     """Values b'0'..b'count-1' with keys over a small key set (per-key order is checkable)."""
     producer = Producer(cluster.client_config(**{"enable.idempotence": True, "linger.ms": 5}))

@@ -24,7 +24,7 @@ from streams.record import Record
 from streams.retry import RetryPolicy
 from streams.stage import StageRunner, message_headers
 from tests.integration.conftest import Cluster, PipelineTopics
-from tests.integration.eos import AbortEveryThirdRunner
+from tests.integration.eos import AbortEveryThirdRunner, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -39,24 +39,7 @@ def _produce(cluster: Cluster, topic: str, values: list[tuple[str, str]]) -> Non
 
 
 def _read(cluster: Cluster, topic: str) -> list[Any]:
-    consumer = Consumer(
-        cluster.client_config(
-            **{
-                "group.id": f"read-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-            }
-        )
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    found: list[Any] = []
-    idle = 0
-    while idle < 6:
-        batch = consumer.consume(1000, timeout=0.5)
-        idle = 0 if batch else idle + 1
-        found.extend(m for m in batch if m.error() is None)
-    consumer.close()
-    return found
+    return read_topic(cluster.client_config(), topic, PARTITIONS)
 
 
 def _sequences(messages: list[Any]) -> dict[str, list[int]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import BaseModel
 
@@ -35,7 +35,7 @@ from streams.retry import RetryPolicy
 from streams.serde import AvroSerde, load_schema
 from streams.stage import StageRunner, message_headers
 from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
-from tests.integration.eos import AbortEveryThirdRunner, produce_numbered
+from tests.integration.eos import AbortEveryThirdRunner, produce_numbered, read_topic
 
 pytestmark = pytest.mark.integration
 # How late a due retry may run under light load: the poll loop resumes paused partitions every
@@ -46,24 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _read(cluster: Cluster, topic: str, partitions: int, *, idle_polls: int = 6) -> list[Any]:
-    consumer = Consumer(
-        cluster.client_config(
-            **{
-                "group.id": f"read-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-            }
-        )
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out: list[Any] = []
-    idle = 0
-    while idle < idle_polls:
-        batch = consumer.consume(1000, timeout=0.5)
-        idle = 0 if batch else idle + 1
-        out.extend(m for m in batch if m.error() is None)
-    consumer.close()
-    return out
+    return read_topic(cluster.client_config(), topic, partitions, idle_polls=idle_polls)
 
 
 class OrderPlaced(BaseModel):
