@@ -30,8 +30,6 @@ import contextlib
 import cProfile
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 import uuid
@@ -40,7 +38,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from confluent_kafka import Consumer, Message
 
 from bench.failure_handling import (
@@ -66,6 +63,8 @@ from streams.pipeline import Pipeline
 from streams.record import Record
 from streams.sinks import SinkRunner, SinkSpec, SinkTransaction
 from streams.topics import ensure_topics
+from tests.integration.postgres import PostgresUnavailableError, create_database
+from tests.integration.postgres import postgres_server as test_postgres_server
 
 TABLE_SQL = "CREATE TABLE IF NOT EXISTS bench_rows (origin TEXT PRIMARY KEY, n BIGINT NOT NULL)"
 INSERT_SQL = "INSERT INTO bench_rows (origin, n) VALUES (:origin, :n) ON CONFLICT DO NOTHING"
@@ -128,60 +127,21 @@ class Databases:
         self.server_url = server_url
 
     def fresh(self) -> str:
-        name = f"bench_{uuid.uuid4().hex[:10]}"
         if self.kind == "sqlite":
-            return f"sqlite:///{self.workdir / name}.db"
+            return f"sqlite:///{self.workdir / f'bench_{uuid.uuid4().hex[:10]}'}.db"
         assert self.server_url is not None  # noqa: S101 - set for postgresql
-        with psycopg.connect(self.server_url, autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")  # a generated name, not input
-        return self.server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def _pg_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    if not found or shutil.which("runuser") is None:
-        raise BenchError(
-            "PostgreSQL server binaries or runuser missing: apt-get install postgresql"
-        )
-    return found[-1].parent
-
-
-def _as_postgres(*argv: str) -> None:
-    result = subprocess.run(
-        [shutil.which("runuser") or "/usr/sbin/runuser", "-u", "postgres", "--", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BenchError(f"{' '.join(argv[:2])} failed:\n{result.stdout}\n{result.stderr}")
+        return create_database(self.server_url, prefix="bench")
 
 
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
-    """A throwaway server as in tests/integration/postgres.py: postgres user, trust, fsync off."""
-    bin_dir = _pg_bin()
-    base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-    shutil.chown(base, "postgres", "postgres")
-    data = base / "data"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    _as_postgres(
-        str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-        "-E", "UTF8", "--locale=C", "--no-sync",
-    )  # fmt: skip
-    options = f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=50"
-    _as_postgres(
-        str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-o", options, "-w",
-        "start",
-    )  # fmt: skip
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(base, ignore_errors=True)
+    """The sink tests' throwaway server (postgres user, trust, fsync off), errors as BenchError."""
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(test_postgres_server())
+        except PostgresUnavailableError as error:
+            raise BenchError(str(error)) from error
+        yield url
 
 
 def _count_rows(url: str) -> tuple[int, int]:

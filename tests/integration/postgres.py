@@ -7,6 +7,7 @@ authentication. Missing binaries fail the test: a sink test that silently skips 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -19,22 +20,30 @@ import pytest
 
 from streams.localstack.process import free_port
 
-__all__ = ["create_database", "postgres_url"]
+__all__ = ["PostgresUnavailableError", "create_database", "postgres_server", "postgres_url"]
+
+
+class PostgresUnavailableError(RuntimeError):
+    """The server binaries, runuser or the postgres user are missing, or a command failed."""
 
 
 def _server_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     if not found:
-        pytest.fail(
+        raise PostgresUnavailableError(
             "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: install them "
             "(apt-get install postgresql) to run the sink tests against PostgreSQL"
         )
     if shutil.which("runuser") is None:
-        pytest.fail("runuser not found: it is needed to start PostgreSQL as the postgres user")
+        raise PostgresUnavailableError(
+            "runuser not found: it is needed to start PostgreSQL as the postgres user"
+        )
     try:
         subprocess.run(["id", "postgres"], check=True, capture_output=True)
-    except subprocess.CalledProcessError:
-        pytest.fail("no `postgres` user: PostgreSQL refuses to run as root (useradd postgres)")
+    except subprocess.CalledProcessError as error:
+        raise PostgresUnavailableError(
+            "no `postgres` user: PostgreSQL refuses to run as root (useradd postgres)"
+        ) from error
     return found[-1].parent  # the newest major version
 
 
@@ -47,12 +56,17 @@ def _as_postgres(*argv: str) -> None:
         check=False,
     )
     if result.returncode != 0:
-        pytest.fail(f"{' '.join(argv[:2])} failed:\n{result.stdout}\n{result.stderr}")
+        raise PostgresUnavailableError(
+            f"{' '.join(argv[:2])} failed:\n{result.stdout}\n{result.stderr}"
+        )
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """``postgresql://postgres@127.0.0.1:PORT/postgres`` of a server started for the session."""
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """``postgresql://postgres@127.0.0.1:PORT/postgres`` of a server that lives for the block.
+
+    Shared by the sink tests (the session fixture below) and bench/sink_throughput.py.
+    """
     bin_dir = _server_bin()
     base = Path(tempfile.mkdtemp(prefix="streams-pg-"))
     shutil.chown(base, "postgres", "postgres")
@@ -83,9 +97,20 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def create_database(server_url: str) -> str:
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A server started for the session; missing binaries fail the test, never skip it."""
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres_server())
+        except PostgresUnavailableError as error:
+            pytest.fail(str(error))
+        yield url
+
+
+def create_database(server_url: str, prefix: str = "sink") -> str:
     """A new, empty database on the server; returns its URL."""
-    name = f"sink_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_url, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")  # a generated name, not input
     return server_url.rsplit("/", 1)[0] + f"/{name}"
