@@ -39,8 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -55,6 +53,7 @@ from confluent_kafka.admin import AdminClient
 from streams import headers
 from streams.codecs import raw
 from streams.config import KafkaSettings, StageSettings
+from streams.examples.pricing_service import fetch_total
 from streams.exceptions import RetryLater
 from streams.isolation import Dependency
 from streams.pipeline import Pipeline
@@ -380,7 +379,6 @@ def _verify_copy(  # noqa: PLR0917 - a private helper with one caller
 
 # -- (b) ingest while enrich's dependency is down -----------------------------------------------
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
 pricing = Dependency("bench-pricing", timeout_s=1.0, failure_threshold=3, open_for_s=5.0)
 _first_mark: dict[str, bool] = {}
 
@@ -394,20 +392,9 @@ def ingest(record: Record[bytes]) -> bytes:
     return record.value
 
 
-def _price(url: str, key: str) -> int:
-    request = urllib.request.Request(url, headers={"Idempotency-Key": key})  # noqa: S310
-    try:
-        with _OPENER.open(request, timeout=1.0) as response:
-            return int(json.loads(response.read())["total_cents"])
-    except urllib.error.HTTPError as error:
-        if error.code >= 500:
-            raise ConnectionError(f"pricing answered {error.code}") from error
-        raise
-
-
 def enrich(record: Record[bytes]) -> Output:
     url = f"{os.environ['PRICING_URL']}/price?sku=sku-{int(record.value[:10]) % 7}&quantity=2"
-    total = pricing.call_sync(_price, url, record.idempotency_key)
+    total = pricing.call_sync(fetch_total, url, record.idempotency_key)
     return Output(record.value + b":" + str(total).encode())
 
 

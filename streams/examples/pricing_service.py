@@ -18,13 +18,34 @@ import hashlib
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlparse
 
-__all__ = ["Mode", "PricingService"]
+__all__ = ["Mode", "PricingService", "fetch_total"]
 
 Mode = Literal["ok", "slow", "error", "down"]
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+_SERVER_ERROR = 500
+
+
+def fetch_total(url: str, idempotency_key: str, *, timeout_s: float = 1.0) -> int:
+    """``total_cents`` from a ``/price?...`` URL of this service, sent with the key.
+
+    A 5xx answer raises ConnectionError (retryable, like a refused connection); other HTTP
+    errors raise ``urllib.error.HTTPError`` as they are.
+    """
+    request = urllib.request.Request(url, headers={"Idempotency-Key": idempotency_key})  # noqa: S310
+    try:
+        with _OPENER.open(request, timeout=timeout_s) as response:
+            return int(json.loads(response.read())["total_cents"])
+    except urllib.error.HTTPError as error:
+        if error.code >= _SERVER_ERROR:
+            raise ConnectionError(f"pricing answered {error.code}") from error
+        raise
 
 
 class _Server(ThreadingHTTPServer):

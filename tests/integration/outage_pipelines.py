@@ -5,40 +5,25 @@ Environment: TEST_PIPELINE, TEST_INPUT, TEST_MID, TEST_OUTPUT, PRICING_URL.
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
 
 from streams.codecs import raw
+from streams.examples.pricing_service import fetch_total
 from streams.isolation import Dependency
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
 from streams.retry import RetryPolicy
 
 pricing = Dependency("pricing", timeout_s=1.0, failure_threshold=3, open_for_s=2.0)
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
-_SERVER_ERROR = 500
 
 
 def ingest(record: Record[bytes]) -> bytes:
     return record.value
 
 
-def _price(url: str, key: str) -> int:
-    request = urllib.request.Request(url, headers={"Idempotency-Key": key})  # noqa: S310
-    try:
-        with _OPENER.open(request, timeout=1.0) as response:
-            return int(json.loads(response.read())["total_cents"])
-    except urllib.error.HTTPError as error:
-        if error.code >= _SERVER_ERROR:
-            raise ConnectionError(f"pricing answered {error.code}") from error
-        raise
-
-
 def enrich(record: Record[bytes]) -> Output:
     url = f"{os.environ['PRICING_URL']}/price?sku=sku-{int(record.value) % 7}&quantity=2"
-    total = pricing.call_sync(_price, url, record.idempotency_key)
+    total = pricing.call_sync(fetch_total, url, record.idempotency_key)
     return Output(record.value + b":" + str(total).encode())
 
 
