@@ -64,38 +64,40 @@ def test_up_with_the_port_taken_names_the_port_and_the_variable(
     assert "STREAMS_KAFKA_PORT" in lines[1]
 
 
+def _stale_kafka_pid_file(env: dict[str, str]) -> tuple[Path, int]:
+    """A kafka pid file naming a process that has exited; returns the file and the pid."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pid_file = Path(env["STREAMS_HOME"]) / "run" / "kafka.pid"
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(f"{dead.pid}\n")
+    return pid_file, dead.pid
+
+
 def test_up_with_a_stale_pid_file_stops_and_names_the_way_out(
     private_env: dict[str, str],
 ) -> None:
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    run = Path(private_env["STREAMS_HOME"]) / "run"
-    run.mkdir(parents=True)
-    (run / "kafka.pid").write_text(f"{dead.pid}\n")
+    pid_file, pid = _stale_kafka_pid_file(private_env)
     done = _run(["local", "up"], private_env)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines[0].startswith("error: kafka: stale pid file")
-    assert f"process {dead.pid} is not running" in lines[0]
+    assert f"process {pid} is not running" in lines[0]
     assert lines[1] == (
         "hint: its last lines are in `streams local logs kafka|registry`; "
         "`streams local up --clear-stale` removes the file and starts afresh"
     )
-    assert (run / "kafka.pid").exists(), "a plain `up` must leave the evidence in place"
+    assert pid_file.exists(), "a plain `up` must leave the evidence in place"
     down = _run(["local", "down"], private_env)
     assert down.returncode == 0
     assert "kafka            removed stale pid file" in down.stdout
-    assert not (run / "kafka.pid").exists()
+    assert not pid_file.exists()
 
 
 def test_up_clear_stale_removes_the_stale_pid_file_and_says_so(
     private_env: dict[str, str],
 ) -> None:
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    run = Path(private_env["STREAMS_HOME"]) / "run"
-    run.mkdir(parents=True)
-    (run / "kafka.pid").write_text(f"{dead.pid}\n")
+    pid_file, pid = _stale_kafka_pid_file(private_env)
     # a port in use stops the start right after the clearing: nothing heavy is launched
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -103,8 +105,8 @@ def test_up_clear_stale_removes_the_stale_pid_file_and_says_so(
         port = holder.getsockname()[1]
         private_env["STREAMS_KAFKA_PORT"] = str(port)
         done = _run(["local", "up", "--clear-stale"], private_env)
-    assert not (run / "kafka.pid").exists()
-    assert f"kafka: removed a stale pid file (process {dead.pid} no longer runs" in done.stderr
+    assert not pid_file.exists()
+    assert f"kafka: removed a stale pid file (process {pid} no longer runs" in done.stderr
     assert done.returncode == 1
     assert f"error: kafka: port {port} on 127.0.0.1 is in use by another process" in done.stderr
 
