@@ -32,6 +32,7 @@ deps:
 lint: $(STAMP)
 	$(BIN)/ruff check streams tests bench
 	$(BIN)/ruff format --check streams tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy streams tests

@@ -56,10 +56,11 @@ from streams.config import KafkaSettings, StageSettings
 from streams.examples.pricing_service import fetch_total
 from streams.exceptions import RetryLater
 from streams.isolation import Dependency
+from streams.kafka.messages import message_headers
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
 from streams.retry import RetryPolicy
-from streams.stage import StageRunner, message_headers
+from streams.stage import StageRunner
 from streams.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]

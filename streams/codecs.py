@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
+from streams.config import SchemaSettings
+
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -26,15 +28,7 @@ Kind = Literal["bytes", "string", "json", "avro"]
 
 def schemas_dir() -> Path:
     """The folder of .avsc files: $STREAMS_SCHEMAS_DIR, else ./schemas, else the checkout's."""
-    import os  # noqa: PLC0415 - only here, to keep the module's import surface small
-
-    configured = os.environ.get("STREAMS_SCHEMAS_DIR")
-    if configured:
-        return Path(configured)
-    local = Path.cwd() / "schemas"
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parents[1] / "schemas"
+    return SchemaSettings().resolved_schemas_dir()
 
 
 @dataclass(frozen=True)

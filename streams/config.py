@@ -13,7 +13,16 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "LocalStackSettings", "default_home"]
+__all__ = [
+    "JavaSettings",
+    "KafkaSettings",
+    "LocalStackSettings",
+    "LogSettings",
+    "SchemaSettings",
+    "SinkSettings",
+    "StageSettings",
+    "default_home",
+]
 
 
 def default_home() -> Path:
@@ -83,6 +92,20 @@ class KafkaSettings(BaseSettings):
     sasl_password: SecretStr | None = None
     kafka_extra: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def bootstrap_source(self) -> str:
+        """Where ``bootstrap_servers`` came from, for the first log line of every worker.
+
+        Unset, the servers are the local stack's (``streams local up``); a worker meant for a
+        real cluster that logs this has not been given STREAMS_BOOTSTRAP_SERVERS.
+        """
+        if "bootstrap_servers" in self.model_fields_set:
+            return "STREAMS_BOOTSTRAP_SERVERS"
+        return (
+            "default: the local stack's port (STREAMS_BOOTSTRAP_SERVERS is not set; "
+            "set it to reach another cluster)"
+        )
+
     def client_config(self) -> dict[str, Any]:
         """The librdkafka settings common to every client (dotted keys)."""
         config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
@@ -147,3 +170,50 @@ class SinkSettings(BaseSettings):
     # SQLite allows one writer at a time; 30 s lets a second worker wait out a batch commit
     # instead of failing with "database is locked".
     sqlite_busy_timeout_ms: int = 30000
+
+
+class SchemaSettings(BaseSettings):
+    """Where the .avsc files are. Environment: ``STREAMS_SCHEMAS_DIR``."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
+
+    # Unset: ./schemas if the working directory has one, else the schemas of this checkout.
+    schemas_dir: Path | None = None
+
+    def resolved_schemas_dir(self) -> Path:
+        if self.schemas_dir is not None:
+            return self.schemas_dir
+        local = Path.cwd() / "schemas"
+        if local.is_dir():
+            return local
+        return Path(__file__).resolve().parents[1] / "schemas"
+
+
+class LogSettings(BaseSettings):
+    """How processes log. Environment: ``STREAMS_LOG_LEVEL`` (DEBUG, INFO, WARNING, ERROR)."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
+
+    log_level: str = "INFO"
+
+
+class JavaSettings(BaseSettings):
+    """Which JDK runs the local stack.
+
+    Environment: ``STREAMS_JAVA_HOME`` (the broker's), ``STREAMS_REGISTRY_JAVA_HOME`` (the
+    registry's, Java 21+), ``JAVA_HOME``, and ``STREAMS_JVM_DIRS`` (folders of JDKs to search,
+    separated by ``os.pathsep``; empty searches none).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
+
+    java_home: str | None = None
+    registry_java_home: str | None = None
+    system_java_home: str | None = Field(default=None, validation_alias="JAVA_HOME")
+    jvm_dirs: str | None = None
+
+    def home(self, env_var: str) -> str | None:
+        """The home named by ``env_var``: STREAMS_JAVA_HOME or STREAMS_REGISTRY_JAVA_HOME."""
+        field = env_var.removeprefix("STREAMS_").lower()
+        value = getattr(self, field, None)
+        return value if isinstance(value, str) else None

@@ -9,12 +9,15 @@
     │   ├── PortInUseError    a port the stack needs is taken by another process
     │   └── StalePidFileError a pid file names a process that is gone or is not ours
     ├── TopologyError         a pipeline declaration is inconsistent (names, topics, types)
+    │   └── OutputTopicError  a handler wrote to a topic its stage does not declare
     ├── TopicMismatchError    an existing topic differs from the declared spec
     ├── SchemaError           a model and its Avro schema disagree, or a change is incompatible
     ├── SerializationError    a record cannot be (de)serialized; carries the raw bytes
     ├── KafkaClientError      librdkafka reported an error; retriable/fatal/abortable copied
     │   └── TransactionError  a transactional call failed; see ``requires_abort``, ``fatal``
     ├── StageStoppedError     a stage stopped itself: continuing would lose a record
+    ├── FencedError           another live worker runs this worker's slot (transactional.id)
+    ├── OutputRejectedError   an output is larger than the broker accepts, or was refused
     └── HandlerSignal         raised by handlers on purpose (not errors of this package)
         ├── RetryLater        "try this record again later" -> the stage's delayed retry topics
         │   └── DependencyUnavailable  a dependency timed out, refused, or its breaker is open
@@ -30,9 +33,12 @@ __all__ = [
     "ConfigError",
     "DeadLetter",
     "DependencyUnavailable",
+    "FencedError",
     "HandlerSignal",
     "KafkaClientError",
     "LocalStackError",
+    "OutputRejectedError",
+    "OutputTopicError",
     "PortInUseError",
     "PrerequisiteError",
     "RetryLater",
@@ -92,6 +98,14 @@ class StalePidFileError(LocalStackError):
 
 class TopologyError(StreamsError):
     """A pipeline declaration is inconsistent."""
+
+
+class OutputTopicError(TopologyError):
+    """A handler returned an output for a topic its stage does not declare (or named none).
+
+    A mistake in the stage's code, not in the record: the worker stops (exit code 5) rather
+    than dead-letter every record.
+    """
 
 
 class TopicMismatchError(StreamsError):
@@ -154,6 +168,19 @@ class KafkaClientError(StreamsError):
         self.fatal = fatal
         self.requires_abort = requires_abort
 
+    def replace(
+        self, *, message: str | None = None, code: str | None = None, fatal: bool | None = None
+    ) -> KafkaClientError:
+        """A copy of this error with some fields changed (errors are never changed in place)."""
+        return type(self)(
+            self.message if message is None else message,
+            code=self.code if code is None else code,
+            retriable=self.retriable,
+            fatal=self.fatal if fatal is None else fatal,
+            requires_abort=self.requires_abort,
+            hint=self.hint,
+        )
+
 
 class TransactionError(KafkaClientError):
     """A transactional call failed.
@@ -165,6 +192,22 @@ class TransactionError(KafkaClientError):
 
 class StageStoppedError(StreamsError):
     """A stage stopped itself because going on would have skipped or lost a record."""
+
+
+class FencedError(StreamsError):
+    """Another live worker uses this worker's transactional.id: this one must stop."""
+
+    default_hint = (
+        "two workers run with the same --slot; run each slot once (the supervisor does this)"
+    )
+
+
+class OutputRejectedError(StreamsError):
+    """An output of the record is larger than the broker accepts (or the broker refused it).
+
+    Never raised out of a stage: the input record goes to the DLQ with reason
+    ``output-rejected``, and this error's message says which output and why.
+    """
 
 
 class HandlerSignal(StreamsError):  # noqa: N818 - a signal raised on purpose, not an error

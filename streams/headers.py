@@ -13,6 +13,8 @@ streams.stage                  the stage (consumer group ``P.S``) that failed on
 streams.attempt                attempts made so far (1 after the first failure)        decimal
 streams.first.failure.ms       when the first attempt failed, ms since the epoch       decimal
 streams.due.ms                 retry records: not to be processed before this time     decimal
+streams.hold.until.ms          retry records of a ``RetryLater(delay_s)`` longer than   decimal
+                               the longest tier: re-parked in that tier until then
 streams.error.reason           retry, or: deserialization | validation | handler |    utf-8
                                dead-letter | retries-exhausted | output-rejected
 streams.error.class            the exception's class (module.Name)                     utf-8
@@ -41,6 +43,7 @@ __all__ = [
     "ERROR_REASON",
     "ERROR_STACK",
     "FIRST_FAILURE_MS",
+    "HOLD_UNTIL_MS",
     "ORIGINAL_OFFSET",
     "ORIGINAL_PARTITION",
     "ORIGINAL_TIMESTAMP",
@@ -51,6 +54,7 @@ __all__ = [
     "STAGE",
     "get",
     "get_int",
+    "original_coordinates",
     "without_ours",
 ]
 
@@ -63,6 +67,7 @@ STAGE = "streams.stage"
 ATTEMPT = "streams.attempt"
 FIRST_FAILURE_MS = "streams.first.failure.ms"
 DUE_MS = "streams.due.ms"
+HOLD_UNTIL_MS = "streams.hold.until.ms"
 ERROR_REASON = "streams.error.reason"
 ERROR_CLASS = "streams.error.class"
 ERROR_MESSAGE = "streams.error.message"
@@ -94,6 +99,22 @@ def get_int(headers: Headers, name: str) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+def original_coordinates(headers: Headers) -> tuple[str, int, int] | None:
+    """(topic, partition, offset) from the ``streams.original.*`` headers, if all three are there.
+
+    A record read back from a retry topic, or redriven from the DLQ, names where it first
+    entered the stage this way; a record read from its input topic has none.
+    """
+    topic = get(headers, ORIGINAL_TOPIC)
+    if topic is None:
+        return None
+    partition = get_int(headers, ORIGINAL_PARTITION)
+    offset = get_int(headers, ORIGINAL_OFFSET)
+    if partition is None or offset is None:
+        return None
+    return topic.decode("utf-8", errors="replace"), partition, offset
 
 
 def without_ours(headers: Headers, *, keep_original: bool) -> list[tuple[str, bytes]]:

@@ -19,84 +19,35 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
 
 from streams.codecs import Codec, raw, text
 from streams.exceptions import TopologyError
-from streams.record import Record
 from streams.retry import RetryPolicy
+from streams.spec import (
+    INTERNAL_TOPICS,
+    STATS_TOPIC,
+    Component,
+    Handler,
+    SinkHandler,
+    SinkSpec,
+    StageSpec,
+    TopicSpec,
+)
 
-if TYPE_CHECKING:
-    from streams.sinks import SinkHandler, SinkSpec
+__all__ = [
+    "INTERNAL_TOPICS",
+    "STATS_TOPIC",
+    "Handler",
+    "Pipeline",
+    "SinkSpec",
+    "StageSpec",
+    "TopicSpec",
+    "load_pipeline",
+]
 
-__all__ = ["Handler", "Pipeline", "StageSpec", "TopicSpec", "load_pipeline"]
-
-Handler = Callable[[Record[Any]], Any] | Callable[[Record[Any]], Awaitable[Any]]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    """A topic as the pipeline needs it: name, partition count and topic-level config."""
-
-    name: str
-    partitions: int
-    config: Mapping[str, str] = field(default_factory=dict)
-
-
-# the compacted topic of worker counters (streams.runtime.publish writes, the monitor reads)
-STATS_TOPIC = "_streams.stats"
-# Topics every installation needs besides the pipelines' own; `topics create` makes them too.
-INTERNAL_TOPICS = (TopicSpec(STATS_TOPIC, 1, {"cleanup.policy": "compact"}),)
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage: a consumer group reading ``inputs`` and writing ``outputs`` through a handler."""
-
-    pipeline: str
-    name: str
-    inputs: tuple[str, ...]
-    input_codec: Codec
-    key_codec: Codec
-    outputs: Mapping[str, Codec]
-    handler: Handler
-    concurrency: int = 16
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-    @property
-    def group_id(self) -> str:
-        return f"{self.pipeline}.{self.name}"
-
-    @property
-    def retry_topics(self) -> list[str]:
-        """``P.S.retry.<delay>``, one per tier, read by this stage's own consumer group."""
-        return self.retry.retry_topics(self.group_id)
-
-    @property
-    def dlq_topic(self) -> str:
-        """``P.S.dlq``: records this stage gave up on, with their original bytes."""
-        return self.retry.dlq_topic(self.group_id)
-
-    @property
-    def subscriptions(self) -> list[str]:
-        return [*self.inputs, *self.retry_topics]
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.handler)
-
-    @property
-    def default_output(self) -> str | None:
-        """The output topic used when a handler does not name one (only with exactly one)."""
-        return next(iter(self.outputs)) if len(self.outputs) == 1 else None
-
-    def transactional_id(self, slot: int) -> str:
-        """Stable per worker slot, unique among live workers of this stage."""
-        return f"{self.group_id}.{slot}"
 
 
 class Pipeline:
@@ -116,7 +67,7 @@ class Pipeline:
         self.name = name
         self.default_partitions = partitions
         self.default_topic_config = dict(topic_config or {})
-        self._stages: dict[str, StageSpec | SinkSpec] = {}
+        self._stages: dict[str, Component] = {}
         self._topics: dict[str, TopicSpec] = {}
 
     def topic(
@@ -232,7 +183,6 @@ class Pipeline:
         variable STREAMS_SINK_DATABASE_URL overrides it at run time. ``setup_sql`` runs at
         start-up (use CREATE TABLE IF NOT EXISTS).
         """
-        from streams.sinks import SinkSpec  # noqa: PLC0415 - sinks imports the stage runtime
 
         def register(handler: SinkHandler) -> SinkHandler:
             if not _NAME.match(name):
@@ -261,10 +211,10 @@ class Pipeline:
         return register
 
     @property
-    def stages(self) -> list[StageSpec | SinkSpec]:
+    def stages(self) -> list[Component]:
         return list(self._stages.values())
 
-    def component(self, name: str) -> StageSpec | SinkSpec:
+    def component(self, name: str) -> Component:
         """The stage or sink called ``name`` (what a worker runs)."""
         try:
             return self._stages[name]
@@ -277,14 +227,14 @@ class Pipeline:
     def get(self, name: str) -> StageSpec:
         """The Kafka-to-Kafka stage called ``name``."""
         found = self.component(name)
-        if not isinstance(found, StageSpec):
+        if found.kind != "stage":
             raise TopologyError(f"{name!r} of pipeline {self.name!r} is a sink: use get_sink()")
         return found
 
     def get_sink(self, name: str) -> SinkSpec:
         """The sink called ``name``."""
         found = self.component(name)
-        if isinstance(found, StageSpec):
+        if found.kind != "sink":
             raise TopologyError(f"{name!r} of pipeline {self.name!r} is a stage: use get()")
         return found
 
@@ -293,11 +243,7 @@ class Pipeline:
         names: dict[str, None] = {}
         for stage in self._stages.values():
             names.update(dict.fromkeys(stage.inputs))
-            if not isinstance(stage, StageSpec):
-                continue  # a sink writes to its database, not to topics
-            names.update(dict.fromkeys(stage.outputs))
-            names.update(dict.fromkeys(stage.retry_topics))
-            names[stage.dlq_topic] = None
+            names.update(dict.fromkeys(stage.written_topics))  # none for a sink
         return [
             self._topics.get(
                 name, TopicSpec(name, self.default_partitions, dict(self.default_topic_config))

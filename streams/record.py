@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from streams import headers as _headers
+from streams.headers import Headers
 
 __all__ = ["Headers", "Output", "Record"]
 
 V = TypeVar("V")
-Headers = Sequence[tuple[str, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +31,7 @@ class Record(Generic[V]):
 
     def header(self, name: str) -> bytes | None:
         """The last value of header ``name``, or None."""
-        found = None
-        for key, value in self.headers:
-            if key == name:
-                found = value
-        return found
+        return _headers.get(self.headers, name)
 
     @property
     def coordinates(self) -> str:
@@ -50,12 +47,11 @@ class Record(Generic[V]):
         ``streams.original.*`` headers, and those are used. Pass it to outside systems that
         deduplicate (an ``Idempotency-Key`` HTTP header, a unique column).
         """
-        topic = self.header("streams.original.topic")
-        partition = self.header("streams.original.partition")
-        offset = self.header("streams.original.offset")
-        if topic is not None and partition is not None and offset is not None:
-            return f"{topic.decode()}/{partition.decode()}@{offset.decode()}"
-        return self.coordinates
+        original = _headers.original_coordinates(self.headers)
+        if original is None:
+            return self.coordinates
+        topic, partition, offset = original
+        return f"{topic}/{partition}@{offset}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,17 +15,16 @@ errors and ``DeadLetter`` go to the dead-letter topic at once.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from confluent_kafka import TopicPartition
 from pydantic import ValidationError
 
 from streams.exceptions import DeadLetter, RetryLater, SerializationError, TopologyError
 
-__all__ = ["RetryDecision", "RetryGate", "RetryPolicy", "tier_label"]
+__all__ = ["RetryDecision", "RetryPolicy", "tier_label"]
 
 _DEFAULT_TIERS = (5.0, 30.0, 300.0)
 _DEFAULT_RETRYABLE: tuple[type[BaseException], ...] = (RetryLater, TimeoutError, ConnectionError)
@@ -52,11 +51,16 @@ def tier_label(delay_s: float) -> str:
 
 @dataclass(frozen=True)
 class RetryDecision:
-    """Where a failed record goes: a retry tier (topic, due time) or the DLQ (reason)."""
+    """Where a failed record goes: a retry tier (topic, due time) or the DLQ (reason).
+
+    ``hold_until_ms``: a ``RetryLater`` asked for a longer delay than the longest tier; the
+    record is re-parked in that tier until then (``streams.stage.routing.repark``).
+    """
 
     topic: str
     due_ms: int | None
     reason: str
+    hold_until_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,53 +119,24 @@ class RetryPolicy:
             return RetryDecision(self.dlq_topic(group_id), None, "retries-exhausted")
         index = min(attempts_so_far - 1, len(self.tiers) - 1)
         asked = error.delay_s if isinstance(error, RetryLater) else None
+        hold_until_ms = None
         if asked is not None:
             # the first tier at or above the delay asked for (or the longest)
             index = max(
                 index,
                 next((i for i, t in enumerate(self.tiers) if t >= asked), len(self.tiers) - 1),
             )
+            if asked > self.tiers[-1]:
+                # longer than any tier: "at least delay_s" is kept by re-parking the record in
+                # the longest tier until then (streams.stage.routing.repark)
+                hold_until_ms = now_ms + math.ceil(1000 * asked)
         delay = self.tiers[index]
         spread = delay * self.jitter
         # jitter only lengthens: a record is never due before its tier's delay
         due_ms = now_ms + round(1000 * (delay + self.rng.uniform(0, spread)))
-        return RetryDecision(self.retry_topics(group_id)[index], due_ms, "retry")
-
-
-class RetryGate:
-    """Holds back retry-topic partitions whose head record is not due yet.
-
-    The partition is sought back to that record and paused; ``resume_due`` resumes it once due.
-    The consumer keeps polling (heartbeats, other partitions): nothing sleeps.
-    """
-
-    def __init__(self) -> None:
-        self._paused: dict[tuple[str, int], int] = {}  # (topic, partition) -> due, epoch ms
-
-    def __contains__(self, tp: tuple[str, int]) -> bool:
-        return tp in self._paused
-
-    def hold(self, consumer: Any, topic: str, partition: int, offset: int, due_ms: int) -> None:
-        # seek before pause: librdkafka >= 1.9 keeps the seek position across pause/resume
-        consumer.seek(TopicPartition(topic, partition, offset))
-        consumer.pause([TopicPartition(topic, partition)])
-        self._paused[(topic, partition)] = due_ms
-
-    def resume_due(self, consumer: Any, now_ms: int) -> None:
-        due = [tp for tp, at in self._paused.items() if at <= now_ms]
-        if due:
-            consumer.resume([TopicPartition(t, p) for t, p in due])
-            for tp in due:
-                del self._paused[tp]
-
-    def forget(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Partitions leaving this worker: resume them first (a pause would stick to them)."""
-        leaving = [tp for tp in partitions if (tp.topic, tp.partition) in self._paused]
-        if leaving:
-            consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in leaving])
-            for tp in leaving:
-                self._paused.pop((tp.topic, tp.partition), None)
+        return RetryDecision(self.retry_topics(group_id)[index], due_ms, "retry", hold_until_ms)
 
     @property
-    def held(self) -> int:
-        return len(self._paused)
+    def longest_tier(self) -> tuple[int, float] | None:
+        """(index, delay) of the longest tier, or None without tiers."""
+        return (len(self.tiers) - 1, self.tiers[-1]) if self.tiers else None

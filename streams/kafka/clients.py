@@ -1,4 +1,4 @@
-"""Client settings shared by every worker kind (stages and sinks)."""
+"""Client settings for every client the workers and tools create, in one place."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from confluent_kafka import TopicPartition
 
 from streams.config import KafkaSettings, StageSettings
 
-__all__ = ["partition_names", "worker_consumer_config"]
+__all__ = [
+    "partition_names",
+    "reader_config",
+    "transactional_producer_config",
+    "worker_consumer_config",
+]
+
+# Room for our headers on top of the largest record a stage lets through.
+HEADER_ROOM_BYTES = 65536
 
 
 def partition_names(partitions: Iterable[TopicPartition]) -> str:
@@ -18,7 +26,7 @@ def partition_names(partitions: Iterable[TopicPartition]) -> str:
 
 
 def worker_consumer_config(
-    kafka: KafkaSettings, settings: StageSettings, *, group_id: str, slot: int
+    kafka: KafkaSettings, settings: StageSettings, *, group_id: str, client_id: str
 ) -> dict[str, Any]:
     """The consumer of a worker: read_committed, no auto-commit, cooperative-sticky.
 
@@ -29,7 +37,7 @@ def worker_consumer_config(
     config: dict[str, Any] = {
         **kafka.client_config(),
         "group.id": group_id,
-        "client.id": f"{group_id}.{slot}",
+        "client.id": client_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "isolation.level": "read_committed",
@@ -44,6 +52,44 @@ def worker_consumer_config(
         "fetch.queue.backoff.ms": 100,
     }
     if settings.static_membership:
-        config["group.instance.id"] = f"{group_id}.{slot}"
+        config["group.instance.id"] = client_id
     config.update(kafka.kafka_extra)  # the escape hatch wins: raw librdkafka settings
     return config
+
+
+def transactional_producer_config(
+    kafka: KafkaSettings,
+    settings: StageSettings,
+    *,
+    client_id: str,
+    transactional_id: str,
+    max_message_bytes: int,
+) -> dict[str, Any]:
+    """The transactional producer of a stage worker (one per worker, one transaction at once).
+
+    ``max_message_bytes``: the largest record (key + value) the stage writes anywhere.
+    """
+    return {
+        **kafka.client_config(),
+        "client.id": client_id,
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": settings.transaction_timeout_ms,
+        # batching inside the transaction window; commit flushes at once regardless
+        "linger.ms": 5,
+        "batch.size": 262144,
+        "message.max.bytes": max_message_bytes + HEADER_ROOM_BYTES,
+    }
+
+
+def reader_config(kafka: KafkaSettings, *, group_id: str) -> dict[str, Any]:
+    """A consumer that only assign()s and reads to the end (read_committed); it never commits.
+
+    ``group_id`` only satisfies the client: the reader never joins the group.
+    """
+    return {
+        **kafka.client_config(),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+    }

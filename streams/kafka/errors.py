@@ -6,13 +6,15 @@ from confluent_kafka import KafkaError, KafkaException
 
 from streams.exceptions import KafkaClientError, TransactionError
 
-__all__ = ["FENCED_CODES", "from_kafka_exception", "is_fenced"]
+__all__ = ["FENCED_CODES", "FENCED_NAMES", "from_kafka_exception", "is_fenced"]
 
 # A newer producer with the same transactional.id exists, or the coordinator bumped the epoch
 # after a transaction timeout: librdkafka normalises both to _FENCED (fatal).
 FENCED_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}  # noqa: SLF001
 )
+# The same, as the ``code`` of a mapped KafkaClientError (the codes' names).
+FENCED_NAMES = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"})
 
 
 def _kafka_error(error: BaseException) -> KafkaError | None:

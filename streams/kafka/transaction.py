@@ -60,6 +60,17 @@ _ALLOWED = {
     ("abort", TxnState.OPEN),
     ("abort", TxnState.IDLE),
 }
+# The state changes the diagram above allows: (from, to). Anything may break; only reset()
+# leaves BROKEN (to IDLE, with a new producer).
+_TRANSITIONS = {
+    (TxnState.IDLE, TxnState.OPEN),
+    (TxnState.OPEN, TxnState.IDLE),
+    (TxnState.IDLE, TxnState.IDLE),
+    (TxnState.IDLE, TxnState.BROKEN),
+    (TxnState.OPEN, TxnState.BROKEN),
+    (TxnState.BROKEN, TxnState.BROKEN),
+    (TxnState.BROKEN, TxnState.IDLE),
+}
 
 
 class Transaction:
@@ -78,7 +89,7 @@ class Transaction:
         self.fatal_reason: KafkaError | None = None
         self._deadline_s = deadline_s
         self._producer = self._new_producer()
-        self.state = TxnState.IDLE
+        self.state = TxnState.IDLE  # the initial state: no transition to check
         self.opened_at = 0.0
         self.records = 0
         self.delivery_error: str | None = None
@@ -102,10 +113,21 @@ class Transaction:
         mapped = from_kafka_exception(error, operation=operation)
         reason = self.fatal_reason
         if reason is not None and mapped.fatal and reason.code() in FENCED_CODES:
-            mapped.code = "_FENCED"
-            mapped.message += f" (fatal reason: {reason.name()}: {reason.str()})"
+            mapped = mapped.replace(
+                code="_FENCED",
+                message=f"{mapped.message} (fatal reason: {reason.name()}: {reason.str()})",
+            )
         assert isinstance(mapped, TransactionError)  # noqa: S101 - transactional=True
         return mapped
+
+    def _to(self, state: TxnState) -> None:
+        """Move to ``state``; a change the state diagram does not allow is a bug, said loudly."""
+        if (self.state, state) not in _TRANSITIONS:
+            raise TransactionError(
+                f"transaction state {self.state.value} -> {state.value} is not allowed",
+                fatal=True,
+            )
+        self.state = state
 
     def _new_producer(self) -> Producer:
         self.fatal_reason = None
@@ -124,14 +146,14 @@ class Transaction:
     def reset(self) -> None:
         """Recreate the producer (same transactional.id): fences and resolves the old one."""
         old = self._producer
-        self.state = TxnState.BROKEN
+        self._to(TxnState.BROKEN)
         try:
             old.flush(0)
         except KafkaException:
             log.debug("flush of the broken producer failed", exc_info=True)
         del old
         self._producer = self._new_producer()
-        self.state = TxnState.IDLE
+        self._to(TxnState.IDLE)
         self.records = 0
         self.delivery_error = None
 
@@ -157,9 +179,9 @@ class Transaction:
         try:
             self._producer.begin_transaction()
         except KafkaException as error:
-            self.state = TxnState.BROKEN
+            self._to(TxnState.BROKEN)
             raise self._map(error, "begin_transaction") from error
-        self.state = TxnState.OPEN
+        self._to(TxnState.OPEN)
         self.opened_at = time.monotonic()
         self.records = 0
         self.delivery_error = None
@@ -202,7 +224,7 @@ class Transaction:
             except KafkaException as error:
                 mapped = self._map(error, f"produce to {topic}")
                 if mapped.fatal:
-                    self.state = TxnState.BROKEN
+                    self._to(TxnState.BROKEN)
                 raise mapped from error
             break
         self.records += 1
@@ -237,7 +259,7 @@ class Transaction:
             "commit_transaction",
             deadline,
         )
-        self.state = TxnState.IDLE
+        self._to(TxnState.IDLE)
 
     def abort(self) -> None:
         """Abort the open transaction; a failing abort leaves the producer BROKEN."""
@@ -258,9 +280,9 @@ class Transaction:
                 deadline,
             )
         except TransactionError:
-            self.state = TxnState.BROKEN  # only a new producer can resolve a failed abort
+            self._to(TxnState.BROKEN)  # only a new producer can resolve a failed abort
             raise
-        self.state = TxnState.IDLE
+        self._to(TxnState.IDLE)
 
     def _retrying(self, call: Callable[[], None], operation: str, deadline: float) -> None:
         while True:
@@ -269,20 +291,18 @@ class Transaction:
             except KafkaException as error:
                 mapped = self._map(error, operation)
                 if mapped.code == "_FENCED":
-                    self.state = TxnState.BROKEN
-                    mapped.fatal = True
-                    raise mapped from error
+                    self._to(TxnState.BROKEN)
+                    raise mapped.replace(fatal=True) from error
                 if mapped.retriable and not mapped.requires_abort:
                     if time.monotonic() < deadline:
                         log.warning("%s: retriable error, retrying: %s", operation, mapped)
                         time.sleep(0.1)
                         continue
                     # indeterminate: the outcome is unknown; a new producer resolves it
-                    self.state = TxnState.BROKEN
-                    mapped.fatal = True
-                    raise mapped from error
+                    self._to(TxnState.BROKEN)
+                    raise mapped.replace(fatal=True) from error
                 if mapped.fatal and not mapped.requires_abort:
-                    self.state = TxnState.BROKEN
+                    self._to(TxnState.BROKEN)
                 raise mapped from error
             return
 

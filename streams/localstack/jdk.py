@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.config import JavaSettings
 from streams.exceptions import PrerequisiteError
 
 __all__ = ["JavaRuntime", "find_java", "java_candidates", "parse_java_version"]
@@ -23,8 +24,8 @@ _VERSION_RE = re.compile(r'version "(?P<v>[^"]+)"')
 _JVM_DIRS = ("/usr/lib/jvm", "/opt/java", "~/.sdkman/candidates/java")
 
 
-def _jvm_dirs() -> list[Path]:
-    configured = os.environ.get("STREAMS_JVM_DIRS")
+def _jvm_dirs(settings: JavaSettings) -> list[Path]:
+    configured = settings.jvm_dirs
     names = configured.split(os.pathsep) if configured is not None else list(_JVM_DIRS)
     return [Path(name).expanduser() for name in names if name]
 
@@ -68,12 +69,13 @@ def java_candidates(env_var: str) -> list[Path]:
 
     ``STREAMS_JVM_DIRS`` replaces the JVM folders searched (set it empty to search none).
     """
-    homes = (os.environ.get(env_var), os.environ.get("JAVA_HOME"))
+    settings = JavaSettings()
+    homes = (settings.home(env_var), settings.system_java_home)
     seen = [Path(home) / "bin" / "java" for home in homes if home]
     on_path = shutil.which("java")
     if on_path:
         seen.append(Path(on_path))
-    for folder in _jvm_dirs():
+    for folder in _jvm_dirs(settings):
         if folder.is_dir():
             seen.extend(sorted(folder.glob("*/bin/java"), reverse=True))
     unique: list[Path] = []

@@ -1,10 +1,10 @@
 """Workers publish their counters to one compacted topic; the monitor reads them from there.
 
 Topic ``_streams.stats`` (created by ``streams topics create`` with any pipeline), key
-``<group>/<slot>``, value one JSON object: the stage's counters (``StageStats`` or
-``SinkStats``), ``ts_ms``, ``pid``, ``host`` and ``dependencies`` (each Dependency's breaker
-snapshot). Publishing is best effort: a worker never stops or slows down because its stats
-could not be written; it logs that once.
+``<group>/<slot>``, value one JSON object: the worker's snapshot (``streams.stats``: ``kind``,
+``group``, ``slot`` and the counters of its kind), ``ts_ms``, ``pid``, ``host`` and
+``dependencies`` (each Dependency's breaker snapshot). Publishing is best effort: a worker
+never stops or slows down because its stats could not be written; it logs that once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from confluent_kafka import KafkaException, Producer
 
 from streams import isolation
 from streams.config import KafkaSettings
-from streams.pipeline import STATS_TOPIC
+from streams.spec import STATS_TOPIC
 
 __all__ = ["STATS_TOPIC", "StatsPublisher"]
 
@@ -56,10 +56,9 @@ class StatsPublisher:
             )
 
     def publish(self, snapshot: dict[str, Any]) -> None:
-        group = snapshot.get("stage") or snapshot.get("sink") or "unknown"
+        group = snapshot["group"]
         payload = {
             **snapshot,
-            "group": group,
             "ts_ms": time.time_ns() // 1_000_000,
             "pid": os.getpid(),
             "host": self._host,
@@ -69,7 +68,7 @@ class StatsPublisher:
             self._producer.produce(
                 STATS_TOPIC,
                 json.dumps(payload, default=str).encode(),
-                key=f"{group}/{snapshot.get('slot', 0)}".encode(),
+                key=f"{group}/{snapshot['slot']}".encode(),
             )
             self._producer.poll(0)
         except (KafkaException, BufferError) as error:

@@ -18,12 +18,13 @@ import threading
 import time
 from types import FrameType
 
-from streams.exceptions import KafkaClientError, StageStoppedError, StreamsError
-from streams.pipeline import StageSpec, load_pipeline
+from streams.config import KafkaSettings, LogSettings
+from streams.exceptions import FencedError, KafkaClientError, StageStoppedError, StreamsError
+from streams.pipeline import load_pipeline
 from streams.runtime.logs import configure_logging
 from streams.runtime.publish import StatsPublisher
 from streams.sinks import SinkRunner
-from streams.stage import FencedError, StageRunner
+from streams.stage import StageRunner
 
 __all__ = [
     "EXIT_CRASHED",
@@ -48,14 +49,26 @@ class _AbortNow(BaseException):
 
 
 def run_worker(reference: str, stage: str, slot: int) -> int:
+    kafka = KafkaSettings()
+    # the first line says which cluster this worker dials, and why: a worker meant for a real
+    # cluster that was not given STREAMS_BOOTSTRAP_SERVERS would otherwise dial the local
+    # stack's port in silence
+    log.info(
+        "worker %s/%s of %s: Kafka at %s (%s)",
+        stage,
+        slot,
+        reference,
+        kafka.bootstrap_servers,
+        kafka.bootstrap_source,
+    )
     try:
         spec = load_pipeline(reference).component(stage)
-        publisher = StatsPublisher()
-        runner: StageRunner | SinkRunner = (
-            StageRunner(spec, slot=slot, on_stats=publisher.publish)
-            if isinstance(spec, StageSpec)
-            else SinkRunner(spec, slot=slot, on_stats=publisher.publish)
-        )
+        publisher = StatsPublisher(kafka)
+        runner: StageRunner | SinkRunner
+        if spec.kind == "stage":
+            runner = StageRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+        else:
+            runner = SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
     except StreamsError as error:
         log.error("cannot start: %s", error, extra={"hint": error.hint})  # noqa: TRY400
         return EXIT_START_FAILED
@@ -130,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage", required=True)
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
-    parser.add_argument("--log-level", default=os.environ.get("STREAMS_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=LogSettings().log_level)
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level, prefix=f"{args.stage}/{args.slot}")
     # `kill -USR1 <pid>` prints every thread's stack to the log: for a worker that seems stuck

@@ -13,6 +13,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streams.exceptions import TransactionError
+from streams.kafka.transaction import Transaction
 from streams.stage import StageRunner
 from tests.integration.conftest import Cluster
 
@@ -145,23 +147,44 @@ def start_worker(
         )
 
 
-class AbortEveryThirdRunner(StageRunner):
-    """Aborts every third transaction after producing its records, like Kafka's copier test."""
+class _AbortEveryThird(Transaction):
+    """A transaction whose every third commit fails as abortable, after its records went out.
+
+    The stage's own recovery (``streams.stage.recovery``) then aborts it for real and rewinds,
+    as it does for an abortable error from the broker: the same production path.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.attempts = 0
 
+    def commit(self, offsets: Any, group_metadata: Any) -> None:
+        self.attempts += 1
+        if self.attempts % 3 == 0:
+            self._producer.flush(10)  # the doomed records reach the broker, then get aborted
+            raise TransactionError("injected: every third commit is abortable", requires_abort=True)
+        super().commit(offsets, group_metadata)
+
+
+class AbortEveryThirdRunner(StageRunner):
+    """Aborts every third transaction after producing its records, like Kafka's copier test."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._txn: _AbortEveryThird | None = None
+
+    @property
+    def attempts(self) -> int:
+        return 0 if self._txn is None else self._txn.attempts
+
     @property
     def doomed(self) -> bool:
         return (self.attempts + 1) % 3 == 0
 
-    def _commit(self, *, between_batches: bool = False) -> bool:
-        self.attempts += 1
-        if self.attempts % 3 == 0:
-            assert self._txn is not None
-            self._txn.abort()
-            self.stats.transactions_aborted += 1
-            self._rewind()
-            return False
-        return super()._commit(between_batches=between_batches)
+    def _transaction(self, on_rejected: Any) -> Transaction:
+        self._txn = _AbortEveryThird(
+            self._producer_config(),
+            deadline_s=self.settings.transaction_deadline_s,
+            on_rejected=on_rejected,
+        )
+        return self._txn

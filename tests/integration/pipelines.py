@@ -3,7 +3,8 @@
 Topic and pipeline names come from the environment, so each test gets its own topics:
 ``TEST_PIPELINE``, ``TEST_INPUT``, ``TEST_OUTPUT``; ``TEST_DELAY_MS`` slows the handler;
 ``TEST_FAILURES=1`` makes 10 % of records fail their first attempt (RetryLater) and 1 % fail
-for good (DeadLetter).
+for good (DeadLetter); ``TEST_OUTPUT_TYPO=1`` makes the record numbered 5 go to a topic the
+stage does not declare (a bug in the stage, which must stop it rather than dead-letter).
 Tests build the same pipeline in-process with ``build_copy`` to create its topics.
 """
 
@@ -21,6 +22,7 @@ from streams.retry import RetryPolicy
 
 _DELAY_S = float(os.environ.get("TEST_DELAY_MS", "0")) / 1000
 _FAILURES = os.environ.get("TEST_FAILURES") == "1"
+_TYPO = os.environ.get("TEST_OUTPUT_TYPO") == "1"
 
 
 def copy_stage(record: Record[bytes]) -> Output:
@@ -35,6 +37,7 @@ def copy_stage(record: Record[bytes]) -> Output:
             raise RetryLater("fails its first attempt")
     return Output(
         record.value,
+        topic=f"{record.topic}.typo" if _TYPO and record.value == b"5" else None,
         headers=[("src", f"{record.partition}:{record.offset}".encode())],
     )
 

@@ -19,10 +19,13 @@ from streams import headers as h
 from streams.codecs import raw
 from streams.config import KafkaSettings, StageSettings
 from streams.exceptions import RetryLater
+from streams.kafka.messages import message_headers
 from streams.pipeline import Pipeline
 from streams.record import Record
 from streams.retry import RetryPolicy
-from streams.stage import StageRunner, message_headers
+from streams.stage import StageRunner
+from streams.stage.batch import TransactionBatch
+from streams.stage.keyorder import KeyOrdering
 from tests.integration.conftest import Cluster, PipelineTopics
 from tests.integration.eos import AbortEveryThirdRunner, read_topic
 
@@ -165,7 +168,7 @@ def test_a_restarted_worker_rebuilds_the_ledger_and_keeps_the_order(
     # more records of k0 arrive while k0:2 still waits; a new worker must park them too
     _produce(cluster, source, [("k0", f"k0:{i}") for i in range(8, 12)])
     if not rebuild:
-        monkeypatch.setattr(StageRunner, "_rebuild_ledger", lambda *_args: None)
+        monkeypatch.setattr(KeyOrdering, "rebuild", lambda *_args: None)
     second = runner()
     second.run(idle_timeout_s=7)
 
@@ -186,9 +189,16 @@ class _RecordingRunner(StageRunner):
         super().__init__(*args, **kw)
         self.assignments: list[set[tuple[str, int]]] = []
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assignments.append({(tp.topic, tp.partition) for tp in partitions})
-        super()._on_assign(consumer, partitions)
+    def _batch(self, *args: Any) -> TransactionBatch:
+        batch = super()._batch(*args)
+        on_assign = batch.on_assign
+
+        def recording(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            self.assignments.append({(tp.topic, tp.partition) for tp in partitions})
+            on_assign(consumer, partitions)
+
+        batch.on_assign = recording  # type: ignore[method-assign]
+        return batch
 
 
 def test_two_workers_each_own_an_input_partition_with_its_retry_partitions(

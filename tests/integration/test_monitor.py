@@ -94,7 +94,9 @@ def test_monitor_exports_real_lag_and_worker_stats(
     _ensure_stats_topic(admin)
     stage = f"{group}.stage"
     publisher = StatsPublisher(KafkaSettings(bootstrap_servers=cluster.bootstrap_servers))
-    publisher.publish({"stage": stage, "slot": 1, "consumed": 42, "produced": 40, "retried": 2})
+    publisher.publish(
+        {"kind": "stage", "group": stage, "slot": 1, "consumed": 42, "produced": 40, "retried": 2}
+    )
     publisher.close()
 
     deadline = time.monotonic() + 30

@@ -29,11 +29,12 @@ from streams import headers as h
 from streams.codecs import avro, raw
 from streams.config import KafkaSettings, StageSettings
 from streams.exceptions import DeadLetter, RetryLater
+from streams.kafka.messages import message_headers
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
 from streams.retry import RetryPolicy
 from streams.serde import AvroSerde, load_schema
-from streams.stage import StageRunner, message_headers
+from streams.stage import StageRunner
 from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import AbortEveryThirdRunner, produce_numbered, read_topic
 
@@ -198,6 +199,50 @@ def test_a_retried_record_waits_for_its_due_time_while_the_rest_flows(
     done_ms = processed_at[b"7"] * 1000
     assert done_ms >= due_second, "processed before its due time"
     assert done_ms <= due_second + DUE_TOLERANCE_MS, f"{done_ms - due_second:.0f} ms late"
+
+
+def test_retry_later_longer_than_the_longest_tier_waits_at_least_that_long(
+    cluster: Cluster, topic_factory: TopicFactory, pipeline_topics: PipelineTopics
+) -> None:
+    """RetryLater(delay_s=4) with one 1 s tier: retried after >= 4 s, not after 1 s.
+
+    Before the fix the record came back from the 1 s tier and was retried at once. The record
+    is re-parked in the tier (no attempt counted) until its hold time.
+    """
+    source, sink = topic_factory("in", partitions=1), topic_factory("out", partitions=1)
+    pipeline = Pipeline(f"hold{uuid.uuid4().hex[:6]}", partitions=1)
+    attempts: list[float] = []
+
+    @pipeline.stage(
+        "later",
+        inputs=[source],
+        outputs={sink: raw()},
+        retry=RetryPolicy(tiers=(1.0,), max_attempts=3, jitter=0.0),
+    )
+    def later(record: Record[bytes]) -> bytes:
+        if record.value == b"2":
+            attempts.append(time.time())
+            if len(attempts) == 1:
+                raise RetryLater("come back in 4 s", delay_s=4)
+        return record.value
+
+    pipeline_topics(pipeline)
+    produce_numbered(cluster, source, 5)
+    runner = StageRunner(
+        pipeline.get("later"),
+        kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
+        settings=StageSettings(stats_interval_s=60),
+    )
+    runner.run(idle_timeout_s=8)
+
+    assert len(attempts) == 2, attempts
+    assert attempts[1] - attempts[0] >= 4.0, f"retried after {attempts[1] - attempts[0]:.1f} s"
+    values = sorted(int(m.value()) for m in _read(cluster, sink, 1))
+    assert values == [0, 1, 2, 3, 4]
+    assert runner.stats.retried == 1  # re-parking is no retry
+    in_tier = _read(cluster, pipeline.get("later").retry_topics[0], 1)
+    assert len(in_tier) >= 2, "written once by the failure, then re-parked at least once"
+    assert {h.get(message_headers(m), h.ATTEMPT) for m in in_tier} == {b"1"}
 
 
 def test_retries_run_out_into_the_dlq(

@@ -9,9 +9,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams.codecs import raw
 from streams.config import KafkaSettings, StageSettings
+from streams.kafka.messages import message_headers
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
-from streams.stage import message_headers
 from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import (
     AbortEveryThirdRunner,

@@ -272,3 +272,30 @@ def test_kills_while_routing_to_retry_and_dlq_lose_and_duplicate_nothing(
     assert set(dead) == expected_dead
     transient = {n for n in expected_out if n % 10 == 3}
     assert sorted(retried) == sorted(transient), "each transient failure routed exactly once"
+
+
+def test_an_output_to_an_undeclared_topic_stops_the_worker_with_exit_5_and_dead_letters_nothing(
+    cluster: Cluster,
+    topic_factory: TopicFactory,
+    tmp_path: Path,
+    pipeline_topics: PipelineTopics,
+) -> None:
+    """A topic typo in a handler is the stage's bug: before the fix every such record went to
+    the DLQ as a handler failure and the stage ran on."""
+    source = topic_factory("in", partitions=PARTITIONS)
+    sink = topic_factory("out", partitions=PARTITIONS)
+    produce_numbered(cluster, source, 50)
+    env = _env(cluster, source, sink, TEST_OUTPUT_TYPO="1")
+    pipeline = build_copy(env["TEST_PIPELINE"], source, sink)
+    pipeline_topics(pipeline)
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, "copy", 0, log=log)
+
+    code = worker.wait(timeout=120)
+
+    text = log.read_text()
+    assert code == 5, text[-2000:]
+    assert f"topic '{source}.typo', which the stage does not declare" in text
+    assert 'hint="add the topic to outputs=' in text
+    dead = read_committed(cluster, pipeline.get("copy").dlq_topic, 1, expect=0, timeout_s=5)
+    assert dead.values == [], "no record may be dead-lettered for the stage's own bug"

@@ -23,11 +23,10 @@ from streams.sinks import (
     SinkSettings,
     SinkSpec,
     SinkTransaction,
-    _OffsetConflictError,
-    _store_offset,
     ensure_offsets_table,
     read_offsets,
 )
+from streams.sinks.offsets import OffsetConflictError, store_offset
 
 TOPIC = "numbers"
 ROWS_SQL = "CREATE TABLE IF NOT EXISTS rows (n INTEGER NOT NULL, key TEXT, origin TEXT NOT NULL)"
@@ -131,10 +130,10 @@ def test_offsets_table_is_created_with_its_key(db: Connection) -> None:
 
 def test_offsets_are_inserted_then_updated_and_read_per_group(db: Connection) -> None:
     ensure_offsets_table(db)
-    _store_offset(db, "g1", (TOPIC, 0), 10, expected=None)
-    _store_offset(db, "g1", (TOPIC, 1), 7, expected=None)
-    _store_offset(db, "g2", (TOPIC, 0), 99, expected=None)
-    _store_offset(db, "g1", (TOPIC, 0), 25, expected=10)
+    store_offset(db, "g1", (TOPIC, 0), 10, expected=None)
+    store_offset(db, "g1", (TOPIC, 1), 7, expected=None)
+    store_offset(db, "g2", (TOPIC, 0), 99, expected=None)
+    store_offset(db, "g1", (TOPIC, 0), 25, expected=10)
 
     assert read_offsets(db, "g1") == {(TOPIC, 0): 25, (TOPIC, 1): 7}
     assert read_offsets(db, "g2") == {(TOPIC, 0): 99}
@@ -143,12 +142,12 @@ def test_offsets_are_inserted_then_updated_and_read_per_group(db: Connection) ->
 
 def test_an_offset_moved_by_someone_else_is_a_conflict(db: Connection) -> None:
     ensure_offsets_table(db)
-    _store_offset(db, "g", (TOPIC, 0), 10, expected=None)
+    store_offset(db, "g", (TOPIC, 0), 10, expected=None)
 
-    with pytest.raises(_OffsetConflictError):
-        _store_offset(db, "g", (TOPIC, 0), 30, expected=5)
-    with pytest.raises(_OffsetConflictError):
-        _store_offset(db, "g", (TOPIC, 0), 30, expected=None)
+    with pytest.raises(OffsetConflictError):
+        store_offset(db, "g", (TOPIC, 0), 30, expected=5)
+    with pytest.raises(OffsetConflictError):
+        store_offset(db, "g", (TOPIC, 0), 30, expected=None)
     assert read_offsets(db, "g") == {(TOPIC, 0): 10}
 
 
@@ -347,7 +346,7 @@ def test_assignment_starts_at_the_stored_offsets_not_kafkas(
     url: str, db: Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ensure_offsets_table(db)
-    _store_offset(db, "p.sink", (TOPIC, 0), 40, expected=None)
+    store_offset(db, "p.sink", (TOPIC, 0), 40, expected=None)
     consumer = FakeConsumer([messages(0, 40, 2), messages(1, 0, 1)])
     runner = make_runner(url, consumer, monkeypatch)
 
@@ -364,11 +363,11 @@ def test_a_failure_after_the_handler_wrote_leaves_nothing_of_the_batch(
     runner = make_runner(url, consumer, monkeypatch, batch_max_records=4)
     written: list[int] = []
 
-    def store_then_fail(*args: Any, **kwargs: Any) -> None:
-        written.append(len(rows_in_transaction(runner)))
+    def store_then_fail(connection: Connection, *args: Any, **kwargs: Any) -> None:
+        written.append(len(rows_in_transaction(connection)))
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr("streams.sinks._store_offset", store_then_fail)
+    monkeypatch.setattr("streams.sinks.offsets.store_offset", store_then_fail)
     runner.run(max_records=4)
 
     assert written[0] == 4  # the handler's rows were there, inside the transaction
@@ -378,9 +377,8 @@ def test_a_failure_after_the_handler_wrote_leaves_nothing_of_the_batch(
     assert (0, OFFSET_BEGINNING) in consumer.seeks  # rewound to the (absent) stored offset
 
 
-def rows_in_transaction(runner: SinkRunner) -> list[tuple[Any, ...]]:
-    assert runner._db is not None
-    return runner._db.execute("SELECT n FROM rows").rows
+def rows_in_transaction(connection: Connection) -> list[tuple[Any, ...]]:
+    return connection.execute("SELECT n FROM rows").rows
 
 
 def test_handler_failure_commits_the_records_before_it_and_names_the_record(
@@ -431,7 +429,7 @@ def test_a_zombie_batch_is_rolled_back_when_another_worker_moved_the_offset(
     def other_worker_commits(_consumer: FakeConsumer) -> list[FakeMessage]:
         with Database(url).connect() as other:
             other.begin()
-            _store_offset(other, "p.sink", (TOPIC, 0), 10, expected=None)
+            store_offset(other, "p.sink", (TOPIC, 0), 10, expected=None)
             other.commit()
         return [FakeMessage(0, offset, str(offset).encode()) for offset in range(3)]
 

@@ -1,4 +1,4 @@
-"""The pure parts of streams.stage: normalize_outputs and StageCodecs.encode/decode."""
+"""The pure parts of streams.stage: normalize_outputs and StageSerdes.encode/decode."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from pydantic import BaseModel
 
 from streams.codecs import json, text
-from streams.exceptions import SerializationError, StageStoppedError
+from streams.exceptions import OutputTopicError, SerializationError, TopologyError
 from streams.pipeline import Pipeline, StageSpec
 from streams.record import KeepKey, Output, Record
-from streams.stage import StageCodecs, normalize_outputs
+from streams.stage import StageSerdes, normalize_outputs
 
 
 class Order(BaseModel):
@@ -45,7 +45,7 @@ def make_record(key: str | None = "o-1") -> Record[Order]:
 
 
 class FakeMessage:
-    """The part of confluent_kafka.Message that StageCodecs.decode reads."""
+    """The part of confluent_kafka.Message that StageSerdes.decode reads."""
 
     def __init__(
         self,
@@ -116,84 +116,87 @@ def test_a_tuple_is_many_outputs_and_an_empty_list_is_none() -> None:
 
 
 def test_encode_uses_the_only_output_and_keeps_the_input_key() -> None:
-    codecs = StageCodecs(make_spec(), None)
+    codecs = StageSerdes(make_spec(), None)
 
-    topic, value, key, headers = codecs.encode(
+    encoded = codecs.encode(
         Output(Order(order_id="o-2", total=7), headers=[("h", b"1")]), make_record()
     )
 
-    assert topic == "orders.placed"
-    assert value == b'{"order_id":"o-2","total":7}'
-    assert key == b"o-1"
-    assert headers == [("h", b"1")]
+    assert encoded.topic == "orders.placed"
+    assert encoded.value == b'{"order_id":"o-2","total":7}'
+    assert encoded.key == b"o-1"
+    assert encoded.headers == [("h", b"1")]
 
 
 def test_encode_with_an_explicit_none_key_writes_no_key() -> None:
-    codecs = StageCodecs(make_spec(), None)
+    codecs = StageSerdes(make_spec(), None)
 
-    _, _, key, _ = codecs.encode(Output(Order(order_id="o", total=1), key=None), make_record())
+    key = codecs.encode(Output(Order(order_id="o", total=1), key=None), make_record()).key
 
     assert key is None
 
 
 def test_encode_with_an_explicit_key_replaces_the_input_key() -> None:
-    codecs = StageCodecs(make_spec(), None)
+    codecs = StageSerdes(make_spec(), None)
 
-    _, _, key, _ = codecs.encode(Output(Order(order_id="o", total=1), key="new"), make_record())
+    key = codecs.encode(Output(Order(order_id="o", total=1), key="new"), make_record()).key
 
     assert key == b"new"
 
 
 def test_encode_keep_key_of_a_keyless_input_writes_no_key() -> None:
-    codecs = StageCodecs(make_spec(), None)
+    codecs = StageSerdes(make_spec(), None)
 
-    _, _, key, _ = codecs.encode(Output(Order(order_id="o", total=1)), make_record(key=None))
+    key = codecs.encode(Output(Order(order_id="o", total=1)), make_record(key=None)).key
 
     assert key is None
 
 
 def test_encode_a_none_value_is_a_tombstone() -> None:
-    codecs = StageCodecs(make_spec(), None)
+    codecs = StageSerdes(make_spec(), None)
 
-    topic, value, key, _ = codecs.encode(Output(None), make_record())
+    encoded = codecs.encode(Output(None), make_record())
 
-    assert (topic, value, key) == ("orders.placed", None, b"o-1")
+    assert (encoded.topic, encoded.value, encoded.key) == ("orders.placed", None, b"o-1")
 
 
-def test_encode_to_an_undeclared_topic_stops_the_stage_with_a_hint() -> None:
-    codecs = StageCodecs(make_spec({"a": text(), "b": text()}), None)
+def test_encode_to_an_undeclared_topic_is_an_error_of_the_stage_naming_the_topic() -> None:
+    codecs = StageSerdes(make_spec({"a": text(), "b": text()}), None)
 
-    with pytest.raises(StageStoppedError, match="output to undeclared topic 'c'") as raised:
+    with pytest.raises(OutputTopicError, match=r"topic 'c'.*\(declared: a, b\)") as raised:
         codecs.encode(Output("x", topic="c"), make_record())
 
-    assert raised.value.hint == "declare it in outputs= (declared: a, b)"
+    # a topology error (exit code 5), not a failure of the record (which would dead-letter it)
+    assert isinstance(raised.value, TopologyError)
+    assert "outputs=" in raised.value.hint
 
 
 def test_encode_without_a_topic_when_there_are_several_outputs_stops_the_stage() -> None:
-    codecs = StageCodecs(make_spec({"a": text(), "b": text()}), None)
+    codecs = StageSerdes(make_spec({"a": text(), "b": text()}), None)
 
-    with pytest.raises(StageStoppedError, match="has 2 output topics") as raised:
+    with pytest.raises(OutputTopicError, match="has 2 output topics") as raised:
         codecs.encode(Output("x"), make_record())
 
     assert "topic=" in raised.value.hint
 
 
 def test_encode_routes_to_the_named_topic_with_its_codec() -> None:
-    codecs = StageCodecs(make_spec({"a": text(), "b": json(Order)}), None)
+    codecs = StageSerdes(make_spec({"a": text(), "b": json(Order)}), None)
 
-    assert codecs.encode(Output("x", topic="a"), make_record())[:2] == ("a", b"x")
+    first = codecs.encode(Output("x", topic="a"), make_record())
+    assert (first.topic, first.value) == ("a", b"x")
     encoded = codecs.encode(Output(Order(order_id="z", total=0), topic="b"), make_record())
-    assert encoded[:2] == ("b", b'{"order_id":"z","total":0}')
+    assert (encoded.topic, encoded.value) == ("b", b'{"order_id":"z","total":0}')
 
 
 # --- decode -------------------------------------------------------------------------------------
 
 
 def test_decode_builds_a_record() -> None:
-    codecs = StageCodecs(make_spec(), None)
+    codecs = StageSerdes(make_spec(), None)
     message = FakeMessage(b'{"order_id":"o-9","total":3}', headers=[("a", b"1"), ("b", None)])
 
-    record = codecs.decode(message)  # type: ignore[arg-type]  # duck-typed Message
+    record = codecs.decode(message)
 
     assert record == Record(
         value=Order(order_id="o-9", total=3),
@@ -207,19 +210,19 @@ def test_decode_builds_a_record() -> None:
 
 
 def test_decode_a_keyless_message_without_headers() -> None:
-    codecs = StageCodecs(make_spec(), None)
+    codecs = StageSerdes(make_spec(), None)
 
-    record = codecs.decode(FakeMessage(b'{"order_id":"o","total":1}', key=None))  # type: ignore[arg-type]
+    record = codecs.decode(FakeMessage(b'{"order_id":"o","total":1}', key=None))
 
     assert record.key is None
     assert record.headers == ()
 
 
 def test_decode_a_null_value_raises_serialization_error_with_coordinates() -> None:
-    codecs = StageCodecs(make_spec(), None)
+    codecs = StageSerdes(make_spec(), None)
 
     with pytest.raises(SerializationError, match="null") as raised:
-        codecs.decode(FakeMessage(None))  # type: ignore[arg-type]
+        codecs.decode(FakeMessage(None))
 
     error = raised.value
     assert (error.topic, error.partition, error.offset) == ("orders.raw", 2, 17)
@@ -227,10 +230,10 @@ def test_decode_a_null_value_raises_serialization_error_with_coordinates() -> No
 
 
 def test_decode_a_bad_value_raises_serialization_error_with_raw_bytes_and_coordinates() -> None:
-    codecs = StageCodecs(make_spec(), None)
+    codecs = StageSerdes(make_spec(), None)
 
     with pytest.raises(SerializationError, match="not a valid Order") as raised:
-        codecs.decode(FakeMessage(b'{"order_id": 1}'))  # type: ignore[arg-type]
+        codecs.decode(FakeMessage(b'{"order_id": 1}'))
 
     error = raised.value
     assert (error.topic, error.partition, error.offset) == ("orders.raw", 2, 17)
@@ -238,11 +241,11 @@ def test_decode_a_bad_value_raises_serialization_error_with_raw_bytes_and_coordi
 
 
 def test_decode_a_bad_key_raises_serialization_error_with_the_value_bytes() -> None:
-    codecs = StageCodecs(make_spec(), None)
+    codecs = StageSerdes(make_spec(), None)
     value = b'{"order_id":"o","total":1}'
 
     with pytest.raises(SerializationError, match="UTF-8") as raised:
-        codecs.decode(FakeMessage(value, key=b"\xff\xfe"))  # type: ignore[arg-type]
+        codecs.decode(FakeMessage(value, key=b"\xff\xfe"))
 
     assert raised.value.offset == 17
     assert raised.value.raw == value

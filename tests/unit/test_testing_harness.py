@@ -9,9 +9,10 @@ import pytest
 from pydantic import BaseModel
 
 from streams.codecs import avro, json, text
-from streams.exceptions import SerializationError
+from streams.exceptions import DeadLetter, OutputTopicError, SerializationError
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
+from streams.retry import RetryPolicy
 from streams.testing import Produced, StageHarness
 
 
@@ -177,3 +178,68 @@ def test_an_avro_stage_uses_the_in_process_mock_registry(
     assert produced.value_bytes is not None
     assert produced.value_bytes[0] == 0
     assert int.from_bytes(produced.value_bytes[1:5], "big") >= 1
+
+
+# -- process: where a failing record would go ------------------------------------------------
+
+flaky = Pipeline("orders")
+
+
+@flaky.stage(
+    "enrich",
+    inputs=["orders.placed"],
+    input=json(RawOrder),
+    outputs={"orders.priced": json(Placed)},
+    retry=RetryPolicy(tiers=(2, 10, 30), max_attempts=3, jitter=0),
+)
+def enrich(record: Record[RawOrder]) -> Placed:
+    if record.value.total > 1000:
+        raise DeadLetter("total out of range")
+    if record.value.total < 0:
+        raise TimeoutError("pricing timed out")
+    if record.value.order_id == "wrong-topic":
+        return Output(Placed(order_id="x", doubled=0), topic="orders.typo")  # type: ignore[return-value]
+    return Placed(order_id=record.value.order_id, doubled=record.value.total * 2)
+
+
+def test_process_shows_the_outputs_of_a_record_that_succeeds() -> None:
+    outcome = StageHarness(flaky.get("enrich")).process(RawOrder(order_id="o", total=2))
+
+    assert outcome.routed is None
+    assert outcome.outputs["orders.priced"][0].value == Placed(order_id="o", doubled=4)
+
+
+def test_process_shows_the_retry_tier_and_attempt_a_failure_would_go_to() -> None:
+    harness = StageHarness(flaky.get("enrich"))
+
+    first = harness.process(RawOrder(order_id="o", total=-1), key="o")
+    second = harness.process(RawOrder(order_id="o", total=-1), key="o", attempt=2)
+    last = harness.process(RawOrder(order_id="o", total=-1), key="o", attempt=3)
+
+    assert first.routed is not None
+    assert second.routed is not None
+    assert last.routed is not None
+    assert (first.routed.topic, first.routed.attempt) == ("orders.enrich.retry.2s", 1)
+    assert (second.routed.topic, second.routed.attempt) == ("orders.enrich.retry.10s", 2)
+    assert (last.routed.topic, last.routed.reason) == ("orders.enrich.dlq", "retries-exhausted")
+    assert isinstance(first.error, TimeoutError)
+    assert first.outputs == {}
+
+
+def test_process_shows_dead_letters_and_bytes_that_do_not_decode() -> None:
+    harness = StageHarness(flaky.get("enrich"))
+
+    dead = harness.process(RawOrder(order_id="o", total=5000))
+    garbage = harness.process(b"\x00not json")
+
+    assert dead.routed is not None
+    assert dead.routed.reason == "dead-letter"
+    assert garbage.routed is not None
+    assert garbage.routed.topic == "orders.enrich.dlq"
+    assert garbage.routed.reason == "deserialization"
+    assert garbage.routed.value == b"\x00not json"  # the raw bytes, untouched
+
+
+def test_process_raises_for_an_output_to_an_undeclared_topic() -> None:
+    with pytest.raises(OutputTopicError, match=r"orders\.typo"):
+        StageHarness(flaky.get("enrich")).process(RawOrder(order_id="wrong-topic", total=1))

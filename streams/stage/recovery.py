@@ -1,0 +1,141 @@
+"""What a stage worker does when its transaction fails: abort, recreate the producer, or stop.
+
+===========================================  ==================================================
+failure                                      recovery
+===========================================  ==================================================
+abortable (a failed delivery, a generation   abort, then rewind every assigned partition to its
+error after a rebalance)                     committed offset (the batch is processed again)
+fatal, or a commit whose outcome is unknown  a new producer with the same transactional.id
+                                             (its init_transactions resolves the outcome), rewind
+fenced, and the group shows another member   stop: ``FencedError`` (exit code 4); the other
+with this worker's client.id (a twin)        worker carries on with this slot
+fenced without a twin (a broker restart, a   a new producer, rewind
+timed-out transaction bumped the epoch)
+===========================================  ==================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from streams.config import KafkaSettings
+from streams.exceptions import FencedError, StreamsError, TransactionError
+from streams.kafka.errors import FENCED_NAMES
+from streams.kafka.transaction import Transaction
+from streams.stats import StageStats
+
+__all__ = ["Recovery"]
+
+log = logging.getLogger("streams.stage")
+
+# How long a fenced worker looks for a twin in its group before it concludes there is none.
+# A twin's consumer joins right after its init_transactions(); the wait only delays recovery
+# from a broker restart, which takes longer than this anyway.
+_TWIN_WAIT_S = 12.0
+
+
+class Recovery:
+    """Recovers one worker's transaction; ``rewind`` seeks the input back to the committed."""
+
+    def __init__(
+        self,
+        *,
+        txn: Transaction,
+        consumer: Consumer,
+        group_id: str,
+        client_id: str,
+        kafka: KafkaSettings,
+        stats: StageStats,
+        rewind: Callable[[], None],
+    ) -> None:
+        self._txn = txn
+        self._consumer = consumer
+        self._group_id = group_id
+        self._client_id = client_id
+        self._kafka = kafka
+        self._stats = stats
+        self._rewind = rewind
+
+    def recover(self, error: TransactionError) -> None:
+        """Abort or recreate the producer as the error requires, then rewind."""
+        txn = self._txn
+        age_ms = txn.age_s * 1000
+        if txn.is_open or error.requires_abort:
+            self._stats.transactions_aborted += 1
+        if error.requires_abort and not error.fatal:
+            log.warning("transaction aborted, rewinding: %s", error)
+            try:
+                txn.abort()
+            except TransactionError:
+                self.reset_producer(error)
+        else:
+            if error.code in FENCED_NAMES:
+                # Fenced by a twin (another live worker on this slot: stop, it carries on), or
+                # by an epoch bump without one (a broker restart, our own timed-out
+                # transaction: recreate the producer). The group says which.
+                if self.twin_alive():
+                    raise FencedError(
+                        f"stage {self._group_id}: fenced by another worker with "
+                        f"transactional.id {txn.transactional_id}; stopping without "
+                        "committing (its records are processed by the newer worker)"
+                    ) from error
+                log.warning(
+                    "producer fenced (transaction age %.0f ms) and no other worker runs this "
+                    "slot: a broker restart or a timed-out transaction; recreating it",
+                    age_ms,
+                )
+            self.reset_producer(error)
+        self._rewind()
+
+    def reset_producer(self, error: StreamsError) -> None:
+        log.warning("recreating the transactional producer after: %s", error)
+        self._stats.producer_resets += 1
+        self._txn.reset()
+
+    def abort_quietly(self) -> None:
+        """Stopping on an error: abort what is open, if anything; never raise."""
+        if self._txn.is_open:
+            try:
+                self._txn.abort()
+            except TransactionError:
+                log.warning("abort while stopping failed; the coordinator will time it out")
+
+    def abort_lost(self) -> bool:
+        """Partitions were lost: abort the open transaction; True if one was open."""
+        if not self._txn.is_open:
+            return False
+        self._stats.transactions_aborted += 1
+        try:
+            self._txn.abort()
+        except TransactionError as error:
+            self.reset_producer(error)
+        return True
+
+    def twin_alive(self) -> bool:
+        """True if another member of the group has this worker's client.id (the same slot).
+
+        Asked for up to _TWIN_WAIT_S: a twin fences us at its init_transactions(), a moment
+        before its consumer joins the group.
+        """
+        me = self._consumer.memberid()
+        admin = AdminClient(self._kafka.client_config())
+        deadline = time.monotonic() + _TWIN_WAIT_S
+        while True:
+            try:
+                futures = admin.describe_consumer_groups([self._group_id], request_timeout=5)
+                description = futures[self._group_id].result(timeout=10)
+                if any(
+                    m.client_id == self._client_id and m.member_id != me
+                    for m in description.members
+                ):
+                    return True
+            except KafkaException:
+                log.debug("describe_consumer_groups failed; asking again", exc_info=True)
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1.0)
