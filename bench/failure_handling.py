@@ -53,9 +53,9 @@ from confluent_kafka.admin import AdminClient
 from streams import headers
 from streams.codecs import raw
 from streams.config import KafkaSettings, StageSettings
+from streams.dependency import Dependency
 from streams.examples.pricing_service import fetch_total
 from streams.exceptions import RetryLater
-from streams.isolation import Dependency
 from streams.kafka.messages import message_headers
 from streams.pipeline import Pipeline
 from streams.record import Output, Record

@@ -21,6 +21,7 @@ from __future__ import annotations
 from streams import codecs
 from streams.codecs import avro, raw, text
 from streams.database import SinkTransaction
+from streams.dependency import Dependency
 from streams.exceptions import (
     DeadLetter,
     DependencyUnavailable,
@@ -28,7 +29,6 @@ from streams.exceptions import (
     RetryLater,
     StreamsError,
 )
-from streams.isolation import Dependency
 from streams.pipeline import Pipeline, load_pipeline
 from streams.record import Output, Record
 from streams.retry import RetryPolicy

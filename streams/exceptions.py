@@ -221,16 +221,25 @@ class RetryLater(HandlerSignal):
     None uses the next tier of the stage's retry policy.
     """
 
-    def __init__(self, message: str = "retry later", *, delay_s: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str = "retry later", *, delay_s: float | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
         self.delay_s = delay_s
 
 
 class DependencyUnavailable(RetryLater):
     """A dependency timed out, refused the call, or its circuit breaker is open."""
 
-    def __init__(self, dependency: str, message: str, *, delay_s: float | None = None) -> None:
-        super().__init__(f"{dependency}: {message}", delay_s=delay_s)
+    def __init__(
+        self,
+        dependency: str,
+        message: str,
+        *,
+        delay_s: float | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(f"{dependency}: {message}", delay_s=delay_s, hint=hint)
         self.dependency = dependency
 
 

@@ -112,6 +112,7 @@ class Pipeline:
 
         return register
 
+    # Over 50 lines: one check per declaration mistake, each with the message that names it.
     def add_stage(
         self,
         name: str,

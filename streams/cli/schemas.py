@@ -9,7 +9,7 @@ import click
 
 from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say
 from streams.config import KafkaSettings
-from streams.serde.schemas import SchemaCheckReport, SubjectReport, check_schema_dir
+from streams.serde.registry import SchemaCheckReport, SubjectReport, check_schema_dir
 
 __all__ = ["schemas"]
 

@@ -13,9 +13,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from streams.codecs import avro, json
-from streams.pipeline import Pipeline
-from streams.record import Record
+from streams import Pipeline, Record, codecs
 
 RAW = "hello.orders.raw"
 PLACED = "hello.orders.placed"
@@ -58,8 +56,8 @@ pipeline = Pipeline("hello", partitions=4)
 @pipeline.stage(
     "validate",
     inputs=[RAW],
-    input=json(RawOrder),
-    outputs={PLACED: avro(OrderPlaced, "orders/order_placed.v1.avsc")},
+    input=codecs.json(RawOrder),
+    outputs={PLACED: codecs.avro(OrderPlaced, "orders/order_placed.v1.avsc")},
 )
 def validate(record: Record[RawOrder]) -> OrderPlaced:
     return OrderPlaced(**record.value.model_dump())
@@ -68,8 +66,8 @@ def validate(record: Record[RawOrder]) -> OrderPlaced:
 @pipeline.stage(
     "price",
     inputs=[PLACED],
-    input=avro(OrderPlaced, "orders/order_placed.v1.avsc"),
-    outputs={PRICED: json(PricedOrder)},
+    input=codecs.avro(OrderPlaced, "orders/order_placed.v1.avsc"),
+    outputs={PRICED: codecs.json(PricedOrder)},
 )
 def price(record: Record[OrderPlaced]) -> PricedOrder:
     order = record.value

@@ -3,7 +3,7 @@
 ::
 
     orders.raw (JSON)  --validate-->  orders.placed (Avro OrderPlaced)
-                        invalid -> orders.validate.dlq (reason "validation")
+                        invalid -> orders.validate.dlq (reason "deserialization" or "dead-letter")
     orders.placed      --enrich-->    orders.priced (Avro OrderPriced)
                         calls the pricing service through a Dependency (timeout, breaker);
                         an outage parks records in orders.enrich.retry.{2s,10s,30s}
@@ -12,8 +12,6 @@
 
 Environment: ``PRICING_URL`` (default http://127.0.0.1:18090), ``ORDERS_DATABASE_URL`` (the
 sink's default database; ``STREAMS_SINK_DATABASE_URL`` overrides it as for every sink).
-A faust-streaming agent with a windowed table of per-customer totals reads ``orders.priced``
-in a later step; the topic contract leaves room for it.
 """
 
 from __future__ import annotations
@@ -26,14 +24,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from streams.codecs import avro
-from streams.codecs import json as json_codec
-from streams.exceptions import DeadLetter
-from streams.isolation import Dependency
-from streams.pipeline import Pipeline
-from streams.record import Record
-from streams.retry import RetryPolicy
-from streams.sinks import SinkTransaction
+from streams import DeadLetter, Dependency, Pipeline, Record, RetryPolicy, SinkTransaction, codecs
 
 RAW = "orders.raw"
 PLACED = "orders.placed"
@@ -131,8 +122,8 @@ pipeline = Pipeline("orders", partitions=4)
 @pipeline.stage(
     "validate",
     inputs=[RAW],
-    input=json_codec(RawOrder),  # malformed JSON or fields: DLQ, reason "deserialization"
-    outputs={PLACED: avro(OrderPlaced, PLACED_SCHEMA)},
+    input=codecs.json(RawOrder),  # malformed JSON or fields: DLQ, reason "deserialization"
+    outputs={PLACED: codecs.avro(OrderPlaced, PLACED_SCHEMA)},
 )
 def validate(record: Record[RawOrder]) -> OrderPlaced:
     order = record.value
@@ -151,8 +142,8 @@ def validate(record: Record[RawOrder]) -> OrderPlaced:
 @pipeline.stage(
     "enrich",
     inputs=[PLACED],
-    input=avro(OrderPlaced, PLACED_SCHEMA),
-    outputs={PRICED: avro(OrderPriced, PRICED_SCHEMA)},
+    input=codecs.avro(OrderPlaced, PLACED_SCHEMA),
+    outputs={PRICED: codecs.avro(OrderPriced, PRICED_SCHEMA)},
     # outlasts a pricing outage of a minute or so: 2 + 10 + 30 * 5 s of waiting at the least
     retry=RetryPolicy(tiers=(2.0, 10.0, 30.0), max_attempts=8, jitter=0.2),
 )
@@ -186,7 +177,7 @@ ORDERS_TABLE = """CREATE TABLE IF NOT EXISTS orders (
 @pipeline.sink(
     "store",
     inputs=[PRICED],
-    input=avro(OrderPriced, PRICED_SCHEMA),
+    input=codecs.avro(OrderPriced, PRICED_SCHEMA),
     database=os.environ.get("ORDERS_DATABASE_URL", "sqlite:///orders.db"),
     setup_sql=[ORDERS_TABLE],
 )

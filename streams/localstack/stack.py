@@ -148,6 +148,8 @@ class LocalStack:
 
     # -- up ---------------------------------------------------------------------------------
 
+    # Over 50 lines: the start-up is one sequence (prerequisites, broker, registry, report) that
+    # reads best in order; its steps are methods of the components.
     def up(
         self, progress: Progress = _silent, *, with_registry: bool = True, clear_stale: bool = False
     ) -> UpReport:

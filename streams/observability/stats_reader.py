@@ -41,7 +41,7 @@ __all__ = [
 
 log = logging.getLogger("streams.monitor")
 
-# value of streams_dependency_breaker_state, as streams.isolation's own gauge
+# value of streams_dependency_breaker_state, as streams.dependency's own gauge
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 # missed publications tolerated before a worker is considered gone
 STALE_INTERVALS = 3

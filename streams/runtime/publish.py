@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from streams import isolation
+from streams import dependency
 from streams.config import KafkaSettings
 from streams.spec import STATS_TOPIC
 
@@ -62,7 +62,7 @@ class StatsPublisher:
             "ts_ms": time.time_ns() // 1_000_000,
             "pid": os.getpid(),
             "host": self._host,
-            "dependencies": isolation.snapshots(),
+            "dependencies": dependency.snapshots(),
         }
         try:
             self._producer.produce(

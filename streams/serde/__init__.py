@@ -24,16 +24,18 @@ if TYPE_CHECKING:
     from streams.serde.avro import AvroSerde
     from streams.serde.binding import check_binding
     from streams.serde.json import JsonSerde
-    from streams.serde.schemas import (
-        AvroSchema,
+    from streams.serde.registry import (
         SchemaCheckReport,
         check_against_registry,
-        check_backward_compatible,
         check_schema_dir,
+        registry_client,
+    )
+    from streams.serde.schemas import (
+        AvroSchema,
+        check_backward_compatible,
         discover_schemas,
         load_schema,
         parse_schema,
-        registry_client,
     )
 
 # Loaded on first use: the Avro and schema modules pull in fastavro and the registry client
@@ -45,16 +47,16 @@ _LAZY = {
     **dict.fromkeys(
         (
             "AvroSchema",
-            "SchemaCheckReport",
-            "check_against_registry",
             "check_backward_compatible",
-            "check_schema_dir",
             "discover_schemas",
             "load_schema",
             "parse_schema",
-            "registry_client",
         ),
         "streams.serde.schemas",
+    ),
+    **dict.fromkeys(
+        ("SchemaCheckReport", "check_against_registry", "check_schema_dir", "registry_client"),
+        "streams.serde.registry",
     ),
 }
 

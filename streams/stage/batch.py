@@ -20,22 +20,21 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from streams import headers
 from streams.config import KafkaSettings, StageSettings
 from streams.exceptions import (
-    OutputRejectedError,
-    OutputTopicError,
     SerializationError,
     TransactionError,
 )
 from streams.kafka.clients import partition_names
-from streams.kafka.messages import Origin, message_headers, origin_of
+from streams.kafka.messages import Origin, message_headers
 from streams.kafka.transaction import Transaction
 from streams.offsets import TP, OffsetBook
-from streams.record import Output, Record
+from streams.record import Record
 from streams.spec import StageSpec
 from streams.stage import routing
 from streams.stage.gate import RetryGate
 from streams.stage.keyorder import KeyOrdering
 from streams.stage.recovery import Recovery
-from streams.stage.serdes import Encoded, StageSerdes, normalize_outputs
+from streams.stage.serdes import StageSerdes, normalize_outputs
+from streams.stage.writer import TransactionWriter, now_ms
 from streams.stats import StageStats
 
 __all__ = ["TransactionBatch"]
@@ -46,13 +45,10 @@ log = logging.getLogger("streams.stage")
 _IDLE_COMMIT_INTERVAL_S = 2.0
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class TransactionBatch:
     """The open transaction of one stage worker, driven by ``streams.loop.WorkerLoop``."""
 
+    # Over 50 lines: the keyword-only wiring of the batch's collaborators, one per line.
     def __init__(
         self,
         *,
@@ -73,9 +69,7 @@ class TransactionBatch:
         self._consumer = consumer
         self._txn = txn
         self._settings = settings
-        # input records whose output the broker refused (in a transaction since aborted): on
-        # reprocessing they go to the DLQ instead of failing the transaction again
-        self._rejected = rejected
+        self._rejected = rejected  # see TransactionWriter
         self._book = OffsetBook()
         self._gate = RetryGate(consumer)
         self._retry_topics = frozenset(spec.retry_topics)
@@ -94,7 +88,17 @@ class TransactionBatch:
             stats=stats,
             rewind=self.rewind,
         )
-        self._abandoned = False  # the transaction was aborted mid-batch: drop the rest
+        self.writer = TransactionWriter(
+            spec=spec,
+            serdes=serdes,
+            txn=txn,
+            book=self._book,
+            rejected=rejected,
+            ordering=self._ordering,
+            recovery=self.recovery,
+            settings=settings,
+            stats=stats,
+        )
         self._idle_checked = 0.0
 
     # -- what the loop asks ----------------------------------------------------------------
@@ -113,16 +117,16 @@ class TransactionBatch:
         if not messages:
             return
         began = time.monotonic()
-        self._abandoned = False
+        self.writer.abandoned = False
         ready = self._hold_not_due(messages)
         if self.spec.is_async:
             self._process_async(ready)
         else:
             for message in ready:
                 self._handle_one(message)
-                if self._abandoned:
+                if self.writer.abandoned:
                     break
-        if self._abandoned:
+        if self.writer.abandoned:
             log.info("batch abandoned after an aborted transaction; input rewound")
         self.stats.observe_batch(time.monotonic() - began)
 
@@ -171,27 +175,28 @@ class TransactionBatch:
 
     def _handle_one(self, message: Message) -> None:
         """Decode, call the handler, write its outputs; route any failure. Never skips."""
+        writer = self.writer
         if self._ordering is not None:
             parked = self._ordering.parking_for(message)
             if parked is not None:
-                self._send(message, parked)
+                writer.send(message, parked)
                 return
         if self._longest is not None and message.topic() in self._retry_topics:
             until = routing.hold_until(message)
             if until is not None and until > now_ms():
-                self._repark(message)
+                writer.repark(message)
                 return
         try:
             record = self._serdes.decode(message)
         except SerializationError as error:
-            self._route(message, error)
+            writer.route(message, error)
             return
         try:
             outputs = normalize_outputs(self.spec.handler(record))
         except Exception as error:  # noqa: BLE001 - every handler failure is routed, none lost
-            self._route(message, error)
+            writer.route(message, error)
             return
-        self._write(message, record, outputs)
+        writer.write(message, record, outputs)
 
     def _process_async(self, messages: list[Message]) -> None:
         decoded: list[tuple[Message, Record[Any]]] = []
@@ -205,17 +210,17 @@ class TransactionBatch:
         pairs = iter(decoded)
         for index, message in enumerate(messages):  # input order, whatever finished first
             if index in failed:
-                self._route(message, failed[index])
+                self.writer.route(message, failed[index])
             else:
                 _, record = next(pairs)
                 result = next(results)
                 if isinstance(result, Exception):
-                    self._route(message, result)
+                    self.writer.route(message, result)
                 elif isinstance(result, BaseException):
                     raise result
                 else:
-                    self._write(message, record, normalize_outputs(result))
-            if self._abandoned:
+                    self.writer.write(message, record, normalize_outputs(result))
+            if self.writer.abandoned:
                 return
 
     async def _gather(self, records: list[Record[Any]]) -> list[object]:
@@ -227,137 +232,6 @@ class TransactionBatch:
                 return await handler(record)
 
         return await asyncio.gather(*(one(r) for r in records), return_exceptions=True)
-
-    def _write(self, message: Message, record: Record[Any], outputs: list[Output]) -> None:
-        """Encode every output first, then produce them all; a failure routes the record."""
-        origin = (record.topic, record.partition, record.offset)
-        rejected = self._rejected.get(origin)
-        if rejected is not None:
-            # the broker refused an output of this record in an aborted transaction
-            self._route(message, OutputRejectedError(rejected))
-            return
-        try:
-            encoded = [self._serdes.encode(output, record) for output in outputs]
-        except OutputTopicError:
-            raise  # the stage's own mistake, not the record's: stop (exit code 5)
-        except Exception as error:  # noqa: BLE001 - a bad output is the record's failure
-            self._route(message, error)
-            return
-        oversized = self._oversized(encoded)
-        if oversized is not None:
-            self._route(message, oversized)
-            return
-        if not self._open():
-            return
-        for out in encoded:
-            if not self._produce(out.topic, out.value, out.key, out.headers, origin=origin):
-                return
-            self.stats.produced += 1
-        self._processed(message)
-        if self._ordering is not None:
-            self._ordering.settle_if_retried(message)
-
-    def _oversized(self, encoded: list[Encoded]) -> OutputRejectedError | None:
-        limit = self._settings.max_message_bytes
-        for out in encoded:
-            if out.size > limit:
-                return OutputRejectedError(
-                    f"output to {out.topic} is {out.size} bytes, over the limit of {limit}"
-                )
-        return None
-
-    def _route(self, message: Message, error: BaseException) -> None:
-        """Send the record, untouched, to its retry tier or the DLQ, in the open transaction."""
-        routed = routing.route(
-            message, error, group_id=self.spec.group_id, policy=self.spec.retry, now_ms=now_ms()
-        )
-        if not self._open():
-            return
-        if self._ordering is not None:
-            routed = self._ordering.settle(message, routed) or routed
-        if not self._send(message, routed):
-            return
-        if routed.to_dlq:
-            origin = origin_of(message)
-            log.warning(
-                "record dead-lettered",
-                extra={
-                    "record": f"{origin[0]}/{origin[1]}@{origin[2]}",
-                    "reason": routed.reason,
-                    "error": f"{type(error).__name__}: {error}"[:300],
-                    "dlq": routed.topic,
-                },
-            )
-
-    def _repark(self, message: Message) -> None:
-        assert self._longest is not None  # noqa: S101 - checked by the caller
-        index, tier_s = self._longest
-        reparked = routing.repark(
-            message, topic=self.spec.retry_topics[index], tier_s=tier_s, now_ms=now_ms()
-        )
-        if self._ordering is not None:
-            reparked = self._ordering.settle(message, reparked) or reparked
-        self._send(message, reparked)
-
-    def _send(self, message: Message, routed: routing.Routed) -> bool:
-        """Produce a routed record in the open transaction and count it; False if abandoned."""
-        if not self._open():
-            return False
-        origin = origin_of(message)
-        if not self._produce(
-            routed.topic,
-            routed.value,
-            routed.key,
-            routed.headers,
-            origin=origin,
-            partition=routed.partition,
-        ):
-            return False
-        if routed.reason == "parked":
-            self.stats.parked += 1
-        elif routed.to_dlq:
-            self.stats.dead_lettered += 1
-        elif routed.reason == "retry":
-            self.stats.retried += 1
-        self._processed(message)
-        return True
-
-    def _produce(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None,
-        output_headers: list[tuple[str, bytes]],
-        *,
-        origin: Origin,
-        partition: int | None = None,
-    ) -> bool:
-        try:
-            self._txn.produce(topic, value, key, output_headers, origin=origin, partition=partition)
-        except TransactionError as error:
-            self._abandon(error)
-            return False
-        return True
-
-    def _open(self) -> bool:
-        """A transaction is open (begun now if need be); False if beginning failed."""
-        if self._txn.is_open:
-            return True
-        try:
-            self._txn.begin()
-        except TransactionError as error:
-            # a fatal error surfaced since the last commit (a fenced delivery, say)
-            self._abandon(error)
-            return False
-        return True
-
-    def _abandon(self, error: TransactionError) -> None:
-        self.recovery.recover(error)  # aborted or reset, and rewound
-        self._abandoned = True
-
-    def _processed(self, message: Message) -> None:
-        self._book.processed(message.topic() or "", message.partition() or 0, message.offset() or 0)
-        self.stats.consumed += 1
 
     # -- commit and rewind -----------------------------------------------------------------
 
@@ -383,7 +257,7 @@ class TransactionBatch:
             return
         self._idle_checked = time.monotonic()
         moved = self._book.to_commit(self._consumer.position(self._consumer.assignment()))
-        if moved and self._open():
+        if moved and self.writer.open():
             self._commit(between_batches=True)
 
     def rewind(self, partitions: list[TopicPartition] | None = None) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 
 from streams.codecs import raw
+from streams.dependency import Dependency
 from streams.examples.pricing_service import fetch_total
-from streams.isolation import Dependency
 from streams.pipeline import Pipeline
 from streams.record import Output, Record
 from streams.retry import RetryPolicy

@@ -1,4 +1,4 @@
-"""Isolate an external dependency a handler calls: a timeout, a concurrency limit, a breaker.
+"""An external dependency a handler calls, kept at arm's length: timeout, concurrency, breaker.
 
 Wrap each call a handler makes to something outside the pipeline (an HTTP service, a
 database) in one ``Dependency`` per dependency::
@@ -28,6 +28,9 @@ reachable, answering in time?). Nothing is lost meanwhile: the records that need
 parked in the stage's retry topics and come back when their delay is over. The breaker closes
 by itself after a successful probe; no restart is needed.
 
+Modules: ``breaker`` (the circuit breaker's state machine and counters), ``metrics`` (the
+Prometheus series); this module holds ``Dependency``, the calls themselves.
+
 Metrics (default prometheus registry, labelled by ``dependency``; a name must be unique in a
 process, two ``Dependency`` objects with the same name share their series):
 
@@ -46,19 +49,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import enum
 import inspect
-import logging
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, ParamSpec, Self, TypeVar, cast
 
-from prometheus_client import Counter, Gauge, Histogram
-
+from streams.dependency.breaker import BreakerState, CircuitBreaker
 from streams.exceptions import DependencyUnavailable
 
 __all__ = ["BreakerState", "Dependency", "snapshots"]
@@ -75,54 +74,6 @@ def snapshots() -> list[dict[str, Any]]:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-log = logging.getLogger("streams.isolation")
-
-OUTCOMES = ("success", "failure", "timeout", "rejected", "fallback")
-
-_CALLS = Counter(
-    "streams_dependency_calls",
-    "Calls to an external dependency, by outcome",
-    ["dependency", "outcome"],
-)
-_BREAKER_STATE = Gauge(
-    "streams_dependency_breaker_state",
-    "Circuit breaker state of a dependency: 0 closed, 1 half-open, 2 open",
-    ["dependency"],
-)
-_IN_FLIGHT = Gauge(
-    "streams_dependency_in_flight",
-    "Calls to a dependency running now",
-    ["dependency"],
-)
-_CALL_SECONDS = Histogram(
-    "streams_dependency_call_seconds",
-    "Duration of the calls made to a dependency, waiting for a concurrency slot included",
-    ["dependency"],
-    # Dependency timeouts are usually 0.1-10 s; the buckets bracket them so that a latency
-    # creeping up toward the timeout shows before the calls start failing.
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-)
-
-
-class BreakerState(enum.Enum):
-    """State of a dependency's circuit breaker."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-_STATE_GAUGE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
-
-
-@dataclass(frozen=True)
-class _Ticket:
-    """One admitted call: the breaker epoch it was admitted in, and whether it is a probe."""
-
-    epoch: int
-    probe: bool
-    started: float
-
 
 class _TimedOutError(Exception):
     """Internal: the call did not finish within ``timeout_s`` (slot wait included)."""
@@ -136,6 +87,7 @@ class Dependency:
     ``max_concurrency`` each; the async limit is per event loop.
     """
 
+    # Over 50 lines: one check with its own message per setting, then the state it needs.
     def __init__(
         self,
         name: str,
@@ -174,18 +126,16 @@ class Dependency:
         self.retry_delay_s = retry_delay_s
         self.fallback = fallback
         self.failure_types = failure_types
-        self._clock = clock
 
-        self._lock = threading.Lock()
-        self._state = BreakerState.CLOSED
-        # Bumped on every transition: a call admitted before a transition must not change the
-        # state after it (a slow success from before an outage must not close a fresh breaker).
-        self._epoch = 0
-        self._opened_at = 0.0
-        self._consecutive_failures = 0
-        self._probes_in_flight = 0
-        self._in_flight = 0
-        self._counts = dict.fromkeys(OUTCOMES, 0)
+        self._lock = threading.Lock()  # guards the thread pool and the per-loop semaphores
+        self.breaker = CircuitBreaker(
+            name,
+            failure_threshold=failure_threshold,
+            open_for_s=open_for_s,
+            half_open_max_calls=half_open_max_calls,
+            retry_delay_s=retry_delay_s,
+            clock=clock,
+        )
 
         self._sync_slots = threading.BoundedSemaphore(max_concurrency)
         self._executor: ThreadPoolExecutor | None = None
@@ -196,13 +146,6 @@ class Dependency:
             asyncio.AbstractEventLoop, asyncio.Semaphore
         ] = weakref.WeakKeyDictionary()
 
-        self._m_calls = {outcome: _CALLS.labels(name, outcome) for outcome in OUTCOMES}
-        self._m_state = _BREAKER_STATE.labels(name)
-        self._m_in_flight = _IN_FLIGHT.labels(name)
-        self._m_seconds = _CALL_SECONDS.labels(name)
-        self._m_state.set(0)
-        self._m_in_flight.set(0)
-
     def __repr__(self) -> str:
         return f"Dependency({self.name!r}, state={self.state.value})"
 
@@ -211,148 +154,20 @@ class Dependency:
     @property
     def state(self) -> BreakerState:
         """The breaker state; OPEN turns HALF_OPEN by itself once ``open_for_s`` has passed."""
-        with self._lock:
-            self._refresh()
-            return self._state
+        return self.breaker.state
 
     def available(self) -> bool:
         """False when a call made now would be rejected without being made (breaker open, or
         half-open with every probe slot taken). The runtime uses it to skip calling."""
-        with self._lock:
-            self._refresh()
-            if self._state is BreakerState.OPEN:
-                return False
-            return not (
-                self._state is BreakerState.HALF_OPEN
-                and self._probes_in_flight >= self.half_open_max_calls
-            )
+        return self.breaker.available()
 
     def snapshot(self) -> dict[str, Any]:
         """Name, state, consecutive failures, calls by outcome and calls in flight."""
-        with self._lock:
-            self._refresh()
-            return {
-                "name": self.name,
-                "state": self._state.value,
-                "consecutive_failures": self._consecutive_failures,
-                "calls": dict(self._counts),
-                "in_flight": self._in_flight,
-            }
-
-    def _refresh(self) -> None:
-        """Turn OPEN into HALF_OPEN once open_for_s has passed. Holds the lock."""
-        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.open_for_s:
-            self._transition(BreakerState.HALF_OPEN, f"{self.open_for_s:g} s passed, probing")
-
-    def _transition(self, new: BreakerState, reason: str) -> None:
-        """Change state and log it. Holds the lock."""
-        old = self._state
-        self._state = new
-        self._epoch += 1
-        self._probes_in_flight = 0
-        if new is BreakerState.OPEN:
-            self._opened_at = self._clock()
-        elif new is BreakerState.CLOSED:
-            self._consecutive_failures = 0
-        self._m_state.set(_STATE_GAUGE_VALUE[new])
-        if new is BreakerState.OPEN:
-            log.warning(
-                "dependency %s: circuit breaker %s -> %s: %s; calls are rejected for %g s and "
-                "their records wait in the retry topics: check %s",
-                self.name,
-                old.value,
-                new.value,
-                reason,
-                self.open_for_s,
-                self.name,
-            )
-        else:
-            log.warning(
-                "dependency %s: circuit breaker %s -> %s: %s",
-                self.name,
-                old.value,
-                new.value,
-                reason,
-            )
-
-    def _admit(self) -> _Ticket:
-        """Let a call through, or raise DependencyUnavailable (counted as rejected)."""
-        with self._lock:
-            self._refresh()
-            if self._state is BreakerState.OPEN:
-                remaining = max(0.0, self.open_for_s - (self._clock() - self._opened_at))
-                self._count("rejected")
-                delay = self.retry_delay_s if self.retry_delay_s is not None else remaining
-                raise self._unavailable(
-                    f"circuit breaker open for another {remaining:.3g} s after "
-                    f"{self._consecutive_failures} consecutive failures",
-                    delay,
-                )
-            probe = self._state is BreakerState.HALF_OPEN
-            if probe:
-                if self._probes_in_flight >= self.half_open_max_calls:
-                    self._count("rejected")
-                    raise self._unavailable(
-                        f"circuit breaker half-open, {self._probes_in_flight} probe call(s) in "
-                        "flight",
-                        self.retry_delay_s,
-                    )
-                self._probes_in_flight += 1
-            return _Ticket(epoch=self._epoch, probe=probe, started=time.perf_counter())
-
-    def _succeeded(self, ticket: _Ticket) -> None:
-        with self._lock:
-            self._count("success")
-            self._m_seconds.observe(time.perf_counter() - ticket.started)
-            if ticket.epoch != self._epoch:
-                return
-            if ticket.probe:
-                self._transition(BreakerState.CLOSED, "probe call succeeded")
-            else:
-                self._consecutive_failures = 0
-
-    def _failed(self, ticket: _Ticket, outcome: str, message: str) -> DependencyUnavailable:
-        with self._lock:
-            self._count(outcome)
-            self._m_seconds.observe(time.perf_counter() - ticket.started)
-            if ticket.epoch == self._epoch:
-                self._consecutive_failures += 1
-                if ticket.probe:
-                    self._transition(BreakerState.OPEN, f"probe call failed: {message}")
-                elif self._consecutive_failures >= self.failure_threshold:
-                    self._transition(
-                        BreakerState.OPEN,
-                        f"{self._consecutive_failures} consecutive failures, last: {message}",
-                    )
-            return self._unavailable(message, self.retry_delay_s)
-
-    def _released(self, ticket: _Ticket) -> None:
-        """The call ended in neither success nor dependency failure: free its probe slot."""
-        with self._lock:
-            if ticket.probe and ticket.epoch == self._epoch:
-                self._probes_in_flight -= 1
-
-    def _count(self, outcome: str) -> None:
-        self._counts[outcome] += 1
-        self._m_calls[outcome].inc()
-
-    def _unavailable(self, message: str, delay_s: float | None) -> DependencyUnavailable:
-        error = DependencyUnavailable(self.name, message, delay_s=delay_s)
-        error.hint = (
-            f"check that {self.name} is up and answering in time; the record waits in the "
-            "retry topics meanwhile"
-        )
-        return error
-
-    def _flight(self, delta: int) -> None:
-        with self._lock:
-            self._in_flight += delta
-            self._m_in_flight.set(self._in_flight)
+        return self.breaker.snapshot()
 
     def _fallback(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Call the fallback (the callers check there is one) and count it."""
-        with self._lock:
-            self._count("fallback")
+        self.breaker.fallback_served()
         return cast("Callable[..., Any]", self.fallback)(*args, **kwargs)
 
     # -- async calls ----------------------------------------------------------------------------
@@ -364,7 +179,7 @@ class Dependency:
         fallback is set (its result is returned; an async fallback is awaited).
         """
         try:
-            ticket = self._admit()
+            ticket = self.breaker.admit()
         except DependencyUnavailable:
             if self.fallback is None:
                 raise
@@ -373,28 +188,30 @@ class Dependency:
         scope = asyncio.timeout(self.timeout_s)
         try:
             async with scope, self._loop_slots():
-                self._flight(+1)
+                self.breaker.flight(+1)
                 try:
                     result = await fn(*args, **kwargs)
                 finally:
-                    self._flight(-1)
+                    self.breaker.flight(-1)
         except TimeoutError as exc:
             if scope.expired():
-                error = self._failed(ticket, "timeout", f"timed out after {self.timeout_s:g} s")
+                error = self.breaker.failed(
+                    ticket, "timeout", f"timed out after {self.timeout_s:g} s"
+                )
             elif isinstance(exc, self.failure_types):
-                error = self._failed(ticket, "failure", _describe(exc))
+                error = self.breaker.failed(ticket, "failure", _describe(exc))
             else:
-                self._released(ticket)
+                self.breaker.released(ticket)
                 raise
             cause: BaseException = exc
         except self.failure_types as exc:
-            error = self._failed(ticket, "failure", _describe(exc))
+            error = self.breaker.failed(ticket, "failure", _describe(exc))
             cause = exc
         except BaseException:
-            self._released(ticket)
+            self.breaker.released(ticket)
             raise
         else:
-            self._succeeded(ticket)
+            self.breaker.succeeded(ticket)
             return result
         if self.fallback is None:
             raise error from cause
@@ -423,7 +240,7 @@ class Dependency:
         call holds a slot forever and the interpreter waits for it at exit.
         """
         try:
-            ticket = self._admit()
+            ticket = self.breaker.admit()
         except DependencyUnavailable:
             if self.fallback is None:
                 raise
@@ -432,16 +249,16 @@ class Dependency:
         try:
             result = self._run_in_thread(fn, args, kwargs)
         except _TimedOutError as exc:
-            error = self._failed(ticket, "timeout", f"timed out after {self.timeout_s:g} s")
+            error = self.breaker.failed(ticket, "timeout", f"timed out after {self.timeout_s:g} s")
             cause: BaseException = exc
         except self.failure_types as exc:
-            error = self._failed(ticket, "failure", _describe(exc))
+            error = self.breaker.failed(ticket, "failure", _describe(exc))
             cause = exc
         except BaseException:
-            self._released(ticket)
+            self.breaker.released(ticket)
             raise
         else:
-            self._succeeded(ticket)
+            self.breaker.succeeded(ticket)
             return result
         if self.fallback is None:
             raise error from cause
@@ -454,7 +271,7 @@ class Dependency:
         # Waiting for a slot counts toward the timeout: a saturated dependency is a slow one.
         if not self._sync_slots.acquire(timeout=self.timeout_s):
             raise _TimedOutError
-        self._flight(+1)
+        self.breaker.flight(+1)
         context = contextvars.copy_context()
 
         def run() -> T:
@@ -479,7 +296,7 @@ class Dependency:
             raise _TimedOutError from None
 
     def _sync_call_done(self) -> None:
-        self._flight(-1)
+        self.breaker.flight(-1)
         self._sync_slots.release()
 
     def _sync_call_cancelled(self, future: Future[Any]) -> None:

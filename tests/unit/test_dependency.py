@@ -1,4 +1,4 @@
-"""streams.isolation: the breaker, timeouts, concurrency limits, fallback and metrics.
+"""streams.dependency: the breaker, timeouts, concurrency limits, fallback and metrics.
 
 A fake clock drives the breaker; fake functions stand in for the dependency.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from streams.dependency import BreakerState, Dependency
 from streams.exceptions import DependencyUnavailable, RetryLater
-from streams.isolation import BreakerState, Dependency
 
 _names = itertools.count()
 
@@ -672,7 +672,7 @@ def test_every_transition_is_logged_with_the_dependency_name(
     make: MakeDependency, calls: Calls, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     dep = make(failure_threshold=1)
-    with caplog.at_level(logging.WARNING, logger="streams.isolation"):
+    with caplog.at_level(logging.WARNING, logger="streams.dependency"):
         fail_times(dep, calls, 1)
         clock.advance(10.0)
         dep.call_sync(calls.ok)

@@ -1,4 +1,4 @@
-"""streams.isolation against a real HTTP server on 127.0.0.1, switched between ok, slow, down
+"""streams.dependency against a real HTTP server on 127.0.0.1, switched between ok, slow, down
 (closed: connection refused) and 500 errors.
 
 The server counts the requests it receives, which shows that an open breaker does not call the
@@ -23,8 +23,8 @@ from typing import Any, Literal
 import pytest
 from prometheus_client import REGISTRY
 
+from streams.dependency import BreakerState, Dependency
 from streams.exceptions import DependencyUnavailable
-from streams.isolation import BreakerState, Dependency
 
 Mode = Literal["ok", "slow", "down", "error", "missing"]
 
