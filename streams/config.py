@@ -155,9 +155,11 @@ class StageSettings(BaseSettings):
     # the longest legitimate pause: a commit retried for transaction_deadline_s, a rewind's
     # committed() call (30 s), a handler batch.
     watchdog_s: float = 120.0
-    # Outputs larger than this go to the DLQ (reason output-rejected) instead of failing the
-    # transaction; the broker's default limit (message.max.bytes) is about 1 MiB.
-    max_message_bytes: int = 1_000_000
+    # The largest record the stage writes to any topic. Unset: each destination topic's own
+    # max.message.bytes, read at start-up (the broker's default is about 1 MiB). An output over
+    # the limit sends its input record to the DLQ (reason output-rejected); a retry or DLQ
+    # record over it goes to the DLQ cut to fit (reason unroutable).
+    max_message_bytes: int | None = None
 
 
 class SinkSettings(BaseSettings):

@@ -16,11 +16,14 @@ streams.due.ms                 retry records: not to be processed before this ti
 streams.hold.until.ms          retry records of a ``RetryLater(delay_s)`` longer than   decimal
                                the longest tier: re-parked in that tier until then
 streams.error.reason           retry, or: deserialization | validation | handler |    utf-8
-                               dead-letter | retries-exhausted | output-rejected
+                               dead-letter | retries-exhausted | output-rejected |
+                               unroutable
 streams.error.class            the exception's class (module.Name)                     utf-8
 streams.error.message          its message, at most 1,000 bytes                        utf-8
 streams.error.stack            DLQ records: the traceback, at most 4,000 bytes         utf-8
                                (the innermost part); retry records do not carry it
+streams.truncated              DLQ records of reason ``unroutable`` whose value was cut decimal
+                               to fit: the original value's length in bytes
 streams.parked.behind          key-ordered retries: the record (topic/partition@offset) utf-8
                                of the same key this one waits behind; it was not tried
 streams.replayed               reserved for replay/redrive tools (none written yet)    utf-8
@@ -52,6 +55,7 @@ __all__ = [
     "PREFIX",
     "REPLAYED",
     "STAGE",
+    "TRUNCATED",
     "get",
     "get_int",
     "original_coordinates",
@@ -74,6 +78,7 @@ ERROR_MESSAGE = "streams.error.message"
 ERROR_STACK = "streams.error.stack"
 REPLAYED = "streams.replayed"
 PARKED_BEHIND = "streams.parked.behind"
+TRUNCATED = "streams.truncated"
 
 # Bounded so that a DLQ record stays far below the broker's message size limit whatever failed.
 MAX_MESSAGE_BYTES = 1000

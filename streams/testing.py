@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from streams import headers as _headers
 from streams.config import StageSettings
 from streams.exceptions import OutputRejectedError, OutputTopicError, SerializationError
+from streams.kafka.limits import KAFKA_DEFAULT_MAX_BYTES
 from streams.record import Record
 from streams.spec import StageSpec
 from streams.stage.routing import Routed, route
@@ -78,8 +79,9 @@ class StageHarness:
         self.spec = spec
         self.codecs = StageSerdes(spec, registry)
         self._offsets: dict[tuple[str, int], int] = defaultdict(int)
-        # as the worker's STREAMS_STAGE_MAX_MESSAGE_BYTES: a larger output is dead-lettered
-        self.max_message_bytes = StageSettings().max_message_bytes
+        # as the worker's STREAMS_STAGE_MAX_MESSAGE_BYTES (else a topic's default limit): a
+        # larger output is dead-lettered
+        self.max_message_bytes = StageSettings().max_message_bytes or KAFKA_DEFAULT_MAX_BYTES
 
     def encode_input(self, value: Any) -> bytes:
         """Encode a typed value with the stage's input codec (to build test input)."""

@@ -8,6 +8,7 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from streams.config import KafkaSettings, StageSettings
+from streams.kafka.limits import RECORD_OVERHEAD_BYTES, TopicLimits
 
 __all__ = [
     "partition_names",
@@ -16,8 +17,10 @@ __all__ = [
     "worker_consumer_config",
 ]
 
-# Room for our headers on top of the largest record a stage lets through.
+# Room on top of the largest record a stage writes (record_size() is an estimate).
 HEADER_ROOM_BYTES = 65536
+# Batches of up to 256 KiB: larger ones did not raise a stage's throughput.
+_BATCH_BYTES = 262144
 
 
 def partition_names(partitions: Iterable[TopicPartition]) -> str:
@@ -63,11 +66,14 @@ def transactional_producer_config(
     *,
     client_id: str,
     transactional_id: str,
-    max_message_bytes: int,
+    limits: TopicLimits,
 ) -> dict[str, Any]:
     """The transactional producer of a stage worker (one per worker, one transaction at once).
 
-    ``max_message_bytes``: the largest record (key + value) the stage writes anywhere.
+    ``limits``: what each destination topic accepts. The producer takes records as large as
+    the largest of them (so that a topic that allows 6 MiB gets its 5 MB record), and builds
+    batches no larger than the smallest (a batch of small records to a topic with a low
+    ``max.message.bytes`` would be refused whole).
     """
     return {
         **kafka.client_config(),
@@ -76,8 +82,8 @@ def transactional_producer_config(
         "transaction.timeout.ms": settings.transaction_timeout_ms,
         # batching inside the transaction window; commit flushes at once regardless
         "linger.ms": 5,
-        "batch.size": 262144,
-        "message.max.bytes": max_message_bytes + HEADER_ROOM_BYTES,
+        "batch.size": max(1024, min(_BATCH_BYTES, limits.smallest - RECORD_OVERHEAD_BYTES)),
+        "message.max.bytes": limits.largest + HEADER_ROOM_BYTES,
     }
 
 

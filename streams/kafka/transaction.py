@@ -17,6 +17,7 @@ caller then rewinds to the committed offsets, which reflect what really happened
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import logging
@@ -26,10 +27,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from streams.exceptions import TransactionError
+from streams.exceptions import OutputRejectedError, TransactionError
 from streams.kafka.errors import FENCED_CODES, from_kafka_exception
 
-__all__ = ["Transaction", "TxnState"]
+__all__ = ["Refusal", "Transaction", "TxnState"]
 
 log = logging.getLogger("streams.transaction")
 
@@ -40,8 +41,29 @@ _REJECTED = frozenset(
         KafkaError.INVALID_MSG_SIZE,
         KafkaError.INVALID_RECORD,
         KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
     }
 )
+
+# The refusals that a smaller record would not get (the topic's or the producer's size limit).
+_TOO_LARGE = frozenset(
+    {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE, KafkaError.RECORD_LIST_TOO_LARGE}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """The broker refused a record for good: which input record it came from, and why.
+
+    ``too_large``: refused for its size (or the size of the batch it was in), so the topic's
+    limit may have changed since the producer was set up.
+    """
+
+    origin: tuple[str, int, int]
+    topic: str
+    too_large: bool
+    reason: str
+
 
 # When the local queue is full, serve delivery reports for this long before trying again.
 _QUEUE_FULL_POLL_S = 0.05
@@ -81,7 +103,7 @@ class Transaction:
         producer_config: Mapping[str, Any],
         *,
         deadline_s: float,
-        on_rejected: Callable[[tuple[str, int, int], str], None] | None = None,
+        on_rejected: Callable[[Refusal], None] | None = None,
     ) -> None:
         self._on_rejected = on_rejected
         self._config = dict(producer_config)
@@ -143,8 +165,13 @@ class Transaction:
                 raise mapped from error
             return producer
 
-    def reset(self) -> None:
-        """Recreate the producer (same transactional.id): fences and resolves the old one."""
+    def reset(self, producer_config: Mapping[str, Any] | None = None) -> None:
+        """Recreate the producer (same transactional.id): fences and resolves the old one.
+
+        ``producer_config`` replaces the settings (the transactional.id stays the same).
+        """
+        if producer_config is not None:
+            self._config = {**producer_config, "transactional.id": self.transactional_id}
         old = self._producer
         self._to(TxnState.BROKEN)
         try:
@@ -186,14 +213,21 @@ class Transaction:
         self.records = 0
         self.delivery_error = None
 
-    def _on_delivery(self, origin: tuple[str, int, int] | None, error: Any, _message: Any) -> None:
+    def _on_delivery(self, origin: tuple[str, int, int] | None, error: Any, message: Any) -> None:
         if error is None:
             return
         if self.delivery_error is None:
             # the transaction is now abortable; commit will fail and say so
             self.delivery_error = str(error)
         if origin is not None and self._on_rejected is not None and error.code() in _REJECTED:
-            self._on_rejected(origin, f"the broker refused an output: {error.str()}")
+            self._on_rejected(
+                Refusal(
+                    origin=origin,
+                    topic=str(message.topic() if message is not None else ""),
+                    too_large=error.code() in _TOO_LARGE,
+                    reason=f"the broker refused a record for {message.topic()}: {error.str()}",
+                )
+            )
 
     def produce(
         self,
@@ -205,7 +239,11 @@ class Transaction:
         origin: tuple[str, int, int] | None = None,
         partition: int | None = None,
     ) -> None:
-        """Produce in the open transaction; ``partition`` None lets the partitioner choose."""
+        """Produce in the open transaction; ``partition`` None lets the partitioner choose.
+
+        Raises ``OutputRejectedError`` (the transaction still open and usable) when the client
+        refuses the record itself, before queueing it: too large for ``message.max.bytes``.
+        """
         if self.state is not TxnState.OPEN:  # the one check of _require, inline: hot path
             self._require("produce")
         while True:
@@ -222,6 +260,13 @@ class Transaction:
                 self._producer.poll(_QUEUE_FULL_POLL_S)
                 continue
             except KafkaException as error:
+                refused = error.args[0] if error.args else None
+                if isinstance(refused, KafkaError) and refused.code() in _REJECTED:
+                    # refused before it was queued (too large for this producer): the
+                    # transaction is untouched, and the caller routes the record aside
+                    raise OutputRejectedError(
+                        f"the producer refused a record for {topic}: {refused.str()}"
+                    ) from error
                 mapped = self._map(error, f"produce to {topic}")
                 if mapped.fatal:
                     self._to(TxnState.BROKEN)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
@@ -24,6 +24,7 @@ from streams.exceptions import (
     TransactionError,
 )
 from streams.kafka.clients import partition_names
+from streams.kafka.limits import TopicLimits
 from streams.kafka.messages import Origin, message_headers
 from streams.kafka.transaction import Transaction
 from streams.offsets import TP, OffsetBook
@@ -34,7 +35,7 @@ from streams.stage.gate import RetryGate
 from streams.stage.keyorder import KeyOrdering
 from streams.stage.recovery import Recovery
 from streams.stage.serdes import StageSerdes, normalize_outputs
-from streams.stage.writer import TransactionWriter, now_ms
+from streams.stage.writer import Rejections, TransactionWriter, now_ms
 from streams.stats import StageStats
 
 __all__ = ["TransactionBatch"]
@@ -57,7 +58,10 @@ class TransactionBatch:
         serdes: StageSerdes,
         consumer: Consumer,
         txn: Transaction,
-        rejected: dict[Origin, str],
+        rejections: Rejections,
+        limits: TopicLimits,
+        read_limits: Callable[[Iterable[str]], dict[str, int]],
+        producer_config: Callable[[TopicLimits], dict[str, Any]],
         kafka: KafkaSettings,
         settings: StageSettings,
         stats: StageStats,
@@ -69,7 +73,6 @@ class TransactionBatch:
         self._consumer = consumer
         self._txn = txn
         self._settings = settings
-        self._rejected = rejected  # see TransactionWriter
         self._book = OffsetBook()
         self._gate = RetryGate(consumer)
         self._retry_topics = frozenset(spec.retry_topics)
@@ -93,12 +96,16 @@ class TransactionBatch:
             serdes=serdes,
             txn=txn,
             book=self._book,
-            rejected=rejected,
+            rejections=rejections,
+            limits=limits,
             ordering=self._ordering,
             recovery=self.recovery,
-            settings=settings,
             stats=stats,
         )
+        self._rejections = rejections
+        self._limits = limits
+        self._read_limits = read_limits
+        self._producer_config = producer_config
         self._idle_checked = 0.0
 
     # -- what the loop asks ----------------------------------------------------------------
@@ -112,6 +119,36 @@ class TransactionBatch:
     def before_consume(self) -> None:
         self._gate.resume_due(now_ms())
         self._txn.poll()
+        if not self._txn.is_open:  # between transactions (refusals arrive before the abort)
+            refused = self._rejections.size_refusals()
+            if refused:
+                self._follow_limits(refused)
+
+    def _follow_limits(self, refused: dict[Origin, str]) -> None:
+        """The broker refused records for size: its topics' limits may have changed.
+
+        Re-read them. Where a limit changed, the new one is followed (a smaller batch size, so
+        a new producer) and the refusals are forgotten: the check before each write now routes
+        what is really too large, and a record refused only because it shared a batch with a
+        large one goes through. Where nothing changed, the records stay marked and go to the
+        DLQ when read again.
+        """
+        topics = set(refused.values())
+        before = {topic: self._limits.limit(topic) for topic in topics}
+        self._limits.update(self._read_limits(topics))
+        changed = {t: (before[t], self._limits.limit(t)) for t in topics}
+        changed = {t: limits for t, limits in changed.items() if limits[0] != limits[1]}
+        if not changed:
+            return
+        log.warning(
+            "topic size limits changed since start-up; following them: %s",
+            ", ".join(f"{t} {old} -> {new} bytes" for t, (old, new) in sorted(changed.items())),
+        )
+        self._rejections.forget(refused)
+        self.recovery.reset_producer(
+            TransactionError("the producer's size settings follow the new limits"),
+            config=self._producer_config(self._limits),
+        )
 
     def process(self, messages: list[Message]) -> None:
         if not messages:
@@ -176,6 +213,8 @@ class TransactionBatch:
     def _handle_one(self, message: Message) -> None:
         """Decode, call the handler, write its outputs; route any failure. Never skips."""
         writer = self.writer
+        if writer.escalated(message):
+            return
         if self._ordering is not None:
             parked = self._ordering.parking_for(message)
             if parked is not None:
@@ -248,7 +287,7 @@ class TransactionBatch:
             return False
         self.stats.transactions_committed += 1
         self._book.mark_committed(offsets)
-        self._rejected.clear()
+        self.writer.committed()
         return True
 
     def _commit_markers_only(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -92,10 +93,11 @@ class Recovery:
             self.reset_producer(error)
         self._rewind()
 
-    def reset_producer(self, error: StreamsError) -> None:
+    def reset_producer(self, error: StreamsError, *, config: dict[str, Any] | None = None) -> None:
+        """A new producer, same transactional.id (``config``: new settings for it)."""
         log.warning("recreating the transactional producer after: %s", error)
         self._stats.producer_resets += 1
-        self._txn.reset()
+        self._txn.reset(config)
 
     def abort_quietly(self) -> None:
         """Stopping on an error: abort what is open, if anything; never raise."""

@@ -17,11 +17,12 @@ from dataclasses import dataclass, replace
 
 from streams import headers
 from streams.exceptions import OutputRejectedError
+from streams.kafka.limits import record_size
 from streams.kafka.messages import MessageLike, carried_headers, message_headers, origin_of
 from streams.ordering import Waiting
 from streams.retry import RetryDecision, RetryPolicy
 
-__all__ = ["Routed", "park", "repark", "route"]
+__all__ = ["Routed", "park", "repark", "route", "unroutable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,11 @@ class Routed:
     @property
     def to_dlq(self) -> bool:
         return self.due_ms is None
+
+    @property
+    def size(self) -> int:
+        """Its size on the wire, as the destination topic's limit counts it (an estimate)."""
+        return record_size(self.key, self.value, self.headers)
 
     def on_partition(self, partition: int | None) -> Routed:
         return replace(self, partition=partition)
@@ -155,3 +161,58 @@ def repark(message: MessageLike, *, topic: str, tier_s: float, now_ms: int) -> R
         due_ms=due,
         attempt=headers.get_int(original, headers.ATTEMPT) or 0,
     )
+
+
+def unroutable(
+    message: MessageLike,
+    *,
+    group_id: str,
+    dlq_topic: str,
+    limit: int,
+    why: str,
+    now_ms: int,
+) -> Routed | None:
+    """A bounded dead-letter record for a record that no retry can ever write where it goes.
+
+    Too large for the producer or the topic, invalid, or not authorised: the record goes to
+    the DLQ with reason ``unroutable``, its original coordinates, and as much of its value as
+    fits in ``limit`` bytes (``streams.truncated`` then holds the original length; the whole
+    record stays readable in its input topic until retention). If even the key and our own
+    headers do not fit, the record's own headers and then its key are left out. None when
+    nothing fits: the caller must stop rather than loop.
+    """
+    original = message_headers(message)
+    attempts = (headers.get_int(original, headers.ATTEMPT) or 0) + 1
+    ours = [
+        (headers.STAGE, group_id.encode()),
+        (headers.ATTEMPT, str(attempts).encode()),
+        (
+            headers.FIRST_FAILURE_MS,
+            str(headers.get_int(original, headers.FIRST_FAILURE_MS) or now_ms).encode(),
+        ),
+        (headers.ERROR_REASON, b"unroutable"),
+        (headers.ERROR_CLASS, b"streams.exceptions.OutputRejectedError"),
+        (headers.ERROR_MESSAGE, headers.truncate(why, headers.MAX_MESSAGE_BYTES)),
+    ]
+    carried = carried_headers(message, original)
+    value = message.value() or b""
+    key = message.key()
+    originals = [(n, v) for n, v in carried if n.startswith("streams.original.")]
+    for kept_headers, kept_key in ((carried, key), (originals, key), (originals, None)):
+        found = [*kept_headers, *ours, (headers.TRUNCATED, str(len(value)).encode())]
+        room = limit - record_size(kept_key, b"", found)
+        if room < 0:
+            continue
+        if len(value) <= room:  # it fits whole after all: no truncation flag
+            found = [*kept_headers, *ours]
+        return Routed(
+            topic=dlq_topic,
+            partition=None,
+            key=kept_key,
+            value=None if message.value() is None else value[:room],
+            headers=found,
+            reason="unroutable",
+            due_ms=None,
+            attempt=attempts,
+        )
+    return None

@@ -19,12 +19,13 @@ from streams.codecs import registry_for
 from streams.config import KafkaSettings, StageSettings
 from streams.exceptions import KafkaClientError, TopologyError
 from streams.kafka.clients import transactional_producer_config, worker_consumer_config
-from streams.kafka.messages import Origin
-from streams.kafka.transaction import Transaction
+from streams.kafka.limits import TopicLimits, read_topic_limits
+from streams.kafka.transaction import Refusal, Transaction
 from streams.loop import WorkerLoop
 from streams.spec import StageSpec
 from streams.stage.batch import TransactionBatch
 from streams.stage.serdes import StageSerdes
+from streams.stage.writer import Rejections
 from streams.stats import StageStats
 
 if TYPE_CHECKING:
@@ -76,16 +77,19 @@ class StageRunner:
 
     def run(self, *, max_records: int | None = None, idle_timeout_s: float | None = None) -> None:
         """Consume and process until ``request_stop`` (or the optional limits, for tests)."""
-        rejected: dict[Origin, str] = {}
-        txn = self._transaction(rejected.__setitem__)
         consumer = Consumer(self._consumer_config())
+        rejections = Rejections()
         try:
             _require_topics(consumer, self.spec, self.kafka)
+            limits = TopicLimits(
+                read_topic_limits(self.kafka, self.spec.written_topics),
+                cap=self.settings.max_message_bytes,
+            )
+            txn = self._transaction(rejections.add, limits)
         except BaseException:
             consumer.close()
-            txn.close()
             raise
-        batch = self._batch(consumer, txn, rejected)
+        batch = self._batch(consumer, txn, rejections, limits)
         log.info(
             "stage started",
             extra={
@@ -111,16 +115,18 @@ class StageRunner:
 
     # -- clients ---------------------------------------------------------------------------
 
-    def _transaction(self, on_rejected: Callable[[Origin, str], None]) -> Transaction:
+    def _transaction(
+        self, on_rejected: Callable[[Refusal], None], limits: TopicLimits
+    ) -> Transaction:
         """The worker's transactional producer (init_transactions done): one per run."""
         return Transaction(
-            self._producer_config(),
+            self._producer_config(limits),
             deadline_s=self.settings.transaction_deadline_s,
             on_rejected=on_rejected,
         )
 
     def _batch(
-        self, consumer: Consumer, txn: Transaction, rejected: dict[Origin, str]
+        self, consumer: Consumer, txn: Transaction, rejections: Rejections, limits: TopicLimits
     ) -> TransactionBatch:
         return TransactionBatch(
             spec=self.spec,
@@ -128,19 +134,22 @@ class StageRunner:
             serdes=self.serdes,
             consumer=consumer,
             txn=txn,
-            rejected=rejected,
+            rejections=rejections,
+            limits=limits,
+            read_limits=lambda topics: read_topic_limits(self.kafka, topics),
+            producer_config=self._producer_config,
             kafka=self.kafka,
             settings=self.settings,
             stats=self.stats,
         )
 
-    def _producer_config(self) -> dict[str, Any]:
+    def _producer_config(self, limits: TopicLimits) -> dict[str, Any]:
         return transactional_producer_config(
             self.kafka,
             self.settings,
             client_id=f"{self.spec.client_id(self.slot)}.producer",
             transactional_id=self.spec.transactional_id(self.slot),
-            max_message_bytes=self.settings.max_message_bytes,
+            limits=limits,
         )
 
     def _consumer_config(self) -> dict[str, Any]:

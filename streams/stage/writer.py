@@ -5,20 +5,33 @@ retry tier or the dead-letter topic (``streams.stage.routing``), and notes each 
 processed in the offset book. A transactional call that fails goes to ``Recovery``, which
 aborts or resets and rewinds; the writer then marks the batch ``abandoned``, and the batch
 drops the rest of the records it was given (they are read again).
+
+No record can stall its partition. Every write is checked against its destination topic's
+limit (``streams.kafka.limits``) before it is produced; a record that no retry can ever write
+there (too large, invalid, not authorised: refused by the client, or by the broker in a
+transaction since aborted, or failing the producer three times in a row) goes to the DLQ as a
+bounded record with reason ``unroutable``. If even that cannot be written, the stage stops
+with ``StageStoppedError`` (exit code 3) naming the record: it never loops.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Message
 
-from streams.config import StageSettings
-from streams.exceptions import OutputRejectedError, OutputTopicError, TransactionError
+from streams.exceptions import (
+    OutputRejectedError,
+    OutputTopicError,
+    StageStoppedError,
+    TransactionError,
+)
+from streams.kafka.limits import TopicLimits, record_size
 from streams.kafka.messages import Origin, origin_of
-from streams.kafka.transaction import Transaction
+from streams.kafka.transaction import Refusal, Transaction
 from streams.offsets import OffsetBook
 from streams.record import Output, Record
 from streams.spec import StageSpec
@@ -28,9 +41,54 @@ from streams.stage.recovery import Recovery
 from streams.stage.serdes import Encoded, StageSerdes
 from streams.stats import StageStats
 
-__all__ = ["TransactionWriter", "now_ms"]
+__all__ = ["Rejections", "TransactionWriter", "now_ms"]
 
 log = logging.getLogger("streams.stage")
+
+# A record whose writes failed the producer this many times in a row (each time a reset and a
+# rewind) is routed aside as unroutable: the same record would fail it forever.
+_MAX_FAILURES_PER_RECORD = 3
+
+
+class Rejections:
+    """Input records whose writes the broker refused, by the input's coordinates.
+
+    Filled by the transaction's delivery reports (``Transaction(on_rejected=rejections.add)``)
+    in a transaction that then aborts; read when the record is processed again after the
+    rewind; cleared at the next commit. A refusal for size may be the batch's fault rather
+    than the record's (the broker refuses the whole batch): ``size_refusals`` lets the batch
+    re-read the topics' limits first, and forget the refusals that the new limits explain.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[Origin, tuple[int, str]] = {}
+        self._too_large: dict[Origin, str] = {}  # origin -> topic, refused for size
+
+    def add(self, refusal: Refusal) -> None:
+        self.note(refusal.origin, refusal.reason)
+        if refusal.too_large:
+            self._too_large[refusal.origin] = refusal.topic
+
+    def note(self, origin: Origin, reason: str) -> None:
+        count, _ = self._seen.get(origin, (0, ""))
+        self._seen[origin] = (count + 1, reason)
+
+    def get(self, origin: Origin) -> tuple[int, str] | None:
+        """(times refused, the last reason), or None."""
+        return self._seen.get(origin)
+
+    def size_refusals(self) -> dict[Origin, str]:
+        """The refusals for size not yet looked into (origin -> topic); taken, not kept."""
+        found, self._too_large = self._too_large, {}
+        return found
+
+    def forget(self, origins: Iterable[Origin]) -> None:
+        for origin in origins:
+            self._seen.pop(origin, None)
+
+    def clear(self) -> None:
+        self._seen.clear()
+        self._too_large.clear()
 
 
 def now_ms() -> int:
@@ -47,10 +105,10 @@ class TransactionWriter:
         serdes: StageSerdes,
         txn: Transaction,
         book: OffsetBook,
-        rejected: dict[Origin, str],
+        rejections: Rejections,
+        limits: TopicLimits,
         ordering: KeyOrdering | None,
         recovery: Recovery,
-        settings: StageSettings,
         stats: StageStats,
     ) -> None:
         self.spec = spec
@@ -59,21 +117,45 @@ class TransactionWriter:
         self._serdes = serdes
         self._txn = txn
         self._book = book
-        # input records whose output the broker refused (in a transaction since aborted): on
-        # reprocessing they go to the DLQ instead of failing the transaction again
-        self._rejected = rejected
+        self._rejections = rejections
+        self._limits = limits
         self._ordering = ordering
         self._recovery = recovery
-        self._max_bytes = settings.max_message_bytes
         self._longest = spec.retry.longest_tier
+        # records whose writes failed the producer (reset + rewind), since the last commit
+        self._failures: dict[Origin, tuple[int, str]] = {}
+
+    # -- what the batch asks ---------------------------------------------------------------
+
+    def escalated(self, message: Message) -> bool:
+        """Route ``message`` as unroutable if it failed every write before; True if it did."""
+        origin = origin_of(message)
+        refused = self._rejections.get(origin)
+        failed = self._failures.get(origin)
+        if refused is not None and refused[0] >= 2:  # noqa: PLR2004 - once as itself, once bounded
+            why = f"the broker refused its writes {refused[0]} times: {refused[1]}"
+        elif failed is not None and failed[0] >= _MAX_FAILURES_PER_RECORD:
+            why = (
+                f"writing it failed the producer {failed[0]} times in a row (a new producer "
+                f"each time): {failed[1]}"
+            )
+        else:
+            return False
+        self._send_bounded(message, why)
+        return True
+
+    def committed(self) -> None:
+        """The transaction committed: what failed before is forgotten."""
+        self._failures.clear()
+        self._rejections.clear()
 
     def write(self, message: Message, record: Record[Any], outputs: list[Output]) -> None:
         """Encode every output first, then produce them all; a failure routes the record."""
         origin = (record.topic, record.partition, record.offset)
-        rejected = self._rejected.get(origin)
-        if rejected is not None:
-            # the broker refused an output of this record in an aborted transaction
-            self.route(message, OutputRejectedError(rejected))
+        refused = self._rejections.get(origin)
+        if refused is not None:
+            # the broker refused a write of this record in an aborted transaction
+            self.route(message, OutputRejectedError(refused[1]))
             return
         try:
             encoded = [self._serdes.encode(output, record) for output in outputs]
@@ -86,22 +168,39 @@ class TransactionWriter:
         if oversized is not None:
             self.route(message, oversized)
             return
-        if not self.open():
+        if not self.open() or not self._produce_outputs(message, encoded, origin):
             return
-        for out in encoded:
-            if not self._produce(out.topic, out.value, out.key, out.headers, origin=origin):
-                return
-            self.stats.produced += 1
         self._processed(message)
         if self._ordering is not None:
             self._ordering.settle_if_retried(message)
 
+    def _produce_outputs(self, message: Message, encoded: list[Encoded], origin: Origin) -> bool:
+        """Produce every output of one record; False if the record was routed or abandoned."""
+        for index, out in enumerate(encoded):
+            try:
+                if not self._produce(out.topic, out.value, out.key, out.headers, origin=origin):
+                    return False
+            except OutputRejectedError as error:
+                if index == 0:  # nothing of this record went out: route it instead
+                    self.route(message, error)
+                    return False
+                # outputs of it went out before this one was refused: they must not commit, so
+                # the transaction aborts; read again, the record goes to the DLQ instead
+                self._rejections.note(origin, str(error))
+                self._abandon(
+                    TransactionError(f"{error}; aborting what went before it", requires_abort=True)
+                )
+                return False
+            self.stats.produced += 1
+        return True
+
     def _oversized(self, encoded: list[Encoded]) -> OutputRejectedError | None:
-        limit = self._max_bytes
         for out in encoded:
-            if out.size > limit:
+            size = record_size(out.key, out.value, out.headers)
+            limit = self._limits.limit(out.topic)
+            if size > limit:
                 return OutputRejectedError(
-                    f"output to {out.topic} is {out.size} bytes, over the limit of {limit}"
+                    f"output to {out.topic} is {size} bytes, over the limit of {limit}"
                 )
         return None
 
@@ -139,18 +238,31 @@ class TransactionWriter:
         self.send(message, reparked)
 
     def send(self, message: Message, routed: routing.Routed) -> bool:
-        """Produce a routed record in the open transaction and count it; False if abandoned."""
+        """Produce a routed record in the open transaction and count it; False if abandoned.
+
+        A record its destination can never take is replaced by a bounded DLQ record.
+        """
         if not self.open():
             return False
-        origin = origin_of(message)
-        if not self._produce(
-            routed.topic,
-            routed.value,
-            routed.key,
-            routed.headers,
-            origin=origin,
-            partition=routed.partition,
-        ):
+        limit = self._limits.limit(routed.topic)
+        if routed.reason != "unroutable" and routed.size > limit:
+            return self._send_bounded(
+                message, f"{routed.size} bytes for {routed.topic}, over its limit of {limit}"
+            )
+        try:
+            produced = self._produce(
+                routed.topic,
+                routed.value,
+                routed.key,
+                routed.headers,
+                origin=origin_of(message),
+                partition=routed.partition,
+            )
+        except OutputRejectedError as error:
+            if routed.reason == "unroutable":
+                raise self._stuck(message, str(error)) from error
+            return self._send_bounded(message, str(error))
+        if not produced:
             return False
         if routed.reason == "parked":
             self.stats.parked += 1
@@ -160,6 +272,45 @@ class TransactionWriter:
             self.stats.retried += 1
         self._processed(message)
         return True
+
+    def _send_bounded(self, message: Message, why: str) -> bool:
+        """Write ``message`` to the DLQ as ``unroutable``, cut to fit; stop if nothing fits."""
+        dlq = self.spec.dlq_topic
+        bounded = routing.unroutable(
+            message,
+            group_id=self.spec.group_id,
+            dlq_topic=dlq,
+            limit=self._limits.limit(dlq),
+            why=why,
+            now_ms=now_ms(),
+        )
+        if bounded is None:
+            raise self._stuck(message, why)
+        if self._ordering is not None:
+            self._ordering.settle(message, None)
+        origin = origin_of(message)
+        log.warning(
+            "record unroutable: dead-lettered with as much of its value as fits",
+            extra={
+                "record": f"{origin[0]}/{origin[1]}@{origin[2]}",
+                "why": why[:300],
+                "dlq": dlq,
+                "value_bytes": len(message.value() or b""),
+                "kept_bytes": len(bounded.value or b""),
+            },
+        )
+        return self.send(message, bounded)
+
+    def _stuck(self, message: Message, why: str) -> StageStoppedError:
+        origin = origin_of(message)
+        return StageStoppedError(
+            f"stage {self.spec.group_id}: record {origin[0]}/{origin[1]}@{origin[2]} cannot be "
+            f"written anywhere, not even as a bounded record to {self.spec.dlq_topic}: {why}",
+            hint=f"raise max.message.bytes of {self.spec.dlq_topic} (or fix the permission the "
+            "error names); the stage resumes at this record",
+        )
+
+    # -- the transaction -------------------------------------------------------------------
 
     def _produce(
         self,
@@ -171,9 +322,16 @@ class TransactionWriter:
         origin: Origin,
         partition: int | None = None,
     ) -> bool:
+        """Produce; False if the transaction failed (recovered, batch abandoned).
+
+        Raises OutputRejectedError when the client refused the record itself (the
+        transaction is still open and usable).
+        """
         try:
             self._txn.produce(topic, value, key, output_headers, origin=origin, partition=partition)
         except TransactionError as error:
+            count, _ = self._failures.get(origin, (0, ""))
+            self._failures[origin] = (count + 1, str(error))
             self._abandon(error)
             return False
         return True

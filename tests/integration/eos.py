@@ -181,9 +181,9 @@ class AbortEveryThirdRunner(StageRunner):
     def doomed(self) -> bool:
         return (self.attempts + 1) % 3 == 0
 
-    def _transaction(self, on_rejected: Any) -> Transaction:
+    def _transaction(self, on_rejected: Any, limits: Any) -> Transaction:
         self._txn = _AbortEveryThird(
-            self._producer_config(),
+            self._producer_config(limits),
             deadline_s=self.settings.transaction_deadline_s,
             on_rejected=on_rejected,
         )
