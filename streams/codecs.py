@@ -72,9 +72,10 @@ def registry_for(codecs: Iterable[Codec], url: str) -> SchemaRegistryClient | No
     """A schema registry client if any of ``codecs`` needs one (Avro), else None."""
     if not any(codec.needs_registry for codec in codecs):
         return None
-    from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
+    # the registry client (authlib, httpx) is loaded only for stages that need it
+    from streams.serde.registry import registry_client  # noqa: PLC0415
 
-    return SchemaRegistryClient({"url": url})
+    return registry_client(url)
 
 
 def raw() -> Codec:

@@ -13,6 +13,7 @@
     ├── TopicMismatchError    an existing topic differs from the declared spec
     ├── SchemaError           a model and its Avro schema disagree, or a change is incompatible
     ├── SerializationError    a record cannot be (de)serialized; carries the raw bytes
+    │   └── RegistryUnavailableError  the schema registry did not answer (transient: retried)
     ├── KafkaClientError      librdkafka reported an error; retriable/fatal/abortable copied
     │   └── TransactionError  a transactional call failed; see ``requires_abort``, ``fatal``
     ├── StageStoppedError     a stage stopped itself: continuing would lose a record
@@ -41,6 +42,7 @@ __all__ = [
     "OutputTopicError",
     "PortInUseError",
     "PrerequisiteError",
+    "RegistryUnavailableError",
     "RetryLater",
     "SchemaError",
     "SerializationError",
@@ -141,6 +143,20 @@ class SerializationError(StreamsError):
         self.topic = topic
         self.partition = partition
         self.offset = offset
+
+
+class RegistryUnavailableError(SerializationError):
+    """The schema registry did not answer (refused, timed out, or a 5xx).
+
+    Transient, never the record's fault: at start-up the worker waits for the registry and
+    says so; at run time the record goes to the stage's retry topics (not the DLQ), while
+    records whose schemas are cached go on being processed.
+    """
+
+    default_hint = (
+        "check that the schema registry at STREAMS_SCHEMA_REGISTRY_URL runs and answers; "
+        "nothing is lost meanwhile"
+    )
 
 
 class KafkaClientError(StreamsError):

@@ -7,7 +7,8 @@ attempts run out the record goes to the dead-letter topic ``P.S.dlq``.
 
 Defaults, as users of such tools expect: tiers 5 s, 30 s, 5 min; 4 attempts in all (the first
 try and three retries); 10 % jitter; retryable are ``RetryLater`` (and so
-``DependencyUnavailable``), timeouts and connection errors. Validation and deserialization
+``DependencyUnavailable``), timeouts and connection errors, and a schema registry that does not
+answer while a record is decoded (``RegistryUnavailableError``). Validation and deserialization
 errors and ``DeadLetter`` go to the dead-letter topic at once.
 
 ``key_ordered=True`` keeps per-key order through retries: see ``streams.ordering``.
@@ -22,7 +23,13 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from streams.exceptions import DeadLetter, RetryLater, SerializationError, TopologyError
+from streams.exceptions import (
+    DeadLetter,
+    RegistryUnavailableError,
+    RetryLater,
+    SerializationError,
+    TopologyError,
+)
 
 __all__ = ["RetryDecision", "RetryPolicy", "tier_label"]
 
@@ -96,6 +103,8 @@ class RetryPolicy:
         return f"{group_id}.dlq"
 
     def is_retryable(self, error: BaseException) -> bool:
+        if isinstance(error, RegistryUnavailableError):
+            return True  # the record is fine; the registry is down for now
         if isinstance(error, _NEVER_RETRYABLE):
             return False
         return isinstance(error, self.retryable)

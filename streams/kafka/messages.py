@@ -71,7 +71,7 @@ def decode_message(message: MessageLike, *, key: Serde[Any], value: Serde[Any]) 
         decoded_value = value.deserialize(raw_value, topic=topic)
         decoded_key = None if raw_key is None else key.deserialize(bytes(raw_key), topic=topic)
     except SerializationError as error:
-        raise SerializationError(
+        raise type(error)(
             error.message,
             raw=None if raw_value is None else bytes(raw_value),
             topic=topic,

@@ -1,9 +1,11 @@
 """One worker process: runs one slot of one stage until SIGTERM.
 
 Exit codes (the supervisor restarts only on 1 and on signals):
-0 stopped on request; 1 crashed (restart); 3 stopped on a record it cannot process (needs an
-operator: see the error line); 4 fenced by another worker with the same slot; 5 cannot start
-(configuration, schema mismatch, unknown stage).
+0 stopped on request; 1 crashed, or Kafka unreachable (restart); 3 stopped on a record it cannot
+process (needs an operator: see the error line); 4 fenced by another worker with the same slot;
+5 cannot start (configuration: missing topics, bad settings, a model that does not match its
+schema, unknown stage). An unreachable schema registry is never exit 5: the worker waits for
+it, saying so, and starts once it answers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ import time
 from types import FrameType
 
 from streams.config import KafkaSettings, LogSettings
-from streams.exceptions import FencedError, KafkaClientError, StageStoppedError, StreamsError
+from streams.exceptions import (
+    FencedError,
+    KafkaClientError,
+    RegistryUnavailableError,
+    StageStoppedError,
+    StreamsError,
+)
 from streams.pipeline import load_pipeline
 from streams.runtime.logs import configure_logging
 from streams.runtime.publish import StatsPublisher
@@ -43,9 +51,39 @@ EXIT_START_FAILED = 5
 
 log = logging.getLogger("streams.worker")
 
+# How long a worker waits for an unreachable schema registry before it asks again: doubling
+# from 1 s to 30 s, like the supervisor's restarts.
+_REGISTRY_WAIT_START_S = 1.0
+_REGISTRY_WAIT_MAX_S = 30.0
+
 
 class _AbortNow(BaseException):
     """Second SIGTERM, or the shutdown deadline: stop without committing."""
+
+
+class _Stop:
+    """SIGTERM/SIGINT for the whole life of the worker: waiting to start, then running.
+
+    The first signal asks the runner to drain and commit (within the shutdown deadline); a
+    second one, or the deadline, aborts.
+    """
+
+    def __init__(self) -> None:
+        self.since = 0.0
+        self.runner: StageRunner | SinkRunner | None = None
+        self.deadline_s = 30.0
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        if self.since:
+            raise _AbortNow
+        self.since = time.monotonic()
+        if self.runner is None:
+            log.info("%s while starting: stopping", signal.Signals(signum).name)
+            return
+        log.info("%s: draining the batch in flight, then committing", signal.Signals(signum).name)
+        self.runner.request_stop()
+        signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(_AbortNow()))
+        signal.alarm(max(1, int(self.deadline_s)))
 
 
 def run_worker(reference: str, stage: str, slot: int) -> int:
@@ -61,34 +99,22 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
         kafka.bootstrap_servers,
         kafka.bootstrap_source,
     )
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    publisher = StatsPublisher(kafka)
     try:
-        spec = load_pipeline(reference).component(stage)
-        publisher = StatsPublisher(kafka)
-        runner: StageRunner | SinkRunner
-        if spec.kind == "stage":
-            runner = StageRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
-        else:
-            runner = SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
-    except StreamsError as error:
-        log.error("cannot start: %s", error, extra={"hint": error.hint})  # noqa: TRY400
-        return EXIT_START_FAILED
-
-    deadline_s = runner.settings.shutdown_deadline_s
-    stopping = {"since": 0.0}
-
-    def on_term(signum: int, _frame: FrameType | None) -> None:
-        if stopping["since"]:
-            raise _AbortNow
-        stopping["since"] = time.monotonic()
-        log.info("%s: draining the batch in flight, then committing", signal.Signals(signum).name)
-        runner.request_stop()
-        signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(_AbortNow()))
-        signal.alarm(max(1, int(deadline_s)))
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    _start_watchdog(runner, runner.settings.watchdog_s)
-    try:
+        try:
+            runner = _build_runner(
+                reference, stage=stage, slot=slot, kafka=kafka, publisher=publisher, stop=stop
+            )
+        except StreamsError as error:
+            log.error("cannot start: %s", error, extra={"hint": error.hint})  # noqa: TRY400
+            return EXIT_START_FAILED
+        if runner is None:
+            return EXIT_OK  # stopped while waiting to start
+        stop.runner, stop.deadline_s = runner, runner.settings.shutdown_deadline_s
+        _start_watchdog(runner, runner.settings.watchdog_s)
         runner.run()
     except StreamsError as error:
         log.error("%s", error, extra={"hint": error.hint})  # noqa: TRY400
@@ -101,6 +127,44 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
         publisher.close()
     log.info("stopped cleanly")
     return EXIT_OK
+
+
+def _build_runner(
+    reference: str,
+    *,
+    stage: str,
+    slot: int,
+    kafka: KafkaSettings,
+    publisher: StatsPublisher,
+    stop: _Stop,
+) -> StageRunner | SinkRunner | None:
+    """The worker's runner; waits (with backoff, saying so) while the registry is down.
+
+    An unreachable schema registry is a transient fault, not a configuration error: the
+    worker does not exit (exit 5 is never restarted), it tries again until the registry
+    answers or it is asked to stop (then None).
+    """
+    spec = load_pipeline(reference).component(stage)
+    wait_s = _REGISTRY_WAIT_START_S
+    while True:
+        try:
+            if spec.kind == "stage":
+                return StageRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+            return SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+        except RegistryUnavailableError as error:
+            log.warning(
+                "waiting for the schema registry at %s: %s; trying again in %.0f s",
+                kafka.schema_registry_url,
+                error,
+                wait_s,
+                extra={"hint": error.hint},
+            )
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if stop.since:
+                return None
+            time.sleep(0.2)
+        wait_s = min(wait_s * 2, _REGISTRY_WAIT_MAX_S)
 
 
 def _start_watchdog(runner: StageRunner | SinkRunner, limit_s: float) -> None:
@@ -132,8 +196,8 @@ def _exit_code(error: StreamsError) -> int:
         return EXIT_FENCED
     if isinstance(error, StageStoppedError):
         return EXIT_STOPPED_ON_RECORD
-    if isinstance(error, KafkaClientError):
-        return EXIT_CRASHED  # the broker may come back: restarted with backoff
+    if isinstance(error, KafkaClientError | RegistryUnavailableError):
+        return EXIT_CRASHED  # the broker or registry may come back: restarted with backoff
     return EXIT_START_FAILED  # missing topics, bad settings: an operator must act
 
 

@@ -18,6 +18,7 @@ import enum
 import io
 import json
 import struct
+import time
 import typing
 from typing import Any, Generic, TypeVar
 
@@ -27,7 +28,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from pydantic import BaseModel, ValidationError
 
-from streams.exceptions import SchemaError, SerializationError
+from streams.exceptions import RegistryUnavailableError, SchemaError, SerializationError
 from streams.serde.binding import check_binding
 from streams.serde.json import validation_summary
 from streams.serde.schemas import AvroSchema
@@ -44,6 +45,10 @@ UNREGISTERED_SCHEMA_ID = 0
 registered schema; a reader without a registry accepts only this id."""
 # Bounds the memory that a stream of garbage ids can take; a forgotten id is only asked again.
 _MAX_UNKNOWN_IDS = 1024
+_SERVER_ERROR = 500
+# After the registry failed to answer, records needing it are sent to retry at once for this
+# long instead of each waiting out the client's timeout (10 s) while the registry is down.
+_REGISTRY_DOWN_S = 5.0
 
 
 class AvroSerde(Generic[M]):
@@ -82,6 +87,7 @@ class AvroSerde(Generic[M]):
         # schema id -> parsed writer schema; None means "same as the reader schema".
         self._writer_schemas: dict[int, Any] = {self.schema_id: None}
         self._unknown_ids: set[int] = set()
+        self._registry_down_until = 0.0  # monotonic; before it, no request is sent
 
     def serialize(self, value: M, *, topic: str) -> bytes:
         """Encode one model instance: header, then the Avro body."""
@@ -173,7 +179,6 @@ class AvroSerde(Generic[M]):
                 topic=topic,
             ) from error
 
-    # Over 50 lines: the registry lookup, its cache and the message of each way it can fail.
     def _writer_schema(self, schema_id: int, data: bytes, topic: str) -> Any:
         if schema_id in self._writer_schemas:
             return self._writer_schemas[schema_id]
@@ -185,35 +190,21 @@ class AvroSerde(Generic[M]):
                 topic=topic,
                 hint="give the AvroSerde a SchemaRegistryClient",
             )
+        if time.monotonic() < self._registry_down_until:
+            # asked a moment ago and got no answer: do not wait for its timeout per record
+            raise RegistryUnavailableError(
+                f"schema registry unreachable (a moment ago) resolving writer schema id "
+                f"{schema_id}",
+                raw=data,
+                topic=topic,
+            )
         if schema_id in self._unknown_ids:
             raise SerializationError(
                 f"unknown writer schema id {schema_id}: the schema registry does not have it",
                 raw=data,
                 topic=topic,
             )
-        try:
-            registered = self._registry.get_schema(schema_id)
-        except SchemaRegistryError as error:
-            if error.http_status_code == _NOT_FOUND:
-                if len(self._unknown_ids) >= _MAX_UNKNOWN_IDS:
-                    self._unknown_ids.clear()
-                self._unknown_ids.add(schema_id)
-                message = (
-                    f"unknown writer schema id {schema_id}: the schema registry does not have it"
-                )
-            else:
-                message = f"schema registry error resolving writer schema id {schema_id}: {error}"
-            raise SerializationError(message, raw=data, topic=topic) from error
-        except Exception as error:
-            # Not a SchemaRegistryError: no answer came back (the client raises httpx's or
-            # httpx2's TransportError, which it does not re-export).
-            raise SerializationError(
-                f"schema registry unreachable resolving writer schema id {schema_id}:"
-                f" {type(error).__name__}: {error}",
-                raw=data,
-                topic=topic,
-                hint="the record is fine; retry once the registry answers",
-            ) from error
+        registered = self._fetch(self._registry, schema_id, data, topic)
         if registered.schema_type not in (None, "AVRO"):
             raise SerializationError(
                 f"writer schema id {schema_id} is a {registered.schema_type} schema, not Avro",
@@ -234,6 +225,42 @@ class AvroSerde(Generic[M]):
         self._writer_schemas[schema_id] = parsed
         return parsed
 
+    def _fetch(
+        self, registry: SchemaRegistryClient, schema_id: int, data: bytes, topic: str
+    ) -> Any:
+        """The registered writer schema of ``schema_id``; each way it can fail, named."""
+        try:
+            return registry.get_schema(schema_id)
+        except SchemaRegistryError as error:
+            if error.http_status_code >= _SERVER_ERROR:
+                self._registry_down_until = time.monotonic() + _REGISTRY_DOWN_S
+                raise RegistryUnavailableError(
+                    f"schema registry failed resolving writer schema id {schema_id}: {error}",
+                    raw=data,
+                    topic=topic,
+                ) from error
+            if error.http_status_code == _NOT_FOUND:
+                if len(self._unknown_ids) >= _MAX_UNKNOWN_IDS:
+                    self._unknown_ids.clear()
+                self._unknown_ids.add(schema_id)
+                message = (
+                    f"unknown writer schema id {schema_id}: the schema registry does not have it"
+                )
+            else:
+                message = f"schema registry error resolving writer schema id {schema_id}: {error}"
+            raise SerializationError(message, raw=data, topic=topic) from error
+        except Exception as error:
+            # Not a SchemaRegistryError: no answer came back (the client raises httpx's or
+            # httpx2's TransportError, which it does not re-export).
+            self._registry_down_until = time.monotonic() + _REGISTRY_DOWN_S
+            raise RegistryUnavailableError(
+                f"schema registry unreachable resolving writer schema id {schema_id}:"
+                f" {type(error).__name__}: {error}",
+                raw=data,
+                topic=topic,
+                hint="the record is fine: it waits in the retry topics until the registry answers",
+            ) from error
+
 
 def _writer_id(registry: SchemaRegistryClient, schema: AvroSchema, *, auto_register: bool) -> int:
     candidate = Schema(schema.text, "AVRO")
@@ -243,6 +270,10 @@ def _writer_id(registry: SchemaRegistryClient, schema: AvroSchema, *, auto_regis
         else:
             schema_id = registry.lookup_schema(schema.subject, candidate).schema_id
     except SchemaRegistryError as error:
+        if error.http_status_code >= _SERVER_ERROR:
+            raise RegistryUnavailableError(
+                f"the schema registry failed looking up {schema.subject}: {error.error_message}",
+            ) from error
         if not auto_register and error.http_status_code == _NOT_FOUND:
             raise SchemaError(
                 f"{schema.origin} ({schema.subject} v{schema.version}) is not registered under"
@@ -256,10 +287,10 @@ def _writer_id(registry: SchemaRegistryClient, schema: AvroSchema, *, auto_regis
         ) from error
     except Exception as error:
         # Not a SchemaRegistryError: no answer came back (see AvroSerde._writer_schema).
-        raise SchemaError(
+        raise RegistryUnavailableError(
             f"schema registry unreachable while looking up {schema.subject}:"
             f" {type(error).__name__}: {error}",
-            hint="start the registry or fix STREAMS_SCHEMA_REGISTRY_URL, then restart",
+            hint="start the registry or fix STREAMS_SCHEMA_REGISTRY_URL; a worker waits for it",
         ) from error
     if not schema_id:
         raise SchemaError(f"the schema registry returned no id for {schema.subject}")
