@@ -370,6 +370,8 @@ def _summary(  # noqa: PLR0917 - private, called once
     both = set(stored) & set(dead)
     lost = everything - set(stored) - set(dead)
     wrongly_stored = set(stored) & set(orders.invalid)
+    # the DLQs must hold exactly the invalid orders: a valid order there is a failure too
+    wrongly_dead = set(dead) - set(orders.invalid)
     restarts = log_path.read_text(errors="replace").count("worker ended; restarting")
     say("")
     say("summary")
@@ -384,12 +386,18 @@ def _summary(  # noqa: PLR0917 - private, called once
     say(f"  lost:                 {len(lost)}")
     rate = orders.count / elapsed
     say(f"  elapsed:              {elapsed:.1f} s ({rate:,.0f} orders/s end to end)")
-    ok = not duplicates and not both and not lost and not wrongly_stored
+    ok = not duplicates and not both and not lost and not wrongly_stored and not wrongly_dead
     if wrongly_stored:
         say(f"  invalid orders stored: {sorted(wrongly_stored)[:5]}")
+    if wrongly_dead:
+        say(f"  valid orders dead-lettered: {len(wrongly_dead)}, e.g. {sorted(wrongly_dead)[:5]}")
     say(
         "  result:               "
-        + ("OK: every order stored or dead-lettered exactly once" if ok else "FAILED")
+        + (
+            "OK: every valid order stored once, every invalid one dead-lettered once"
+            if ok
+            else "FAILED"
+        )
     )
     return 0 if ok else 3
 

@@ -31,11 +31,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from streams import headers
 from streams.config import KafkaSettings
+from streams.kafka.messages import message_headers
 from streams.localstack.stack import LocalStack
 from streams.topics import ensure_topics
-from tests.chaos.checker import History, Observed, Violation, check
-from tests.chaos.pipeline import KEYS, PARTITIONS, STAGES, build, topics
+from tests.chaos.checker import Dead, History, Observed, Violation, check
+from tests.chaos.pipeline import KEYS, PARTITIONS, STAGES, build, is_poison, topics
 from tests.integration.eos import read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +77,14 @@ class ChaosReport:
     retried: int
     sink_rows: int
     aborted_seen_uncommitted: int = 0
+    read_concurrently: int = 0
+    read_during_faults: int | None = None
     log: str = ""
+
+    @property
+    def crash_restarts(self) -> int:
+        """Workers that ended by themselves (exit 1) and were restarted: not caused by a fault."""
+        return sum(1 for f in self.faults if f.kind == "crash-restart")
 
     def summary(self) -> dict[str, Any]:
         recoveries = [f.recovered_after_s for f in self.faults if f.recovered_after_s is not None]
@@ -83,8 +92,9 @@ class ChaosReport:
             "records": self.config.records,
             "faults": {
                 k: sum(1 for f in self.faults if f.kind == k)
-                for k in ("sigkill", "sigterm", "broker-clean", "broker-hard")
+                for k in ("sigkill", "sigterm", "broker-clean", "broker-hard", "crash-restart")
             },
+            "invariants": "all hold" if not self.violations else "VIOLATED",
             "violations": [str(v) for v in self.violations],
             "elapsed_s": round(self.elapsed_s, 1),
             "outputs": self.outputs,
@@ -92,6 +102,8 @@ class ChaosReport:
             "retry_records": self.retried,
             "sink_rows": self.sink_rows,
             "aborted_records_in_log": self.aborted_seen_uncommitted,
+            "read_concurrently": self.read_concurrently,
+            "read_while_faults_ran": self.read_during_faults,
             "recovery_s_max": round(max(recoveries), 1) if recoveries else None,
             "recovery_s_median": round(sorted(recoveries)[len(recoveries) // 2], 1)
             if recoveries
@@ -115,7 +127,11 @@ class _Verifier:
     config: dict[str, Any]
     topic: str
     seen: list[Observed] = field(default_factory=list)
+    seen_at: list[float] = field(default_factory=list)  # monotonic time of each, in order
     stop: threading.Event = field(default_factory=threading.Event)
+
+    def read_between(self, start: float, end: float) -> int:
+        return sum(1 for at in self.seen_at if start <= at <= end)
 
     def run(self) -> None:
         consumer = Consumer(
@@ -131,6 +147,7 @@ class _Verifier:
             for message in consumer.consume(500, timeout=0.5):
                 if message.error() is None:
                     self.seen.append(_observed(message))
+                    self.seen_at.append(time.monotonic())
         consumer.close()
 
 
@@ -455,24 +472,32 @@ class Chaos:
 
     def _report(self, verifier: _Verifier) -> ChaosReport:
         outputs = [_observed(m) for m in self._read(topics(self.name)[-1])]
-        dead: list[int] = []
+        dead: list[Dead] = []
         retried: set[int] = set()
         retry_records = 0
         for stage in STAGES:
             spec = self.pipeline.get(stage)
-            dead += [int(m.value()) for m in self._read(spec.dlq_topic)]
+            dead += [_dead(m, stage) for m in self._read(spec.dlq_topic)]
             for topic in spec.retry_topics:
                 records = self._read(topic)
                 retry_records += len(records)
                 retried |= {int(m.value()) for m in records}
         with contextlib.closing(sqlite3.connect(self.db_path)) as db:
             rows = [int(r[0]) for r in db.execute("SELECT n FROM chaos_rows")]
+        faulted = [f for f in self.faults if f.kind != "crash-restart"]
+        during = None
+        if faulted:
+            first = self.began + faulted[0].at_s
+            last = self.began + faulted[-1].at_s + (faulted[-1].recovered_after_s or 0.0)
+            during = verifier.read_between(first, last)
         history = History(
             inputs={n: f"k{n % KEYS}" for n in range(self.cfg.records)},
             outputs=outputs,
             dead=dead,
+            expected_dead=expected_dead(self.cfg.records),
             sink_rows=rows,
             concurrent=verifier.seen,
+            concurrent_during_faults=during,
             # key-ordered stages promise the order of every record, retried or not
             retried=set() if self.cfg.key_ordered or self.cfg.check_all_order else retried,
             offsets=self._offsets(),
@@ -493,8 +518,24 @@ class Chaos:
             retried=retry_records,
             sink_rows=len(rows),
             aborted_seen_uncommitted=aborted,
+            read_concurrently=len(verifier.seen),
+            read_during_faults=during,
             log=str(self.log_path),
         )
+
+
+def _dead(message: Any, stage: str) -> Dead:
+    reason = headers.get(message_headers(message), headers.ERROR_REASON) or b"?"
+    return Dead(int(message.value()), stage, reason.decode(errors="replace"))
+
+
+def expected_dead(records: int) -> dict[int, tuple[str, str]]:
+    """What the DLQs must hold after a run: the poison records, at stage b, dead-lettered.
+
+    No other record may be there: planned transient failures (at most 2) stay below the
+    policy's 4 attempts, so none runs out of retries.
+    """
+    return {n: ("b", "dead-letter") for n in range(records) if is_poison(n)}
 
 
 def _interleave(kinds: list[str], brokers: list[str]) -> list[str]:
@@ -505,6 +546,22 @@ def _interleave(kinds: list[str], brokers: list[str]) -> list[str]:
     for i, broker in enumerate(brokers):
         out.insert(min(len(out), (i + 1) * step + i), broker)
     return out
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_result(label: str, summary: dict[str, Any]) -> Path:
+    """Keep a run's summary as ``tests/chaos/results/<label>-<UTC time>.json``.
+
+    Every run writes one (the runs behind the README's figures are committed); the summary
+    holds the records, faults, invariants and recovery times.
+    """
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = RESULTS / f"{label}-{stamp}.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def private_stack(workdir: Path) -> LocalStack:
@@ -521,6 +578,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-restarts", type=int, default=0)
     parser.add_argument("--progress", type=int, default=500)
     parser.add_argument("--json", type=Path, help="write the summary here too")
+    parser.add_argument(
+        "--expect-violations",
+        metavar="KIND",
+        help="a control run: succeed only if violations of this kind (and no other) are found",
+    )
+    parser.add_argument(
+        "--label", default="chaos", help="name of the result file in tests/chaos/results/"
+    )
     parser.add_argument(
         "--key-ordered", action="store_true", help="key-ordered retries; check every record's order"
     )
@@ -556,7 +621,12 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(summary, indent=2)
     print(text)  # noqa: T201
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text)
+    write_result(args.label, summary)
+    if args.expect_violations:
+        kinds = {v.kind for v in report.violations}
+        return 0 if kinds == {args.expect_violations} else 1
     if not report.violations:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if not report.violations else 1

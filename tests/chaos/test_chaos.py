@@ -8,21 +8,18 @@ sink rows equal to the unique outputs, and no transaction left open at the end.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import Chaos, ChaosConfig, private_stack
+from tests.chaos.harness import Chaos, ChaosConfig, private_stack, write_result
 from tests.integration.conftest import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _report(name: str, summary: dict[str, object]) -> None:
-    artifacts = Path(__file__).resolve().parents[2] / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    (artifacts / f"{name}.json").write_text(json.dumps(summary, indent=2))
+    write_result(name, summary)
 
 
 def test_worker_kills_and_restarts_keep_every_invariant(cluster: Cluster, tmp_path: Path) -> None:
@@ -36,6 +33,8 @@ def test_worker_kills_and_restarts_keep_every_invariant(cluster: Cluster, tmp_pa
     assert report.outputs + report.dead == config.records
     assert report.retried > 0
     assert report.aborted_seen_uncommitted > 0, "the kills should have aborted some output"
+    assert report.crash_restarts == 0, "no worker may crash by itself (exit 1) in this run"
+    assert report.read_during_faults, "the concurrent reader read while the faults ran"
 
 
 def test_key_ordered_retries_keep_every_records_order_through_kills(
@@ -56,6 +55,8 @@ def test_key_ordered_retries_keep_every_records_order_through_kills(
     assert sum(1 for f in report.faults if f.kind == "sigkill") == config.kills
     assert report.outputs + report.dead == config.records
     assert report.retried > 0
+    assert report.crash_restarts == 0, "no worker may crash by itself (exit 1) in this run"
+    assert report.read_during_faults, "the concurrent reader read while the faults ran"
 
 
 @pytest.mark.chaos_broker

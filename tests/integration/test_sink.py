@@ -202,3 +202,105 @@ def test_restart_resumes_from_database_offsets_when_kafkas_are_behind(
     assert sum(origins.values()) == 1500
     assert max(origins.values()) == 1
     assert stored_offsets(url, spec.group_id) == end_offsets(cluster, topic)
+
+
+def run_two_workers_with_a_zombie(
+    cluster: Cluster, topic: str, url: str, tmp_path: Path
+) -> tuple[str, str]:
+    """Two sink workers without static membership: real rebalances; one is SIGSTOPped.
+
+    Worker A starts, B joins while A works (a cooperative rebalance: A commits what it holds
+    before its partitions move), A is SIGSTOPped past the session timeout, so that its
+    partitions move to B, and (PostgreSQL) B commits on them; then A wakes up, a zombie with a
+    batch in hand. Returns both logs.
+    """
+    name = f"z{uuid.uuid4().hex[:8]}"
+    group_id = f"sinktest.{name}"
+    env = {
+        **os.environ,
+        "SINK_TEST_TOPIC": topic,
+        "SINK_TEST_NAME": name,
+        "SINK_TEST_DELAY_MS": "1",
+        "STREAMS_SINK_DATABASE_URL": url,
+        "STREAMS_STAGE_BATCH_MAX_RECORDS": "200",
+        "STREAMS_STAGE_SESSION_TIMEOUT_MS": "6000",  # the broker's minimum
+    }
+    logs = {w: tmp_path / f"worker-{w}.log" for w in "ab"}
+    end = end_offsets(cluster, topic)
+
+    def start(which: str) -> subprocess.Popen[bytes]:
+        with logs[which].open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "tests.integration.sink_pipelines"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    a = start("a")
+    b: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until(partial(rows_at_least, url, 600), 60, "A's first rows", logs["a"])
+        b = start("b")
+        wait_until(
+            lambda: "partitions assigned" in logs["b"].read_text(), 60, "B's join", logs["b"]
+        )
+        wait_until(partial(rows_at_least, url, 1800), 60, "both working", logs["b"])
+        assigned = logs["b"].read_text().count("partitions assigned")
+        a.send_signal(signal.SIGSTOP)
+        stopped_at = count_rows(url)
+        # past the session timeout: A's partitions move to B
+        wait_until(
+            lambda: logs["b"].read_text().count("partitions assigned") > assigned,
+            60,
+            "B taking over A's partitions",
+            logs["b"],
+        )
+        if not url.startswith("sqlite"):
+            # and B commits rows on them. (Not with SQLite: the stopped A holds the database's
+            # one write lock in its open batch, so B waits until A wakes up.)
+            wait_until(partial(rows_at_least, url, stopped_at + 600), 60, "B alone", logs["b"])
+        time.sleep(2)
+        a.send_signal(signal.SIGCONT)
+        wait_until(lambda: stored_offsets(url, group_id) == end, 120, "the end offsets", logs["b"])
+        both = {"a": a, "b": b}
+        for worker in both.values():
+            worker.send_signal(signal.SIGTERM)
+        for which, worker in both.items():
+            assert worker.wait(60) == 0, logs[which].read_text()[-3000:]
+    finally:
+        for running in (a, b):
+            if running is not None and running.poll() is None:
+                running.send_signal(signal.SIGCONT)
+                running.kill()
+                running.wait(10)
+    seen = numbers(url)
+    assert sum(seen.values()) == COUNT, f"{sum(seen.values()) - COUNT} rows too many"
+    assert sorted(seen) == list(range(COUNT))
+    assert stored_offsets(url, group_id) == end
+    return logs["a"].read_text(), logs["b"].read_text()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_sink_workers_rebalance_for_real_and_a_zombie_writes_nothing(
+    cluster: Cluster,
+    topic_factory: TopicFactory,
+    tmp_path: Path,
+    database: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    topic = topic_factory("numbers", partitions=PARTITIONS)
+    produce_numbered(cluster, topic, COUNT, keys=50)
+    url = (
+        f"sqlite:///{tmp_path}/sink.db"
+        if database == "sqlite"
+        else postgres.create_database(request.getfixturevalue("postgres_url"))
+    )
+
+    log_a, log_b = run_two_workers_with_a_zombie(cluster, topic, url, tmp_path)
+
+    assert "partitions revoked" in log_a, "B's join revoked some of A's partitions (commit first)"
+    # the zombie's batch was refused: its partitions were lost, or its offsets had moved
+    assert "partitions lost" in log_a or "another worker moved the offsets" in log_a, log_a[-3000:]
+    assert log_b.count("partitions assigned") >= 2, "B got partitions at its join and at A's loss"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chaos.checker import History, Observed, check
+from tests.chaos.checker import Dead, History, Observed, check
 
 KEYS = ["k0", "k1", "k2"]
 
@@ -12,6 +12,7 @@ KEYS = ["k0", "k1", "k2"]
 def clean(count: int = 30, dead: tuple[int, ...] = (7,)) -> History:
     inputs = {n: KEYS[n % 3] for n in range(count)}
     outputs = []
+    # keys map to partitions, as Kafka's partitioner does
     offsets = {0: 0, 1: 0, 2: 0}
     for n in range(count):
         if n in dead:
@@ -22,9 +23,11 @@ def clean(count: int = 30, dead: tuple[int, ...] = (7,)) -> History:
     return History(
         inputs=inputs,
         outputs=outputs,
-        dead=list(dead),
+        dead=[Dead(n, "b", "dead-letter") for n in dead],
+        expected_dead=dict.fromkeys(dead, ("b", "dead-letter")),
         sink_rows=[o.n for o in outputs],
         concurrent=outputs[:10],
+        concurrent_during_faults=5,
         offsets={("out", p): (o, o) for p, o in offsets.items()},
     )
 
@@ -54,7 +57,7 @@ def test_a_duplicate_output_is_caught() -> None:
 
 def test_a_record_both_output_and_dead_lettered_is_caught() -> None:
     history = clean()
-    history.dead.append(history.outputs[0].n)
+    history.dead.append(Dead(history.outputs[0].n, "b", "dead-letter"))
     assert "both" in kinds(history)
 
 
@@ -64,7 +67,7 @@ def test_a_reordering_within_a_key_is_caught() -> None:
     a, b = history.outputs[same_key[0]], history.outputs[same_key[1]]
     history.outputs[same_key[0]] = Observed(b.n, b.key, a.partition, a.offset)
     history.outputs[same_key[1]] = Observed(a.n, a.key, b.partition, b.offset)
-    history.concurrent = []
+    history.concurrent = [o for o in history.concurrent if o.key != "k1"]  # not swapped
     assert kinds(history) == {"order"}
 
 
@@ -74,7 +77,7 @@ def test_a_reordering_of_a_retried_record_is_allowed() -> None:
     a, b = history.outputs[same_key[0]], history.outputs[same_key[1]]
     history.outputs[same_key[0]] = Observed(b.n, b.key, a.partition, a.offset)
     history.outputs[same_key[1]] = Observed(a.n, a.key, b.partition, b.offset)
-    history.concurrent = []
+    history.concurrent = [o for o in history.concurrent if o.key != "k1"]  # not swapped
     history.retried = {a.n}
     assert check(history) == []
 
@@ -114,3 +117,74 @@ def test_an_output_no_input_explains_is_caught() -> None:
     history.outputs.append(Observed(5000, "k0", 0, 500))
     history.sink_rows.append(5000)
     assert "duplicate" in kinds(history)
+
+
+def test_a_good_record_wrongly_dead_lettered_is_caught() -> None:
+    """The hole that let it pass before: 'lost' only counted inputs in neither place."""
+    history = clean()
+    wrong = history.outputs.pop(5)
+    history.dead.append(Dead(wrong.n, "c", "handler"))
+    history.sink_rows = [o.n for o in history.outputs]
+    history.concurrent = [o for o in history.concurrent if o.n != wrong.n]
+    found = check(history)
+    assert {v.kind for v in found} == {"dead-letter"}
+    assert f"[{wrong.n}]" in str(found[0])
+
+
+def test_a_planned_dead_letter_that_is_missing_or_misfiled_is_caught() -> None:
+    missing = clean()
+    missing.dead = []
+    missing.outputs.append(Observed(7, "k1", 1, 99))  # processed instead of dead-lettered
+    missing.sink_rows.append(7)
+    assert "dead-letter" in kinds(missing)
+    misfiled = clean()
+    misfiled.dead = [Dead(7, "b", "retries-exhausted")]
+    assert kinds(misfiled) == {"dead-letter"}
+
+
+def test_a_duplicate_in_the_dlq_is_caught() -> None:
+    history = clean()
+    history.dead.append(Dead(7, "b", "dead-letter"))
+    assert kinds(history) == {"duplicate"}
+
+
+def test_a_key_on_two_partitions_is_caught() -> None:
+    history = clean()
+    moved = history.outputs[4]
+    history.outputs[4] = Observed(moved.n, moved.key, (moved.partition + 1) % 3, 500)
+    history.concurrent = [o for o in history.concurrent if o.n != moved.n]
+    found = check(history)
+    # read by partition, the moved record is also out of order: both are reported
+    assert {v.kind for v in found} == {"key", "order"}
+    assert any(f"key {moved.key} was written to partitions" in str(v) for v in found)
+
+
+def test_an_output_that_lost_its_input_key_is_caught() -> None:
+    history = clean()
+    first = history.outputs[0]
+    history.outputs[0] = Observed(first.n, "k-other", first.partition, first.offset)
+    assert kinds(history) == {"key"}
+
+
+def test_a_retried_record_before_an_earlier_never_retried_record_of_its_key_is_caught() -> None:
+    """Plain retries let later records overtake a retried one, never the reverse."""
+    history = clean()
+    same_key = [i for i, o in enumerate(history.outputs) if o.key == "k1"]
+    a, b = history.outputs[same_key[0]], history.outputs[same_key[1]]
+    # b (later in the input, retried) is output before a (earlier, never retried)
+    history.outputs[same_key[0]] = Observed(b.n, b.key, a.partition, a.offset)
+    history.outputs[same_key[1]] = Observed(a.n, a.key, b.partition, b.offset)
+    history.concurrent = [o for o in history.concurrent if o.key != "k1"]  # not swapped
+    history.retried = {b.n}
+    found = check(history)
+    assert {v.kind for v in found} == {"order"}
+    assert "retried record" in str(found[0])
+
+
+def test_a_concurrent_reader_that_read_nothing_proves_nothing() -> None:
+    empty = clean()
+    empty.concurrent = []
+    assert kinds(empty) == {"aborted-read"}
+    idle = clean()
+    idle.concurrent_during_faults = 0
+    assert kinds(idle) == {"aborted-read"}
