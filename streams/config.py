@@ -7,6 +7,7 @@ go through ``STREAMS_KAFKA_EXTRA`` as JSON (for example ``{"security.protocol": 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "CLIENT_LOGGER",
     "JavaSettings",
     "KafkaSettings",
     "LocalStackSettings",
@@ -23,6 +25,13 @@ __all__ = [
     "StageSettings",
     "default_home",
 ]
+
+
+# Where librdkafka's own log lines go (the ``logger`` setting of every client): through Python's
+# logging, so that they are formatted, leveled, and their repeats collapsed like ours
+# (streams.runtime.logs), instead of hundreds of raw lines on stderr. One-shot commands of the
+# CLI silence it: their error line says what failed.
+CLIENT_LOGGER = "streams.kafka.client"
 
 
 def default_home() -> Path:
@@ -108,7 +117,10 @@ class KafkaSettings(BaseSettings):
 
     def client_config(self) -> dict[str, Any]:
         """The librdkafka settings common to every client (dotted keys)."""
-        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "logger": logging.getLogger(CLIENT_LOGGER),
+        }
         if self.security_protocol:
             config["security.protocol"] = self.security_protocol
         if self.sasl_mechanism:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource  # the public re-export is untyped
 from confluent_kafka.cimpl import NewTopic
@@ -16,6 +16,9 @@ from streams.pipeline import INTERNAL_TOPICS, Pipeline, TopicSpec
 __all__ = ["TopicReport", "ensure_topics"]
 
 _TIMEOUT_S = 30
+# The first request: a broker that has not answered in 10 s is not there (the command says so
+# at once rather than after half a minute).
+_REACH_TIMEOUT_S = 10
 
 
 @dataclass
@@ -43,10 +46,13 @@ def ensure_topics(
     admin = AdminClient(settings.client_config())
     specs = pipeline.topic_specs()
     try:
-        existing = admin.list_topics(timeout=_TIMEOUT_S).topics
+        existing = admin.list_topics(timeout=_REACH_TIMEOUT_S).topics
     except KafkaException as error:
         raise KafkaClientError(
-            f"cannot list topics on {settings.bootstrap_servers}: {error}",
+            f"cannot reach Kafka at {settings.bootstrap_servers} "
+            f"(no answer in {_REACH_TIMEOUT_S} s: {_reason(error)})",
+            hint=f"check that the broker runs and that {settings.bootstrap_source} is right "
+            "(`streams local status` for the local stack)",
         ) from error
     report = TopicReport()
     internal = [spec for spec in INTERNAL_TOPICS if spec.name not in existing]
@@ -114,3 +120,11 @@ def _compare(admin: AdminClient, spec: TopicSpec, partitions: int) -> list[str]:
             if actual != str(wanted):
                 problems.append(f"{key}: declared {wanted}, topic has {actual}")
     return problems
+
+
+def _reason(error: KafkaException) -> str:
+    """librdkafka's own words for an error, without the KafkaError{...} wrapping."""
+    kafka_error = error.args[0] if error.args else None
+    if isinstance(kafka_error, KafkaError):
+        return str(kafka_error.str())
+    return str(error)

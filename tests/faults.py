@@ -3,7 +3,9 @@
 ``TcpProxy`` listens on a port of its own and forwards every connection to a real server (the
 schema registry, a broker). ``down()`` closes the listener and every open connection, so the
 clients see exactly what a dead server gives them: connections refused; ``up()`` listens on
-the same port again. The server itself keeps running for the other tests.
+the same port again. The server itself keeps running for the other tests. While the proxy is up
+and the target is not, each connection is accepted, counted (``attempts``) and closed at once:
+a dead service behind a live address, whose callers can be counted.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class TcpProxy:
     def __init__(self, target_host: str, target_port: int, *, port: int | None = None) -> None:
         self.target = (target_host, target_port)
         self.port = port or free_port()
-        self.connections = 0  # accepted while up: how many clients tried
+        self.attempts = 0  # connections accepted: how many times a client tried
+        self.connections = 0  # of those, forwarded to the target (it answered)
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -68,6 +71,8 @@ class TcpProxy:
             if self._listener is not listener:
                 client.close()
                 return
+            with self._lock:
+                self.attempts += 1
             try:
                 server = socket.create_connection(self.target, timeout=5)
             except OSError:

@@ -11,6 +11,7 @@ from streams.cli.monitor import monitor
 from streams.cli.run import run
 from streams.cli.schemas import schemas
 from streams.cli.topics import topics
+from streams.runtime.logs import quiet_clients
 
 __all__ = ["cli", "main"]
 
@@ -19,6 +20,9 @@ __all__ = ["cli", "main"]
 @click.version_option(__version__, prog_name="streams")
 def cli() -> None:
     """Resilient Kafka stream pipelines: exactly-once stages, retry topics, dead-letter topics."""
+    # one-shot commands print one error line, never librdkafka's own; `run` and `monitor`
+    # configure their logs themselves
+    quiet_clients()
 
 
 cli.add_command(lag)

@@ -60,6 +60,7 @@ class SinkRunner:
         self.stats = SinkStats()
         self.loop = WorkerLoop(self.settings)
         self._on_stats = on_stats
+        self._logged_consumed = -1
 
     @property
     def heartbeat(self) -> float:
@@ -139,6 +140,8 @@ class SinkRunner:
 
     def _emit_stats(self) -> None:
         snapshot = self.stats.snapshot(group=self.spec.group_id, slot=self.slot)
-        log.info("sink stats", extra={"stats": snapshot})
+        moved = self.stats.consumed != self._logged_consumed  # INFO only when something moved
+        self._logged_consumed = self.stats.consumed
+        log.log(logging.INFO if moved else logging.DEBUG, "sink stats", extra={"stats": snapshot})
         if self._on_stats is not None:
             self._on_stats(snapshot)

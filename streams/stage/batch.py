@@ -117,6 +117,7 @@ class TransactionBatch:
         return self._txn.age_s if self._txn.is_open else None
 
     def before_consume(self) -> None:
+        self.writer.dead_letters.flush()
         self._gate.resume_due(now_ms())
         self._txn.poll()
         if not self._txn.is_open:  # between transactions (refusals arrive before the abort)
@@ -184,6 +185,7 @@ class TransactionBatch:
         self.maybe_commit(force=True)
 
     def close(self) -> None:
+        self.writer.dead_letters.flush(force=True)
         self._txn.close()  # aborts what is still open
         self._consumer.close()  # leaves the group: partitions move at once, not at timeout
 

@@ -65,6 +65,7 @@ class StageRunner:
         self.stats = StageStats()
         self.loop = WorkerLoop(self.settings)
         self._on_stats = on_stats
+        self._logged_consumed = -1
 
     @property
     def heartbeat(self) -> float:
@@ -167,7 +168,10 @@ class StageRunner:
 
     def _emit_stats(self) -> None:
         snapshot = self.stats.snapshot(group=self.spec.group_id, slot=self.slot)
-        log.info("stage stats", extra={"stats": snapshot})
+        # at INFO only when something moved: an idle worker's log stays quiet
+        moved = self.stats.consumed != self._logged_consumed
+        self._logged_consumed = self.stats.consumed
+        log.log(logging.INFO if moved else logging.DEBUG, "stage stats", extra={"stats": snapshot})
         if self._on_stats is not None:
             self._on_stats(snapshot)
 

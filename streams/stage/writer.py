@@ -95,6 +95,42 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class DeadLetterLog:
+    """One WARNING line per interval for the records dead-lettered in it, by reason.
+
+    A stage fed bad input dead-letters thousands of records; a line per record would drown
+    everything else in the log (each record's line is kept at DEBUG).
+    """
+
+    def __init__(self, dlq_topic: str, interval_s: float = 5.0) -> None:
+        self._dlq = dlq_topic
+        self._interval_s = interval_s
+        self._since = time.monotonic()
+        self._reasons: dict[str, int] = {}
+        self._last = ""
+
+    def add(self, reason: str, where: str) -> None:
+        self._reasons[reason] = self._reasons.get(reason, 0) + 1
+        self._last = where
+
+    def flush(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._reasons or (not force and now - self._since < self._interval_s):
+            return
+        total = sum(self._reasons.values())
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(self._reasons.items()))
+        log.warning(
+            "dead-lettered %d records in the last %.0f s (%s), last %s; see `streams dlq ls`",
+            total,
+            now - self._since,
+            reasons,
+            self._last,
+            extra={"dlq": self._dlq},
+        )
+        self._reasons.clear()
+        self._since = now
+
+
 class TransactionWriter:
     """Produces a stage's outputs and routed records into its one open transaction."""
 
@@ -124,6 +160,7 @@ class TransactionWriter:
         self._longest = spec.retry.longest_tier
         # records whose writes failed the producer (reset + rewind), since the last commit
         self._failures: dict[Origin, tuple[int, str]] = {}
+        self.dead_letters = DeadLetterLog(spec.dlq_topic)
 
     # -- what the batch asks ---------------------------------------------------------------
 
@@ -217,10 +254,12 @@ class TransactionWriter:
             return
         if routed.to_dlq:
             origin = origin_of(message)
-            log.warning(
+            where = f"{origin[0]}/{origin[1]}@{origin[2]}"
+            self.dead_letters.add(routed.reason, where)
+            log.debug(
                 "record dead-lettered",
                 extra={
-                    "record": f"{origin[0]}/{origin[1]}@{origin[2]}",
+                    "record": where,
                     "reason": routed.reason,
                     "error": f"{type(error).__name__}: {error}"[:300],
                     "dlq": routed.topic,

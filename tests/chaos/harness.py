@@ -38,7 +38,7 @@ from streams.localstack.stack import LocalStack
 from streams.topics import ensure_topics
 from tests.chaos.checker import Dead, History, Observed, Violation, check
 from tests.chaos.pipeline import KEYS, PARTITIONS, STAGES, build, is_poison, topics
-from tests.integration.eos import read_topic
+from tests.integration.eos import open_transaction, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 _COMPONENTS = (*STAGES, "store")
@@ -339,6 +339,21 @@ class Chaos:
             time.sleep(0.2)
         raise AssertionError(f"{component} did not recover within 120 s after a fault")
 
+    def _wait_open_transaction(self, component: str) -> None:
+        """Until the stage has a transaction open (its output's HW above its LSO), for 10 s.
+
+        So that a kill lands inside an open transaction. The sink writes no topic: it is hit
+        at once (its batches are database transactions).
+        """
+        if component == "store":
+            return
+        output = topics(self.name)[_COMPONENTS.index(component) + 1]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if open_transaction(self.client, output, PARTITIONS):
+                return
+            time.sleep(0.05)
+
     def _hit_worker(self, kind: str, component: str) -> None:
         worker = self.workers[component]
         at = time.monotonic()
@@ -406,7 +421,7 @@ class Chaos:
                 component = STAGES[index % len(STAGES)] if index % 4 != 3 else "store"
                 if not self._wait_progress(component, time.monotonic() + 120):
                     break  # the input is used up: no more progress to wait for
-                time.sleep(0.2)  # into the next, open, transaction
+                self._wait_open_transaction(component)
                 self._hit_worker(kind, component)
             feeder.join()
             self._wait_finished()

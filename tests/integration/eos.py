@@ -52,10 +52,12 @@ def read_topic(
     return found
 
 
-def produce_numbered(cluster: Cluster, topic: str, count: int, *, keys: int = 50) -> None:
-    """Values b'0'..b'count-1' with keys over a small key set (per-key order is checkable)."""
+def produce_numbered(
+    cluster: Cluster, topic: str, count: int, *, keys: int = 50, first: int = 0
+) -> None:
+    """Values b'first'..b'first+count-1' with keys over a small key set (per-key order)."""
     producer = Producer(cluster.client_config(**{"enable.idempotence": True, "linger.ms": 5}))
-    for n in range(count):
+    for n in range(first, first + count):
         while True:
             try:
                 producer.produce(topic, str(n).encode(), key=f"k{n % keys}".encode())
@@ -63,6 +65,25 @@ def produce_numbered(cluster: Cluster, topic: str, count: int, *, keys: int = 50
             except BufferError:
                 producer.poll(0.1)
     assert producer.flush(60) == 0
+
+
+def open_transaction(config: dict[str, Any], topic: str, partitions: int) -> bool:
+    """True while a transaction holds records on ``topic`` (high watermark above the LSO)."""
+    committed = Consumer({**config, "group.id": "lso-probe", "isolation.level": "read_committed"})
+    uncommitted = Consumer(
+        {**config, "group.id": "hw-probe", "isolation.level": "read_uncommitted"}
+    )
+    try:
+        for p in range(partitions):
+            tp = TopicPartition(topic, p)
+            lso = committed.get_watermark_offsets(tp, timeout=10)[1]
+            hw = uncommitted.get_watermark_offsets(tp, timeout=10)[1]
+            if hw > lso:
+                return True
+        return False
+    finally:
+        committed.close()
+        uncommitted.close()
 
 
 @dataclass

@@ -35,8 +35,9 @@ def build(name: str, source: str, mid: str, sink: str) -> Pipeline:
         enrich,
         inputs=[mid],
         outputs={sink: raw()},
-        # enough attempts to outlast a ~10 s outage: 1 + 2 + 4 * 8 s of waiting at the least
-        retry=RetryPolicy(tiers=(1.0, 2.0, 4.0), max_attempts=10, jitter=0.1),
+        # enough attempts to outlast the test's outage (about 30 s, most of it the test's own
+        # reads): 1 + 2 + 4 * 18 s of waiting at the least
+        retry=RetryPolicy(tiers=(1.0, 2.0, 4.0), max_attempts=21, jitter=0.1),
     )
     return pipeline
 

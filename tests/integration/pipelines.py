@@ -4,7 +4,8 @@ Topic and pipeline names come from the environment, so each test gets its own to
 ``TEST_PIPELINE``, ``TEST_INPUT``, ``TEST_OUTPUT``; ``TEST_DELAY_MS`` slows the handler;
 ``TEST_FAILURES=1`` makes 10 % of records fail their first attempt (RetryLater) and 1 % fail
 for good (DeadLetter); ``TEST_OUTPUT_TYPO=1`` makes the record numbered 5 go to a topic the
-stage does not declare (a bug in the stage, which must stop it rather than dead-letter).
+stage does not declare (a bug in the stage, which must stop it rather than dead-letter);
+``TEST_DEAD_EVERY=N`` dead-letters every N-th record.
 Tests build the same pipeline in-process with ``build_copy`` to create its topics.
 """
 
@@ -23,12 +24,15 @@ from streams.retry import RetryPolicy
 _DELAY_S = float(os.environ.get("TEST_DELAY_MS", "0")) / 1000
 _FAILURES = os.environ.get("TEST_FAILURES") == "1"
 _TYPO = os.environ.get("TEST_OUTPUT_TYPO") == "1"
+_DEAD_EVERY = int(os.environ.get("TEST_DEAD_EVERY", "0"))
 
 
 def copy_stage(record: Record[bytes]) -> Output:
     """Copy each record, tagging where it came from so the checker can map output to input."""
     if _DELAY_S:
         time.sleep(_DELAY_S)  # slows the stage so that faults land while it works
+    if _DEAD_EVERY and int(record.value) % _DEAD_EVERY == 0:
+        raise DeadLetter("every record of this test is dead-lettered")
     if _FAILURES:
         n = int(record.value)
         if n % 100 == 42:

@@ -156,8 +156,14 @@ def test_a_restarted_worker_rebuilds_the_ledger_and_keeps_the_order(
     # the first worker stops while k0:2 waits in retry (due 4 s after its failure) with
     # k0's later records parked behind it
     first = runner()
-    threading.Timer(2.0, first.request_stop).start()
-    first.run()
+    running = threading.Thread(target=first.run)
+    running.start()
+    # stop it once every later record of k0 is parked (k0:2 itself is due only after 4 s)
+    deadline = time.monotonic() + 30
+    while first.stats.parked < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.request_stop()
+    running.join(timeout=60)
     assert first.stats.parked == 5
     retry_topic = pipeline.get("copy").retry_topics[0]
     waiting = _read(cluster, retry_topic)
@@ -221,9 +227,14 @@ def test_two_workers_each_own_an_input_partition_with_its_retry_partitions(
         for slot in (0, 1)
     ]
     threads = [threading.Thread(target=r.run, kwargs={"idle_timeout_s": 10}) for r in runners]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.5)  # the second joins while the first works: a rebalance mid-stream
+    threads[0].start()
+    # the second joins once the first has partitions and works: a rebalance mid-stream
+    deadline = time.monotonic() + 60
+    while not (runners[0].assignments and runners[0].stats.consumed) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    threads[1].start()
     for thread in threads:
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads)

@@ -1,7 +1,9 @@
 """A dependency outage: the upstream stage never waits, the downstream one parks and recovers.
 
-The pricing service is a real HTTP server on loopback, taken down (connections refused) for
-the first part of the run. Both stages run as worker processes under `streams run --all`.
+The pricing service is a real HTTP server on loopback behind a TCP proxy that counts every
+connection attempt. Both stages run as worker processes under `streams run --all`; the service
+goes down while they run (the proxy accepts and closes each connection: the callers see a dead
+service, and the test sees how often they tried).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.examples.pricing_service import PricingService
+from tests.faults import TcpProxy
 from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import produce_numbered
 from tests.integration.outage_pipelines import build
@@ -38,17 +41,6 @@ def _committed(cluster: Cluster, group: str, topic: str, partitions: int = 2) ->
     finally:
         consumer.close()
     return sum(max(tp.offset, 0) for tp in offsets)
-
-
-def _end_offsets(cluster: Cluster, topic: str, partitions: int = 2) -> int:
-    consumer = Consumer(cluster.client_config(**{"group.id": "hw"}))
-    try:
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        )
-    finally:
-        consumer.close()
 
 
 def _values(cluster: Cluster, topic: str, partitions: int = 2) -> list[bytes]:
@@ -88,8 +80,9 @@ def test_upstream_finishes_while_the_dependency_is_down_and_all_complete_after(
     pipeline_topics(pipeline)
     enrich = pipeline.get("enrich")
     service = PricingService().start()
-    service.set_mode("down")
-    produce_numbered(cluster, source, COUNT)
+    proxy = TcpProxy("127.0.0.1", service.port)
+    proxy.up()
+    produce_numbered(cluster, source, 200)  # priced while the service runs
     log = tmp_path / "workers.log"
     env = {
         **os.environ,
@@ -97,7 +90,7 @@ def test_upstream_finishes_while_the_dependency_is_down_and_all_complete_after(
         "TEST_INPUT": source,
         "TEST_MID": mid,
         "TEST_OUTPUT": sink,
-        "PRICING_URL": service.url,
+        "PRICING_URL": f"http://127.0.0.1:{proxy.port}",
         "STREAMS_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
         "STREAMS_STAGE_SESSION_TIMEOUT_MS": "6000",
     }
@@ -117,7 +110,13 @@ def test_upstream_finishes_while_the_dependency_is_down_and_all_complete_after(
             stderr=subprocess.STDOUT,
         )
     try:
-        # 1. dependency down: the upstream stage still processes all of its input
+        # 0. both stages running, the service answering
+        _wait(lambda: len(_values(cluster, sink)) >= 200, 90, "the first records priced", log)
+        # 1. the service goes down while the stages run; the rest of the input arrives
+        service.set_mode("down")
+        proxy.attempts = 0
+        produce_numbered(cluster, source, COUNT - 200, first=200)
+        # the upstream stage still processes all of its input
         _wait(
             lambda: _committed(cluster, f"{name}.ingest", source) >= COUNT,
             90,
@@ -131,16 +130,23 @@ def test_upstream_finishes_while_the_dependency_is_down_and_all_complete_after(
             "enrich to park every record",
             log,
         )
-        parked = sum(_end_offsets(cluster, topic) for topic in enrich.retry_topics)
-        assert parked >= COUNT
-        assert service.stats()["requests"] == 0, "nothing reached a service that is down"
-        assert _values(cluster, sink) == []
+        # consumed and committed, yet neither written nor dead-lettered: all 1,800 are parked
+        # in the retry topics (the transaction commits the route with the offsets)
+        assert _values(cluster, enrich.dlq_topic) == []
+        text = log.read_text(errors="replace")
+        assert "circuit breaker closed -> open" in text, "the breaker opened"
+        tried = proxy.attempts
+        # the breaker keeps the calls to a few: 3 failures open it, then one probe per 2 s
+        assert 3 <= tried < (COUNT - 200) // 10, f"{tried} calls reached the dead service"
+        assert len(_values(cluster, sink)) == 200
         # 3. recovery: every record completes, exactly once
         service.set_mode("ok")
         _wait(lambda: len(_values(cluster, sink)) >= COUNT, 180, "recovery", log)
+        assert "circuit breaker half_open -> closed" in log.read_text(errors="replace")
     finally:
         supervisor.send_signal(signal.SIGTERM)
         code = supervisor.wait(timeout=90)
+        proxy.down()
         service.stop()
     assert code == 0, log.read_text(errors="replace")[-3000:]
     outputs = Counter(v.split(b":")[0] for v in _values(cluster, sink))

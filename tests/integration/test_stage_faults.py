@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import (
     check_exactly_once,
+    open_transaction,
     produce_numbered,
     read_committed,
     start_worker,
@@ -105,12 +106,17 @@ def test_exactly_once_while_the_worker_is_sigkilled_mid_batch(
             "progress before the kill",
         )
         assert worker.poll() is None, log.read_text()[-2000:]
-        time.sleep(0.3)  # into the next, still open, transaction
+        # into an open transaction: its records are in the output's log, not yet committed
+        _wait_for(
+            lambda: open_transaction(cluster.client_config(), sink, PARTITIONS),
+            30,
+            "an open transaction",
+        )
         assert _stop(worker, signal.SIGKILL) == -signal.SIGKILL
         done_kills += 1
         if _committed(cluster, group, source) >= count - 1000:
             break
-    assert done_kills >= 5, "the stage finished before enough kills; slow it down"
+    assert done_kills == kills, "the stage finished before enough kills; slow it down"
     worker = start_worker(env, "copy", 0, log=log)
     _wait_for(lambda: _committed(cluster, group, source) >= count, 180, "the stage to finish")
     assert _stop(worker) == 0, log.read_text()[-2000:]
@@ -250,7 +256,11 @@ def test_kills_while_routing_to_retry_and_dlq_lose_and_duplicate_nothing(
             "progress before the kill",
         )
         assert worker.poll() is None, log.read_text()[-2000:]
-        time.sleep(0.3)
+        _wait_for(
+            lambda: open_transaction(cluster.client_config(), sink, PARTITIONS),
+            30,
+            "an open transaction",
+        )
         assert _stop(worker, signal.SIGKILL) == -signal.SIGKILL
     worker = start_worker(env, "copy", 0, log=log)
     expected_dead = {n for n in range(count) if n % 100 == 42}
