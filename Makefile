@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy streams tests
+	$(BIN)/mypy streams tests bench
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q

@@ -184,6 +184,11 @@ class TransactionBatch:
     def finish(self) -> None:
         self.maybe_commit(force=True)
 
+    @property
+    def committed(self) -> dict[tuple[str, int], int]:
+        """The offsets this worker last committed, per partition it owns (a copy)."""
+        return dict(self._book.committed)
+
     def close(self) -> None:
         self.writer.dead_letters.flush(force=True)
         self._txn.close()  # aborts what is still open
