@@ -86,6 +86,7 @@ class WorkerLoop:
     def __init__(self, settings: StageSettings) -> None:
         self.settings = settings
         self.heartbeat = time.monotonic()  # the loop's last turn; the worker's watchdog reads it
+        self.joined = False  # the group gave this worker its first assignment (maybe empty)
         self._stop_requested = False
 
     def request_stop(self) -> None:
@@ -103,8 +104,13 @@ class WorkerLoop:
         idle_timeout_s: float | None = None,
     ) -> None:
         """Subscribe, then consume and process until ``request_stop`` (or the test limits)."""
+
+        def on_assign(assigned: Consumer, partitions: list[TopicPartition]) -> None:
+            self.joined = True
+            batch.on_assign(assigned, partitions)
+
         consumer.subscribe(
-            topics, on_assign=batch.on_assign, on_revoke=batch.on_revoke, on_lost=batch.on_lost
+            topics, on_assign=on_assign, on_revoke=batch.on_revoke, on_lost=batch.on_lost
         )
         last_stats = last_record = time.monotonic()
         try:

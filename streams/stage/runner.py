@@ -72,6 +72,11 @@ class StageRunner:
         """When the loop last turned (monotonic seconds); the worker's watchdog reads it."""
         return self.loop.heartbeat
 
+    @property
+    def ready(self) -> bool:
+        """Joined its group (first assignment received) with its clients set up."""
+        return self.loop.joined
+
     def request_stop(self) -> None:
         """Finish the batch in flight, commit, and return from ``run`` (SIGTERM calls this)."""
         self.loop.request_stop()
