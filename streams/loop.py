@@ -151,7 +151,12 @@ class WorkerLoop:
             return []
         if not messages:
             return messages
-        return [message for message in messages if _usable(message)]
+        good = [message for message in messages if message.error() is None]
+        if len(good) == len(messages):
+            return good  # no error event: the common case, without a call per message
+        for message in messages:
+            _usable(message)  # skips end-of-partition events, logs errors, raises if fatal
+        return good
 
 
 def _usable(message: Any) -> bool:

@@ -63,7 +63,12 @@ def message_headers(message: MessageLike) -> tuple[tuple[str, bytes], ...]:
 
 def decode_message(message: MessageLike, *, key: Serde[Any], value: Serde[Any]) -> Record[Any]:
     """A consumed message as a typed Record; a SerializationError names it and keeps its bytes."""
-    topic, partition, offset = origin_of(message)
+    # origin_of(), inline: this runs for every record
+    topic, partition, offset = (
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+    )
     raw_value = message.value()
     raw_key = message.key()
     try:

@@ -137,6 +137,7 @@ class TransactionBatch:
         topics = set(refused.values())
         before = {topic: self._limits.limit(topic) for topic in topics}
         self._limits.update(self._read_limits(topics))
+        self.writer.limits_changed()
         changed = {t: (before[t], self._limits.limit(t)) for t in topics}
         changed = {t: limits for t, limits in changed.items() if limits[0] != limits[1]}
         if not changed:
@@ -220,7 +221,8 @@ class TransactionBatch:
     def _handle_one(self, message: Message) -> None:
         """Decode, call the handler, write its outputs; route any failure. Never skips."""
         writer = self.writer
-        if writer.escalated(message):
+        # writer.troubled, inline (every record): anything failed since the last commit?
+        if (writer.failures or writer.rejections_seen) and writer.escalated(message):
             return
         if self._ordering is not None:
             parked = self._ordering.parking_for(message)

@@ -29,9 +29,9 @@ from streams.exceptions import (
     StageStoppedError,
     TransactionError,
 )
-from streams.kafka.limits import TopicLimits, record_size
+from streams.kafka.limits import RECORD_OVERHEAD_BYTES, TopicLimits, record_size
 from streams.kafka.messages import Origin, origin_of
-from streams.kafka.transaction import Refusal, Transaction
+from streams.kafka.transaction import Refusal, Transaction, TxnState
 from streams.offsets import OffsetBook
 from streams.record import Output, Record
 from streams.spec import StageSpec
@@ -44,6 +44,8 @@ from streams.stats import StageStats
 __all__ = ["Rejections", "TransactionWriter", "now_ms"]
 
 log = logging.getLogger("streams.stage")
+
+_OPEN = TxnState.OPEN
 
 # A record whose writes failed the producer this many times in a row (each time a reset and a
 # rewind) is routed aside as unroutable: the same record would fail it forever.
@@ -61,7 +63,8 @@ class Rejections:
     """
 
     def __init__(self) -> None:
-        self._seen: dict[Origin, tuple[int, str]] = {}
+        # origin -> (times refused, last reason); read directly on the hot path (empty: fine)
+        self.seen: dict[Origin, tuple[int, str]] = {}
         self._too_large: dict[Origin, str] = {}  # origin -> topic, refused for size
 
     def add(self, refusal: Refusal) -> None:
@@ -70,12 +73,12 @@ class Rejections:
             self._too_large[refusal.origin] = refusal.topic
 
     def note(self, origin: Origin, reason: str) -> None:
-        count, _ = self._seen.get(origin, (0, ""))
-        self._seen[origin] = (count + 1, reason)
+        count, _ = self.seen.get(origin, (0, ""))
+        self.seen[origin] = (count + 1, reason)
 
     def get(self, origin: Origin) -> tuple[int, str] | None:
         """(times refused, the last reason), or None."""
-        return self._seen.get(origin)
+        return self.seen.get(origin)
 
     def size_refusals(self) -> dict[Origin, str]:
         """The refusals for size not yet looked into (origin -> topic); taken, not kept."""
@@ -84,10 +87,10 @@ class Rejections:
 
     def forget(self, origins: Iterable[Origin]) -> None:
         for origin in origins:
-            self._seen.pop(origin, None)
+            self.seen.pop(origin, None)
 
     def clear(self) -> None:
-        self._seen.clear()
+        self.seen.clear()
         self._too_large.clear()
 
 
@@ -154,21 +157,32 @@ class TransactionWriter:
         self._txn = txn
         self._book = book
         self._rejections = rejections
+        self.rejections_seen = rejections.seen  # the same dict, for the batch's hot path
         self._limits = limits
         self._ordering = ordering
         self._recovery = recovery
         self._longest = spec.retry.longest_tier
-        # records whose writes failed the producer (reset + rewind), since the last commit
-        self._failures: dict[Origin, tuple[int, str]] = {}
+        # records whose writes failed the producer (reset + rewind), since the last commit; read
+        # directly on the hot path
+        self.failures: dict[Origin, tuple[int, str]] = {}
         self.dead_letters = DeadLetterLog(spec.dlq_topic)
+        self._limit_of: dict[str, int] = {}  # the limits per topic, looked up once (hot path)
 
     # -- what the batch asks ---------------------------------------------------------------
+
+    @property
+    def troubled(self) -> bool:
+        """Something failed since the last commit: ``escalated`` must look at each record.
+
+        The batch reads ``failures`` and ``rejections.seen`` itself on its hot path.
+        """
+        return bool(self.failures or self._rejections.seen)
 
     def escalated(self, message: Message) -> bool:
         """Route ``message`` as unroutable if it failed every write before; True if it did."""
         origin = origin_of(message)
         refused = self._rejections.get(origin)
-        failed = self._failures.get(origin)
+        failed = self.failures.get(origin)
         if refused is not None and refused[0] >= 2:  # noqa: PLR2004 - once as itself, once bounded
             why = f"the broker refused its writes {refused[0]} times: {refused[1]}"
         elif failed is not None and failed[0] >= _MAX_FAILURES_PER_RECORD:
@@ -181,15 +195,20 @@ class TransactionWriter:
         self._send_bounded(message, why)
         return True
 
+    def limits_changed(self) -> None:
+        """The topics' limits were read again: forget the ones looked up."""
+        self._limit_of.clear()
+
     def committed(self) -> None:
         """The transaction committed: what failed before is forgotten."""
-        self._failures.clear()
+        self.failures.clear()
         self._rejections.clear()
 
     def write(self, message: Message, record: Record[Any], outputs: list[Output]) -> None:
         """Encode every output first, then produce them all; a failure routes the record."""
         origin = (record.topic, record.partition, record.offset)
-        refused = self._rejections.get(origin)
+        seen = self._rejections.seen
+        refused = seen.get(origin) if seen else None
         if refused is not None:
             # the broker refused a write of this record in an aborted transaction
             self.route(message, OutputRejectedError(refused[1]))
@@ -205,14 +224,26 @@ class TransactionWriter:
         if oversized is not None:
             self.route(message, oversized)
             return
-        if not self.open() or not self._produce_outputs(message, encoded, origin):
+        if self._txn.state is not _OPEN and not self.open():
             return
-        self._processed(message)
+        if not self._produce_outputs(message, encoded, origin):
+            return
+        self._processed(origin)
         if self._ordering is not None:
             self._ordering.settle_if_retried(message)
 
     def _produce_outputs(self, message: Message, encoded: list[Encoded], origin: Origin) -> bool:
         """Produce every output of one record; False if the record was routed or abandoned."""
+        if len(encoded) == 1:  # the common case, without the loop's bookkeeping
+            out = encoded[0]
+            try:
+                produced = self._produce(out[0], out[1], out[2], out[3], origin=origin)
+            except OutputRejectedError as error:
+                self.route(message, error)  # nothing of this record went out
+                return False
+            if produced:
+                self.stats.produced += 1
+            return produced
         for index, out in enumerate(encoded):
             try:
                 if not self._produce(out.topic, out.value, out.key, out.headers, origin=origin):
@@ -232,12 +263,19 @@ class TransactionWriter:
         return True
 
     def _oversized(self, encoded: list[Encoded]) -> OutputRejectedError | None:
-        for out in encoded:
-            size = record_size(out.key, out.value, out.headers)
-            limit = self._limits.limit(out.topic)
+        for topic, value, key, out_headers in encoded:
+            # record_size(), inline for the common output without headers (every record)
+            size = (
+                record_size(key, value, out_headers)
+                if out_headers
+                else RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
+            )
+            limit = self._limit_of.get(topic)
+            if limit is None:
+                limit = self._limit_of[topic] = self._limits.limit(topic)
             if size > limit:
                 return OutputRejectedError(
-                    f"output to {out.topic} is {size} bytes, over the limit of {limit}"
+                    f"output to {topic} is {size} bytes, over the limit of {limit}"
                 )
         return None
 
@@ -309,7 +347,7 @@ class TransactionWriter:
             self.stats.dead_lettered += 1
         elif routed.reason == "retry":
             self.stats.retried += 1
-        self._processed(message)
+        self._processed(origin_of(message))
         return True
 
     def _send_bounded(self, message: Message, why: str) -> bool:
@@ -369,8 +407,8 @@ class TransactionWriter:
         try:
             self._txn.produce(topic, value, key, output_headers, origin=origin, partition=partition)
         except TransactionError as error:
-            count, _ = self._failures.get(origin, (0, ""))
-            self._failures[origin] = (count + 1, str(error))
+            count, _ = self.failures.get(origin, (0, ""))
+            self.failures[origin] = (count + 1, str(error))
             self._abandon(error)
             return False
         return True
@@ -391,6 +429,9 @@ class TransactionWriter:
         self._recovery.recover(error)  # aborted or reset, and rewound
         self.abandoned = True
 
-    def _processed(self, message: Message) -> None:
-        self._book.processed(message.topic() or "", message.partition() or 0, message.offset() or 0)
+    def _processed(self, origin: Origin) -> None:
+        # OffsetBook.processed(), inline: this runs for every record
+        book = self._book
+        book.next[(origin[0], origin[1])] = origin[2] + 1
+        book.in_batch += 1
         self.stats.consumed += 1
