@@ -18,8 +18,7 @@ import statistics
 import time
 import uuid
 
-from confluent_kafka import Producer, TopicPartition
-from confluent_kafka._model import ConsumerGroupTopicPartitions
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 

@@ -15,8 +15,8 @@ from typing import Any
 import click
 
 from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say
-from streams.lag import GroupLag, LagMonitor, PartitionLag, PipelineView, Status
-from streams.pipeline import Pipeline, StageSpec, load_pipeline
+from streams.lag import GroupLag, LagMonitor, PartitionLag, PipelineView, Status, lag_hints
+from streams.pipeline import Pipeline, load_pipeline
 
 __all__ = ["lag"]
 
@@ -67,13 +67,7 @@ def _snapshot(
     """Sample once and print; True if some group is STALL, STOP, REWIND or ERR."""
     view: PipelineView | None = None
     if pipeline is not None:
-        hints = {
-            stage.group_id: [
-                *stage.inputs,
-                *(stage.retry_topics if isinstance(stage, StageSpec) else []),
-            ]
-            for stage in pipeline.stages
-        }
+        hints = lag_hints(pipeline)
         wanted = list(dict.fromkeys([*hints, *groups]))
         sampled = monitor.sample(wanted, topics=hints)
         view = monitor.pipeline_view(pipeline, sampled)

@@ -30,12 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import parse_qs, urlsplit
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-
 from streams.config import KafkaSettings
-from streams.lag import LagMonitor
-from streams.observability.exporter import TP, MetricsExporter, Owner, Snapshot, member_owners
+from streams.lag import LagMonitor, lag_hints
+from streams.observability.exporter import MetricsExporter, Snapshot
 from streams.observability.stats_reader import StatsReader, WorkerStats
 from streams.pipeline import Pipeline
 
@@ -94,7 +91,7 @@ def pipeline_topology(pipeline: Pipeline) -> dict[str, Any]:
     stages = pipeline.stages
     producers: dict[str, list[str]] = {}
     for stage in stages:
-        for topic in getattr(stage, "outputs", {}):
+        for topic in stage.outputs:
             producers.setdefault(topic, []).append(stage.name)
     edges = [
         {"from": source, "to": stage.name, "topic": topic}
@@ -116,11 +113,11 @@ def pipeline_topology(pipeline: Pipeline) -> dict[str, Any]:
             {
                 "name": stage.name,
                 "group": stage.group_id,
-                "kind": "stage" if hasattr(stage, "outputs") else "sink",
+                "kind": stage.kind,
                 "inputs": list(stage.inputs),
-                "outputs": list(getattr(stage, "outputs", {})),
-                "retry_topics": list(getattr(stage, "retry_topics", [])),
-                "dlq_topic": getattr(stage, "dlq_topic", None),
+                "outputs": list(stage.outputs),
+                "retry_topics": list(stage.retry_topics),
+                "dlq_topic": stage.dlq_topic,
                 "layer": layer[stage.name],
                 "row": row,
                 "external_inputs": [t for t in stage.inputs if t not in producers],
@@ -200,13 +197,9 @@ class Monitor:
         lag: LagSource | None = None,
         stats: WorkerSource | None = None,
         clock: Callable[[], float] = time.time,
-        describe_members: bool = True,
         transaction_timeout_s: float = 30.0,
     ) -> None:
         settings = kafka or KafkaSettings()
-        self._settings = settings
-        self._describe_members = describe_members
-        self._admin: AdminClient | None = None
         if lag is None:
             lag = LagMonitor(settings, transaction_timeout_s=transaction_timeout_s)
         self.pipelines = list(pipelines)
@@ -218,11 +211,7 @@ class Monitor:
         self._history = _History(history_size)
         self._topologies = [pipeline_topology(p) for p in self.pipelines]
         # partitions of the pipelines' inputs and retry topics are listed even before a commit
-        self._hints = {
-            stage.group_id: [*stage.inputs, *getattr(stage, "retry_topics", [])]
-            for pipeline in self.pipelines
-            for stage in pipeline.stages
-        }
+        self._hints = lag_hints(*self.pipelines)
         self._snapshot: Snapshot | None = None
         self._throughput: dict[str, float | None] = {}
         self._state_cache: dict[bool, tuple[Snapshot, bytes]] = {}
@@ -246,7 +235,6 @@ class Monitor:
         try:
             groups = self._lag.sample(topics=self._hints)
             views = [self._lag.pipeline_view(p, groups) for p in self.pipelines]
-            owners = self._owners([g.group for g in groups if g.members])
             self._stats.poll()
             workers = self._stats.workers()
         except Exception as error:  # noqa: BLE001 - any failure: keep serving the last sample
@@ -279,25 +267,9 @@ class Monitor:
             workers=tuple(workers),
             sample_seconds=time.monotonic() - began,
             errors=previous_errors,
-            owners=owners,
         )
         self._snapshot = snapshot
         return snapshot
-
-    def _owners(self, group_ids: list[str]) -> dict[str, dict[TP, Owner]]:
-        """Who owns each partition (member labels of the lag metrics): one batched describe."""
-        if not self._describe_members or not group_ids:
-            return {}
-        if self._admin is None:
-            self._admin = AdminClient(self._settings.client_config())
-        futures = self._admin.describe_consumer_groups(group_ids, request_timeout=10)
-        descriptions = []
-        for future in futures.values():
-            try:
-                descriptions.append(future.result(timeout=10))
-            except KafkaException as error:  # a group that went away meanwhile: no labels
-                log.debug("describe group: %s", error)
-        return member_owners(descriptions)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import TopicPartition
-from confluent_kafka._model import ConsumerGroupTopicPartitions
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.cli.main import cli
@@ -90,7 +90,7 @@ def test_subprocess_json(cluster: Cluster, admin: AdminClient, topic_factory: To
     produce_numbered(cluster, topic, 7, keys=1)
     group = _group_with_commit(admin, topic, 7)
     done = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "streams"), "lag", "--group", group, "--json"],
+        [sys.executable, "-m", "streams.cli.main", "lag", "--group", group, "--json"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,20 +15,30 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.examples.hello import pipeline as hello
-from streams.lag import GroupLag, PartitionLag, PipelineView, StageView, Status
-from streams.observability.exporter import (
-    METRIC_NAMES,
-    MetricsExporter,
-    Snapshot,
-    member_owners,
+from streams.lag import (
+    GroupLag,
+    GroupSnapshot,
+    Owner,
+    PartitionLag,
+    PipelineView,
+    StageView,
+    Status,
 )
+from streams.lag.fetch import members_of
+from streams.observability.exporter import METRIC_NAMES, MetricsExporter, Snapshot
 from streams.observability.server import Monitor, pipeline_topology
 from streams.observability.stats_reader import WorkerStats, live_workers, parse_worker_stats
 from streams.pipeline import Pipeline
 
 
 def _partition(
-    group: str, topic: str, partition: int, committed: int | None, end: int
+    group: str,
+    topic: str,
+    partition: int,
+    committed: int | None,
+    end: int,
+    *,
+    owner: Owner | None = None,
 ) -> PartitionLag:
     lag = None if committed is None else end - committed
     return PartitionLag(
@@ -49,6 +59,7 @@ def _partition(
         rule="test",
         data_loss=False,
         hanging_transaction=False,
+        owner=owner,
     )
 
 
@@ -107,7 +118,7 @@ WORKER = WorkerStats(
 
 def _snapshot() -> Snapshot:
     parts = (
-        _partition("g1", "in", 0, 10, 25),
+        _partition("g1", "in", 0, 10, 25, owner=Owner("10.0.0.1", "member-1", "client-a")),
         _partition("g1", "in", 1, None, 5),
     )
     return Snapshot(
@@ -117,7 +128,6 @@ def _snapshot() -> Snapshot:
         views=(_view(hello, 7),),
         workers=(WORKER,),
         sample_seconds=0.25,
-        owners={"g1": {("in", 0): ("10.0.0.1", "member-1", "client-a")}},
     )
 
 
@@ -198,7 +208,7 @@ def test_render_is_cached_per_snapshot() -> None:
     assert exporter.render() is exporter.render()
 
 
-def test_member_owners_from_group_descriptions() -> None:
+def test_member_owners_from_the_one_group_description() -> None:
     tp = SimpleNamespace(topic="in", partition=3)
     member = SimpleNamespace(
         host="/10.1.1.1",
@@ -207,8 +217,11 @@ def test_member_owners_from_group_descriptions() -> None:
         assignment=SimpleNamespace(topic_partitions=[tp]),
     )
     idle = SimpleNamespace(host="h", member_id="m-2", client_id="c", assignment=None)
-    found = member_owners([SimpleNamespace(group_id="g", members=[member, idle])])
-    assert found == {"g": {("in", 3): ("10.1.1.1", "m-1", "c")}}
+    (members,) = members_of([SimpleNamespace(group_id="g", members=[member, idle])]).values()
+    found = {m.member_id: m.assignment for m in members}
+    assert found == {"m-1": (("in", 3),), "m-2": ()}
+    owners = GroupSnapshot("g", "Stable", members).owners
+    assert owners == {("in", 3): Owner("10.1.1.1", "m-1", "c")}
 
 
 def test_parse_worker_stats_keeps_numbers_and_dependencies() -> None:
@@ -313,7 +326,6 @@ def monitor() -> Iterator[tuple[Monitor, FakeLag, Clock]]:
         stats=FakeStats(),
         clock=clock,
         interval_s=3600,
-        describe_members=False,
     )
     yield running, lag, clock
     running.close()

@@ -8,6 +8,7 @@ import pytest
 
 from streams.lag import (
     GroupLag,
+    GroupMember,
     GroupSnapshot,
     LagMonitor,
     Observation,
@@ -148,7 +149,10 @@ def _ingest(
     owned: frozenset[tuple[str, int]] = frozenset(),
     reads: dict[tuple[str, int, int], int | None] | None = None,
 ) -> GroupLag:
-    info = GroupSnapshot("g", "Empty" if not owned else "Stable", len(owned), set(owned))
+    members = tuple(
+        GroupMember(f"m-{n}", "c", "h", assignment=(tp,)) for n, tp in enumerate(sorted(owned))
+    )
+    info = GroupSnapshot("g", "Empty" if not owned else "Stable", members)
     info.committed.update(committed)
     snapshot = {tp: PartitionOffsets(*values) for tp, values in offsets.items()}
     reader = (

@@ -1,0 +1,156 @@
+"""The pipeline view: per stage its input lag, retry backlog and DLQ, and the end-to-end lag.
+
+Every component spec has the same shape (``kind``, ``inputs``, ``outputs``, ``retry_topics``,
+``dlq_topic``: None for a sink, ``lag_topics``), so nothing here asks which kind it holds. The
+topics a group's view lists before any commit come from ``lag_hints`` alone: the monitor, the
+CLI and ``LagMonitor.pipeline_view`` all ask it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from streams.lag.snapshot import TP, GroupLag, PartitionOffsets
+from streams.lag.status import Status
+from streams.pipeline import Pipeline
+from streams.spec import Component
+
+__all__ = ["PipelineView", "StageView", "end_to_end", "lag_hints", "stage_view"]
+
+
+@dataclass(frozen=True)
+class StageView:
+    """One stage (or sink) of a pipeline: input lag, retry backlog and dead-letter topic."""
+
+    group: str
+    input_lag: int
+    input_lag_seconds: float | None
+    retry_backlog: dict[str, int]
+    dlq_depth: int
+    dlq_inflow_per_s: float | None
+    status: Status
+    rule: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        return data
+
+
+@dataclass(frozen=True)
+class PipelineView:
+    """Every stage of a pipeline, and the end-to-end lag along its longest path."""
+
+    pipeline: str
+    stages: tuple[StageView, ...]
+    end_to_end_lag_seconds: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "stages": [stage.to_dict() for stage in self.stages],
+            "end_to_end_lag_seconds": self.end_to_end_lag_seconds,
+        }
+
+
+def lag_hints(*pipelines: Pipeline) -> dict[str, list[str]]:
+    """group -> the topics whose partitions its lag lists even before a commit."""
+    return {c.group_id: list(c.lag_topics) for p in pipelines for c in p.stages}
+
+
+def side_topics(pipeline: Pipeline) -> set[str]:
+    """The retry and dead-letter topics of every component (a sink has none)."""
+    topics: set[str] = set()
+    for component in pipeline.stages:
+        topics.update(component.retry_topics)
+        if component.dlq_topic is not None:
+            topics.add(component.dlq_topic)
+    return topics
+
+
+def stage_view(
+    stage: Component,
+    group: GroupLag | None,
+    extra: Mapping[TP, PartitionOffsets],
+    dlq_inflow: float | None,
+) -> StageView:
+    """One stage's view from its group's lag and the offsets of its retry and DLQ topics."""
+    partitions = group.partitions if group is not None else ()
+    inputs = [p for p in partitions if p.topic in stage.inputs]
+    input_lag = sum(p.lag or 0 for p in inputs)
+    seconds = [p.lag_seconds for p in inputs if p.lag_seconds is not None]
+    input_seconds = max(seconds, default=None)
+    if input_seconds is None and input_lag == 0:
+        input_seconds = 0.0
+    committed = {(p.topic, p.partition): p.committed for p in partitions}
+    retry_backlog: dict[str, int] = {}
+    for topic in stage.retry_topics:
+        backlog = 0
+        for tp, off in extra.items():
+            if tp[0] != topic:
+                continue
+            start = committed.get(tp)
+            start = off.log_start if start is None else max(start, off.log_start)
+            backlog += max(0, off.last_stable_offset - start)
+        retry_backlog[topic] = backlog
+    dlq = [off for tp, off in extra.items() if tp[0] == stage.dlq_topic]
+    dlq_depth = sum(max(0, off.last_stable_offset - off.log_start) for off in dlq)
+    if group is None or not group.partitions:
+        status = Status.WARN
+        rule = f"WARN: consumer group {stage.group_id} has no committed offsets"
+    else:
+        status, rule = group.status, group.rule
+    if status is Status.OK and dlq_inflow:
+        status = Status.WARN
+        rule = f"WARN: dead-letter topic {stage.dlq_topic} grows at {dlq_inflow:.2f} records/s"
+    return StageView(
+        group=stage.group_id,
+        input_lag=input_lag,
+        input_lag_seconds=input_seconds,
+        retry_backlog=retry_backlog,
+        dlq_depth=dlq_depth,
+        dlq_inflow_per_s=dlq_inflow,
+        status=status,
+        rule=rule,
+    )
+
+
+def end_to_end(pipeline: Pipeline, views: Mapping[str, StageView]) -> float | None:
+    """The largest sum of input lag seconds along a path of stages (topic -> stage -> topic).
+
+    None if a stage on the worst path has lag > 0 but no known time lag.
+    """
+    producers: dict[str, list[str]] = {}
+    for component in pipeline.stages:
+        for topic in component.outputs:
+            producers.setdefault(topic, []).append(component.name)
+    memo: dict[str, float] = {}
+    unknown = math.nan
+
+    def path(name: str, seen: frozenset[str]) -> float:
+        if name in memo:
+            return memo[name]
+        view = views[name]
+        own = view.input_lag_seconds
+        if own is None:
+            own = unknown if view.input_lag > 0 else 0.0
+        upstream = [
+            path(producer, seen | {name})
+            for topic in pipeline.component(name).inputs
+            for producer in producers.get(topic, [])
+            if producer not in seen and producer != name
+        ]
+        if any(math.isnan(value) for value in upstream):
+            worst_upstream = unknown
+        else:
+            worst_upstream = max(upstream, default=0.0)
+        memo[name] = own + worst_upstream
+        return memo[name]
+
+    totals = [path(name, frozenset()) for name in views]
+    if not totals or any(math.isnan(total) for total in totals):
+        return None
+    return max(totals)
