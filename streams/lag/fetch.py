@@ -101,9 +101,13 @@ class KafkaFetcher:
         )
 
     def _wait(self, future: Future[T], what: str) -> T:
-        """The future's result, waiting at most ``request_timeout_s``."""
-        del what
-        return future.result(timeout=self.request_timeout_s)
+        """The future's result; a request that never answers is a KafkaClientError too."""
+        try:
+            return future.result(timeout=self.request_timeout_s)
+        except TimeoutError as error:  # concurrent.futures' own, whose message is empty
+            raise self._fail(
+                what, f"no answer within {self.request_timeout_s:g} s (TimeoutError)"
+            ) from error
 
     def partition_counts(self) -> dict[str, int]:
         try:

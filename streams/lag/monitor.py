@@ -151,6 +151,14 @@ class LagMonitor:
             end_to_end_lag_seconds=end_to_end(pipeline, views),
         )
 
+    def reconnect(self) -> None:
+        """Build new Kafka clients at the next request; the history and caches are kept.
+
+        Call it after a sample failed: after a broker restart an old admin client was seen to
+        leave every DescribeConsumerGroups unanswered, sample after sample (``streams.lag.fetch``).
+        """
+        self._fetch.reconnect()
+
     def close(self) -> None:
         """Close the consumers used to read records (the admin client needs nothing)."""
         self._fetch.close()

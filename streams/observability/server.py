@@ -10,18 +10,17 @@ immutable ``Snapshot``, swapped whole. The HTTP server only reads that snapshot:
 - ``/health``: 200 while the process serves.
 
 When Kafka cannot be reached the last good sample is kept, ``error`` in ``/api/state`` says
-why, and ``streams_monitor_sample_errors_total`` grows: check the bootstrap servers and the
-broker, the monitor picks up again by itself.
+why (never an empty string), and ``streams_monitor_sample_errors_total`` grows: check the
+bootstrap servers and the broker. After every failed sample the monitor builds new Kafka
+clients (admin client, record readers, the stats reader), so it picks up again by itself once
+the broker answers, also after a broker restart.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from http import HTTPStatus
@@ -33,6 +32,13 @@ from urllib.parse import parse_qs, urlsplit
 from streams.config import KafkaSettings
 from streams.lag import LagMonitor, lag_hints
 from streams.observability.exporter import MetricsExporter, Snapshot
+from streams.observability.state import (
+    SampleHistory,
+    clean,
+    dumps,
+    pipeline_topology,
+    state_dict,
+)
 from streams.observability.stats_reader import StatsReader, WorkerStats
 from streams.pipeline import Pipeline
 
@@ -70,6 +76,8 @@ class LagSource(Protocol):
         self, pipeline: Pipeline, groups: list[GroupLag] | None = None
     ) -> PipelineView: ...
 
+    def reconnect(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -80,102 +88,19 @@ class WorkerSource(Protocol):
 
     def workers(self) -> list[WorkerStats]: ...
 
+    def reconnect(self) -> None: ...
+
     def close(self) -> None: ...
 
 
-def pipeline_topology(pipeline: Pipeline) -> dict[str, Any]:
-    """Stages, the topic edges between them and a layer per stage (0 = reads no stage's output).
+def error_message(error: BaseException) -> str:
+    """What went wrong, never empty: ``str(error)``, else the class name and repr.
 
-    The dashboard draws layer ``n`` as column ``n``; stages of a layer are stacked in rows.
+    ``concurrent.futures.TimeoutError()`` has an empty message; shown as is it left the
+    dashboard with an empty error and ``monitor sample failed:`` with nothing after it.
     """
-    stages = pipeline.stages
-    producers: dict[str, list[str]] = {}
-    for stage in stages:
-        for topic in stage.outputs:
-            producers.setdefault(topic, []).append(stage.name)
-    edges = [
-        {"from": source, "to": stage.name, "topic": topic}
-        for stage in stages
-        for topic in stage.inputs
-        for source in producers.get(topic, [])
-        if source != stage.name
-    ]
-    layer = dict.fromkeys((s.name for s in stages), 0)
-    for _ in range(len(stages)):  # longest path; bounded so that a cycle cannot loop forever
-        for edge in edges:
-            layer[edge["to"]] = max(layer[edge["to"]], min(layer[edge["from"]] + 1, len(stages)))
-    rows: dict[int, int] = {}
-    described = []
-    for stage in stages:
-        row = rows.get(layer[stage.name], 0)
-        rows[layer[stage.name]] = row + 1
-        described.append(
-            {
-                "name": stage.name,
-                "group": stage.group_id,
-                "kind": stage.kind,
-                "inputs": list(stage.inputs),
-                "outputs": list(stage.outputs),
-                "retry_topics": list(stage.retry_topics),
-                "dlq_topic": stage.dlq_topic,
-                "layer": layer[stage.name],
-                "row": row,
-                "external_inputs": [t for t in stage.inputs if t not in producers],
-            }
-        )
-    return {"name": pipeline.name, "stages": described, "edges": edges}
-
-
-def _dumps(payload: Any) -> bytes:
-    return json.dumps(payload, default=str, allow_nan=False, separators=(",", ":")).encode()
-
-
-def _clean(value: Any) -> Any:
-    """NaN and infinities are not JSON: they become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-class _History:
-    """Per stage group: time, lag, time lag and throughput of the last ``size`` samples."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._series: dict[str, dict[str, deque[float | None]]] = {}
-        self._committed: dict[str, tuple[float, int]] = {}
-
-    def throughput(self, group: GroupLag | None, now: float) -> float | None:
-        """Records per second the group committed since the previous sample (never negative)."""
-        if group is None:
-            return None
-        total = sum(p.committed or 0 for p in group.partitions)
-        previous = self._committed.get(group.group)
-        self._committed[group.group] = (now, total)
-        if previous is None or now <= previous[0]:
-            return None
-        return max(0.0, (total - previous[1]) / (now - previous[0]))
-
-    def add(self, group: str, now: float, **values: float | None) -> None:
-        series = self._series.get(group)
-        if series is None:
-            series = {
-                name: deque(maxlen=self._size) for name in ("t", "lag", "lag_seconds", "throughput")
-            }
-            self._series[group] = series
-        series["t"].append(round(now, 3))
-        for name in ("lag", "lag_seconds", "throughput"):
-            series[name].append(values.get(name))
-
-    def to_dict(self) -> dict[str, dict[str, list[float | None]]]:
-        return {
-            group: {name: list(points) for name, points in series.items()}
-            for group, series in self._series.items()
-        }
+    text = str(error).strip()
+    return text or f"{type(error).__name__}: {error!r}"
 
 
 class Monitor:
@@ -208,7 +133,7 @@ class Monitor:
         self._lag = lag
         self._stats = stats if stats is not None else StatsReader(settings)
         self._clock = clock
-        self._history = _History(history_size)
+        self._history = SampleHistory(history_size)
         self._topologies = [pipeline_topology(p) for p in self.pipelines]
         # partitions of the pipelines' inputs and retry topics are listed even before a commit
         self._hints = lag_hints(*self.pipelines)
@@ -238,11 +163,7 @@ class Monitor:
             self._stats.poll()
             workers = self._stats.workers()
         except Exception as error:  # noqa: BLE001 - any failure: keep serving the last sample
-            log.warning("monitor sample failed: %s", error)
-            previous = self._snapshot or Snapshot(now, self.cluster_name, (), (), ())
-            failed = replace(previous, errors=previous.errors + 1, error=str(error))
-            self._snapshot = failed
-            return failed
+            return self._failed(error)
         by_group = {g.group: g for g in groups}
         with self._lock:
             throughput = {}
@@ -271,6 +192,25 @@ class Monitor:
         self._snapshot = snapshot
         return snapshot
 
+    def _failed(self, error: Exception) -> Snapshot:
+        """Keep the last good sample, say why this one failed, and rebuild the Kafka clients.
+
+        New clients on every failure: after a broker restart the old admin client never
+        answered a DescribeConsumerGroups again (tests/integration/test_monitor_restart.py).
+        """
+        message = error_message(error)
+        log.warning("monitor sample failed: %s", message)
+        # taken_at 0: no good sample yet, so the data is as old as it can be (never fresh)
+        previous = self._snapshot or Snapshot(0.0, self.cluster_name, (), (), ())
+        failed = replace(previous, errors=previous.errors + 1, error=message)
+        self._snapshot = failed
+        for client in (self._lag, self._stats):
+            try:
+                client.reconnect()
+            except Exception:
+                log.warning("cannot rebuild a Kafka client", exc_info=True)
+        return failed
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.sample_once()
@@ -285,76 +225,24 @@ class Monitor:
         """``/api/state`` as JSON bytes, built once per sample."""
         snapshot = self._snapshot
         if snapshot is None:
-            return _dumps({"taken_at": None, "pipelines": [], "groups": [], "workers": []})
+            return dumps({"taken_at": None, "pipelines": [], "groups": [], "workers": []})
         cached = self._state_cache.get(partitions)
         if cached is not None and cached[0] is snapshot:
             return cached[1]
-        body = _dumps(_clean(self._state_dict(snapshot, partitions=partitions)))
-        self._state_cache[partitions] = (snapshot, body)
-        return body
-
-    def _state_dict(self, snapshot: Snapshot, *, partitions: bool) -> dict[str, Any]:
-        in_pipeline = {s.group for v in snapshot.views for s in v.stages}
-        workers_by_group: dict[str, list[WorkerStats]] = {}
-        for worker in snapshot.workers:
-            workers_by_group.setdefault(worker.group, []).append(worker)
-        groups = []
-        for group in snapshot.groups:
-            described = group.to_dict()
-            if not partitions:
-                described.pop("partitions", None)
-                described["partition_count"] = len(group.partitions)
-            described["in_pipeline"] = group.group in in_pipeline
-            groups.append(described)
         with self._lock:
             history = self._history.to_dict()
             throughput = dict(self._throughput)
-        pipelines = []
-        for topology, view in zip(self._topologies, snapshot.views, strict=True):
-            stages = {}
-            for stage in view.stages:
-                workers = workers_by_group.get(stage.group, [])
-                stages[stage.group] = {
-                    "group": stage.group,
-                    "status": str(stage.status),
-                    "rule": stage.rule,
-                    "lag": stage.input_lag,
-                    "lag_seconds": stage.input_lag_seconds,
-                    "retry_backlog": dict(stage.retry_backlog),
-                    "retry_total": sum(stage.retry_backlog.values()),
-                    "dlq_depth": stage.dlq_depth,
-                    "dlq_inflow_per_s": stage.dlq_inflow_per_s,
-                    "throughput": throughput.get(stage.group),
-                    "workers": len(workers),
-                    "consumed": sum(w.counters.get("consumed", 0) for w in workers),
-                    "breakers": sorted(
-                        {
-                            str(d.get("name")): str(d.get("state"))
-                            for w in workers
-                            for d in w.dependencies
-                        }.items()
-                    ),
-                }
-            pipelines.append(
-                {
-                    **topology,
-                    "end_to_end_lag_seconds": view.end_to_end_lag_seconds,
-                    "view": view.to_dict(),
-                    "stage_state": stages,
-                }
-            )
-        return {
-            "cluster_name": snapshot.cluster_name,
-            "taken_at": snapshot.taken_at,
-            "interval_s": self.interval_s,
-            "sample_ms": round(snapshot.sample_seconds * 1000, 1),
-            "error": snapshot.error,
-            "errors": snapshot.errors,
-            "pipelines": pipelines,
-            "groups": groups,
-            "workers": [w.to_dict() for w in snapshot.workers],
-            "history": history,
-        }
+        built = state_dict(
+            snapshot,
+            topologies=self._topologies,
+            interval_s=self.interval_s,
+            history=history,
+            throughput=throughput,
+            partitions=partitions,
+        )
+        body = dumps(clean(built))
+        self._state_cache[partitions] = (snapshot, body)
+        return body
 
     # process
 

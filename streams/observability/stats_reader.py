@@ -130,7 +130,7 @@ class StatsReader:
         stale_after_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        settings = kafka or KafkaSettings()
+        self._settings = kafka or KafkaSettings()
         self._topic = topic
         self._clock = clock
         self.stale_after_s = (
@@ -138,9 +138,15 @@ class StatsReader:
             if stale_after_s is not None
             else STALE_INTERVALS * StageSettings().stats_interval_s
         )
-        self._consumer = Consumer(
+        self._consumer = self._new_consumer()
+        self._assigned = False
+        self._latest: dict[str, WorkerStats] = {}
+        self.topic_missing = False
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
             {
-                **settings.client_config(),
+                **self._settings.client_config(),
                 # never joined nor committed: the id only satisfies the client
                 "group.id": f"_streams.monitor.{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
@@ -148,9 +154,15 @@ class StatsReader:
                 "auto.offset.reset": "earliest",
             }
         )
+
+    def reconnect(self) -> None:
+        """A new consumer, reading the topic from the start again; the records read are kept.
+
+        The monitor calls this after a failed sample, as it rebuilds its other Kafka clients.
+        """
+        old, self._consumer = self._consumer, self._new_consumer()
         self._assigned = False
-        self._latest: dict[str, WorkerStats] = {}
-        self.topic_missing = False
+        old.close()
 
     def _assign(self) -> bool:
         try:

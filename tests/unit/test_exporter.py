@@ -273,6 +273,7 @@ class FakeLag:
         self.committed = 10
         self.fail: Exception | None = None
         self.closed = False
+        self.reconnects = 0
 
     def sample(
         self,
@@ -291,6 +292,9 @@ class FakeLag:
     ) -> PipelineView:
         return _view(pipeline, 100 - self.committed)
 
+    def reconnect(self) -> None:
+        self.reconnects += 1
+
     def close(self) -> None:
         self.closed = True
 
@@ -298,6 +302,10 @@ class FakeLag:
 class FakeStats:
     def __init__(self) -> None:
         self.closed = False
+        self.reconnects = 0
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
 
     def poll(self, timeout_s: float = 0.2) -> int:
         return 0
@@ -371,6 +379,32 @@ def test_a_failed_sample_keeps_the_last_one(monitor: tuple[Monitor, FakeLag, Clo
     assert state["error"] == "broker down"
     families = _families(running.exporter.render())
     assert _sample(families, "streams_monitor_sample_errors_total") == 1
+
+
+def test_a_failed_sample_never_has_an_empty_error_and_rebuilds_the_clients(
+    monitor: tuple[Monitor, FakeLag, Clock],
+) -> None:
+    """After a broker restart every sample failed with TimeoutError(), whose str() is ''."""
+    running, lag, _ = monitor
+    running.sample_once()
+    lag.fail = TimeoutError()
+    failed = running.sample_once()
+    assert failed.error == "TimeoutError: TimeoutError()"
+    assert json.loads(running.state())["error"] == "TimeoutError: TimeoutError()"
+    assert lag.reconnects == 1
+    assert isinstance(running._stats, FakeStats)
+    assert running._stats.reconnects == 1
+    lag.fail = RuntimeError("broker down")
+    assert running.sample_once().error == "broker down"  # a message of its own is kept as is
+    assert lag.reconnects == 2
+
+
+def test_a_first_sample_that_fails_is_not_fresh(monitor: tuple[Monitor, FakeLag, Clock]) -> None:
+    running, lag, _ = monitor
+    lag.fail = RuntimeError("broker down")
+    failed = running.sample_once()
+    assert failed.taken_at == 0.0
+    assert json.loads(running.state())["taken_at"] == 0.0
 
 
 def _get(url: str) -> tuple[int, str, bytes]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 import pytest
 
+from streams.config import KafkaSettings
+from streams.exceptions import KafkaClientError
 from streams.lag import (
     GroupLag,
     GroupMember,
@@ -17,6 +20,7 @@ from streams.lag import (
     evaluate_partition,
     worst,
 )
+from streams.lag.fetch import KafkaFetcher
 
 WINDOW = 60.0
 
@@ -272,3 +276,15 @@ def test_group_status_is_the_worst_partition() -> None:
     assert group.rule.startswith("t[0] STOP:")
     assert (group.sum_lag, group.max_lag) == (80, 40)
     assert group.to_dict()["status"] == "STOP"
+
+
+def test_a_request_that_never_answers_fails_with_a_message() -> None:
+    """concurrent.futures.TimeoutError() says nothing; the fetcher says which request, where."""
+    fetcher = KafkaFetcher(
+        KafkaSettings(bootstrap_servers="127.0.0.1:1"), request_timeout_s=0.01, read_timeout_s=0.01
+    )
+    with pytest.raises(KafkaClientError) as raised:
+        fetcher._wait(Future(), "describe consumer groups")
+    assert raised.value.message == (
+        "cannot describe consumer groups on 127.0.0.1:1: no answer within 0.01 s (TimeoutError)"
+    )
