@@ -7,7 +7,10 @@ immutable ``Snapshot``, swapped whole. The HTTP server only reads that snapshot:
 - ``/metrics``: Prometheus text (``streams.observability.exporter``);
 - ``/api/state``: JSON for the dashboard (``?partitions=0`` leaves out the partitions);
 - ``/``: the dashboard (static files, no build step, nothing fetched from the internet);
-- ``/health``: 200 while the process serves.
+- ``/health``: 200 (``ok``) while the data is fresh; 503 with a JSON body saying why and how
+  old the data is once the last *successful* sample is older than three intervals (an interval
+  being ``interval_s`` plus the time the last sample took), or when there was none yet. Point a
+  liveness or alerting probe here: a monitor that serves old numbers is not healthy.
 
 When Kafka cannot be reached the last good sample is kept, ``error`` in ``/api/state`` says
 why (never an empty string), and ``streams_monitor_sample_errors_total`` grows: check the
@@ -60,6 +63,8 @@ _STATIC = {
 }
 # 360 samples: 30 minutes of history at the default 5 s interval, a few hundred KB of JSON
 HISTORY_SIZE = 360
+# missed samples tolerated before the data counts as stale (/health 503, the dashboard's banner)
+STALE_INTERVALS = 3
 
 
 class LagSource(Protocol):
@@ -153,6 +158,10 @@ class Monitor:
     def snapshot(self) -> Snapshot | None:
         return self._snapshot
 
+    def clock(self) -> float:
+        """The monitor's wall clock (epoch seconds): what sample times are measured on."""
+        return self._clock()
+
     def sample_once(self) -> Snapshot:
         """Take one sample now and make it the current one (on failure keep the last one)."""
         began = time.monotonic()
@@ -236,6 +245,7 @@ class Monitor:
             snapshot,
             topologies=self._topologies,
             interval_s=self.interval_s,
+            stale_after_s=self.stale_after_s(snapshot),
             history=history,
             throughput=throughput,
             partitions=partitions,
@@ -243,6 +253,37 @@ class Monitor:
         body = dumps(clean(built))
         self._state_cache[partitions] = (snapshot, body)
         return body
+
+    def stale_after_s(self, snapshot: Snapshot) -> float:
+        """Age at which a sample's data is stale: three intervals, each the wait plus a sample."""
+        return STALE_INTERVALS * (self.interval_s + snapshot.sample_seconds)
+
+    def health(self) -> tuple[HTTPStatus, bytes]:
+        """``/health``: 200 ``ok`` while fresh, else 503 and a JSON body with the reason and age."""
+        snapshot = self._snapshot
+        now = self._clock()
+        if snapshot is not None and snapshot.taken_at > 0:
+            age_s = max(0.0, now - snapshot.taken_at)
+            limit_s = self.stale_after_s(snapshot)
+            if age_s <= limit_s:
+                return HTTPStatus.OK, b"ok\n"
+            reason = (
+                f"the last successful sample is {age_s:.1f} s old, older than {limit_s:.1f} s "
+                f"({STALE_INTERVALS} intervals of {self.interval_s:g} s)"
+            )
+        else:
+            age_s, limit_s = None, None
+            reason = "no successful sample yet"
+        body = {
+            "status": "stale",
+            "reason": reason,
+            "age_s": None if age_s is None else round(age_s, 1),
+            "stale_after_s": None if limit_s is None else round(limit_s, 1),
+            "last_success_at": snapshot.taken_at if snapshot and snapshot.taken_at > 0 else None,
+            "last_error": snapshot.error if snapshot else None,
+            "errors": snapshot.errors if snapshot else 0,
+        }
+        return HTTPStatus.SERVICE_UNAVAILABLE, dumps(body)
 
     # process
 
@@ -301,18 +342,33 @@ def _handler_for(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
             elif url.path == "/api/state":
                 query = parse_qs(url.query)
                 partitions = query.get("partitions", ["1"])[0] not in {"0", "false", "no"}
-                self._send(monitor.state(partitions=partitions), "application/json")
+                body = monitor.state(partitions=partitions)
+                # the dashboard measures the data's age on the monitor's clock, not the browser's
+                served_at = {"X-Streams-Served-At": f"{monitor.clock():.3f}"}
+                self._send(body, "application/json", headers=served_at)
             elif url.path == "/health":
-                self._send(b"ok\n", "text/plain; charset=utf-8")
+                status, body = monitor.health()
+                kind = (
+                    "text/plain; charset=utf-8" if status is HTTPStatus.OK else "application/json"
+                )
+                self._send(body, kind, status)
             elif url.path in _STATIC:
                 name, content_type = _STATIC[url.path]
                 self._send((DASHBOARD / name).read_bytes(), content_type)
             else:
                 self._send(b"not found\n", "text/plain; charset=utf-8", HTTPStatus.NOT_FOUND)
 
-        def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
+        def _send(
+            self,
+            body: bytes,
+            content_type: str,
+            status: HTTPStatus = HTTPStatus.OK,
+            headers: Mapping[str, str] | None = None,
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()

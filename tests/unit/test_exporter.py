@@ -413,7 +413,7 @@ def _get(url: str) -> tuple[int, str, bytes]:
             return response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, "", b""
+            return error.code, error.headers["Content-Type"], error.read()
 
 
 def test_http_endpoints(monitor: tuple[Monitor, FakeLag, Clock]) -> None:
@@ -433,3 +433,47 @@ def test_http_endpoints(monitor: tuple[Monitor, FakeLag, Clock]) -> None:
     assert _get(running.url + "/app.js")[0] == 200
     assert _get(running.url + "/style.css")[0] == 200
     assert _get(running.url + "/../pyproject.toml")[0] == 404
+
+
+def test_health_is_503_with_the_reason_once_the_data_is_older_than_three_intervals(
+    monitor: tuple[Monitor, FakeLag, Clock],
+) -> None:
+    running, lag, clock = monitor
+    running.start("127.0.0.1", 0)  # the first sample, at t = 1000
+    assert _get(running.url + "/health") == (200, "text/plain; charset=utf-8", b"ok\n")
+    snapshot = running.snapshot
+    assert snapshot is not None
+    limit = 3 * (3600 + snapshot.sample_seconds)
+    clock.now = 1000 + limit  # exactly three intervals: still fresh
+    assert _get(running.url + "/health")[0] == 200
+    clock.now = 1000 + limit + 1
+    status, kind, body = _get(running.url + "/health")
+    assert (status, kind) == (503, "application/json")
+    answer = json.loads(body)
+    assert answer["status"] == "stale"
+    assert answer["age_s"] == round(limit + 1, 1)
+    assert answer["reason"].startswith(f"the last successful sample is {limit + 1:.1f} s old")
+    # a failed sample does not make old data fresh, and says why it failed
+    lag.fail = RuntimeError("broker down")
+    running.sample_once()
+    status, _, body = _get(running.url + "/health")
+    assert status == 503
+    assert json.loads(body)["last_error"] == "broker down"
+    state = json.loads(_get(running.url + "/api/state")[2])
+    assert state["stale_after_s"] == limit
+
+
+def test_health_is_503_before_any_successful_sample(
+    monitor: tuple[Monitor, FakeLag, Clock],
+) -> None:
+    running, lag, _ = monitor
+    lag.fail = RuntimeError("broker down")
+    running.start("127.0.0.1", 0)
+    status, _, body = _get(running.url + "/health")
+    assert status == 503
+    answer = json.loads(body)
+    assert (answer["reason"], answer["age_s"], answer["last_error"]) == (
+        "no successful sample yet",
+        None,
+        "broker down",
+    )
