@@ -13,9 +13,11 @@ anyway.
 (each member's id, client id, host and assignment): the STOP/STALL rules, the member labels of
 the metrics and the CLI all read it from there, so no caller describes the groups again.
 
-**Record reads** use a read_committed consumer that never joins a group (``assign()`` only):
+**Record reads** use read_committed consumers that never join a group (``assign()`` only):
 ``read_timestamps`` finds the timestamp of the first visible record at or after an offset (the
-time lag).
+time lag); ``scan_visible`` reads ranges and reports the offsets that hold no visible record
+(markers, aborted records), for the DLQ depth and retry backlog in records
+(``streams.lag.visible``). Both stop at ``read_timeout_s``; what is left is read next time.
 
 **Failures.** Every request waits at most ``request_timeout_s``; a transport error or a request
 that never answers raises ``KafkaClientError`` with a message that says which request on which
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -46,6 +48,7 @@ from streams.config import KafkaSettings
 from streams.exceptions import KafkaClientError
 from streams.kafka import admin as admin_specs
 from streams.lag.snapshot import TP, GroupMember, GroupSnapshot, PartitionOffsets
+from streams.lag.visible import Scan
 
 __all__ = ["KafkaFetcher", "TimestampReader", "members_of"]
 
@@ -71,6 +74,7 @@ class KafkaFetcher:
         self.read_timeout_s = read_timeout_s
         self._admin: AdminClient | None = None
         self._reader: Consumer | None = None
+        self._scanner: Consumer | None = None
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -87,9 +91,11 @@ class KafkaFetcher:
 
     def close(self) -> None:
         """Close the reading consumers (an admin client has nothing to close)."""
-        reader, self._reader, self._admin = self._reader, None, None
-        if reader is not None:
-            reader.close()
+        readers = (self._reader, self._scanner)
+        self._reader = self._scanner = self._admin = None
+        for reader in readers:
+            if reader is not None:
+                reader.close()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -249,25 +255,84 @@ class KafkaFetcher:
             reader.unassign()
         return results
 
+    def scan_visible(self, ranges: Mapping[TP, tuple[int, int]]) -> dict[TP, Scan]:
+        """Read each ``[start, end)`` with read_committed; the offsets without a visible record.
+
+        All partitions at once, until each reaches its end or ``read_timeout_s`` passes (a
+        partition cut short reports how far it got). A read_committed consumer skips markers
+        and aborted records, so the gaps between the offsets it returns are exactly those.
+        """
+        wanted = {tp: (start, end) for tp, (start, end) in ranges.items() if end > start}
+        if not wanted:
+            return {}
+        scans = {tp: Scan(start, start) for tp, (start, _) in wanted.items()}
+        scanner = self._scanner_consumer()
+        scanner.assign([TopicPartition(t, p, start) for (t, p), (start, _) in wanted.items()])
+        deadline = time.monotonic() + self.read_timeout_s
+        paused: list[TopicPartition] = []
+        try:
+            while wanted and time.monotonic() < deadline:
+                for message in scanner.consume(num_messages=10_000, timeout=0.05):
+                    tp = (message.topic(), message.partition())
+                    if tp in wanted and _scanned(scans[tp], wanted[tp][1], message):
+                        del wanted[tp]
+                        paused.append(TopicPartition(*tp))
+                        scanner.pause(paused[-1:])  # done: stop fetching it
+        finally:
+            # librdkafka keeps a partition paused across unassign() and a later assign()
+            if paused:
+                scanner.resume(paused)
+            scanner.unassign()
+        return scans
+
     def _reader_consumer(self) -> Consumer:
         if self._reader is None:
-            self._reader = Consumer(
-                {
-                    **self.kafka.client_config(),
-                    # never joins or commits: assign() only; the id just satisfies the client
-                    "group.id": f"streams-lag-reader-{uuid.uuid4().hex}",
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "enable.partition.eof": True,
-                    "isolation.level": "read_committed",
-                    "auto.offset.reset": "error",
-                    # one record per partition is all we need: keep fetches small and quick
-                    "fetch.wait.max.ms": 10,
-                    "max.partition.fetch.bytes": 4096,
-                    "queued.max.messages.kbytes": 1024,
-                }
+            # one record per partition is all it needs: keep fetches small and quick
+            self._reader = self._consumer(
+                {"fetch.wait.max.ms": 10, "max.partition.fetch.bytes": 4096}
             )
         return self._reader
+
+    def _scanner_consumer(self) -> Consumer:
+        if self._scanner is None:
+            # reads whole ranges: librdkafka's default fetch sizes, a short fetch wait
+            self._scanner = self._consumer({"fetch.wait.max.ms": 10})
+        return self._scanner
+
+    def _consumer(self, tuning: dict[str, Any]) -> Consumer:
+        return Consumer(
+            {
+                **self.kafka.client_config(),
+                # never joins or commits: assign() only; the id just satisfies the client
+                "group.id": f"streams-lag-reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "error",
+                "queued.max.messages.kbytes": 1024,
+                **tuning,
+            }
+        )
+
+
+def _scanned(scan: Scan, end: int, message: Any) -> bool:
+    """Add one consumed message (or event) to a partition's scan; True once it is done."""
+    error = message.error()
+    if error is not None:
+        if error.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001
+            scan.failed = True  # out of range (retention), deleted topic...: start again
+            return True
+        offset = min(max(message.offset(), scan.to), end)  # EOF: nothing visible up to here
+    else:
+        offset = min(message.offset(), end)
+    if offset > scan.to:
+        scan.gaps.append((scan.to, offset))
+    if error is None and offset < end:
+        scan.visible += 1
+        offset += 1
+    scan.to = offset
+    return scan.to >= end or error is not None
 
 
 def _member(member: Any) -> GroupMember:

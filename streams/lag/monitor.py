@@ -19,7 +19,16 @@ from streams.lag.status import (
     trend,
     worst,
 )
-from streams.lag.view import PipelineView, StageView, end_to_end, lag_hints, side_topics, stage_view
+from streams.lag.view import (
+    PipelineView,
+    StageView,
+    end_to_end,
+    lag_hints,
+    side_ranges,
+    side_topics,
+    stage_view,
+)
+from streams.lag.visible import SideCounter
 from streams.pipeline import Pipeline
 
 __all__ = ["LagMonitor"]
@@ -89,6 +98,9 @@ class LagMonitor:
         self._ends: dict[TP, deque[tuple[float, int]]] = {}
         self._pending_since: dict[TP, tuple[int, float]] = {}
         self._timestamps: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+        self._side = SideCounter(
+            self._fetch.scan_visible, window_s=window_s, max_points=_HISTORY_MAX_SAMPLES
+        )
 
     # -- public ------------------------------------------------------------------------------
 
@@ -139,12 +151,19 @@ class LagMonitor:
         extra = self._fetch.topic_offsets(extra_topics) if extra_topics else {}
         for tp, off in extra.items():
             self._record_end(tp, off, now)
+        ranges = {
+            stage.name: side_ranges(stage, by_group.get(stage.group_id), extra)
+            for stage in pipeline.stages
+        }
+        counts = self._side.count({tp: r for found in ranges.values() for tp, r in found.items()})
         views: dict[str, StageView] = {}
         for stage in pipeline.stages:
-            inflow = None
-            if stage.dlq_topic is not None:
-                inflow = self._inflow([tp for tp in extra if tp[0] == stage.dlq_topic], now)
-            views[stage.name] = stage_view(stage, by_group.get(stage.group_id), extra, inflow)
+            mine = {tp: counts[tp] for tp in ranges[stage.name]}
+            dlq = [tp for tp in mine if tp[0] == stage.dlq_topic]
+            for tp in dlq:
+                self._side.observe(tp, now, exact=mine[tp][1])
+            inflow = self._side.inflow(dlq, now) if stage.dlq_topic is not None else None
+            views[stage.name] = stage_view(stage, by_group.get(stage.group_id), mine, inflow)
         return PipelineView(
             pipeline=pipeline.name,
             stages=tuple(views.values()),
@@ -344,13 +363,3 @@ class LagMonitor:
         self._timestamps.move_to_end(key)
         while len(self._timestamps) > _TIMESTAMP_CACHE_SIZE:
             self._timestamps.popitem(last=False)
-
-    def _inflow(self, tps: Sequence[TP], now: float) -> float | None:
-        """Records/s added over the window, summed over partitions; None before two samples."""
-        total, known = 0.0, False
-        for tp in tps:
-            points = [p for p in self._ends.get(tp, ()) if p[0] >= now - self.window_s]
-            if len(points) >= 2 and points[-1][0] > points[0][0]:  # noqa: PLR2004
-                total += (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
-                known = True
-        return total if known else None

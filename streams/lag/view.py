@@ -1,5 +1,8 @@
 """The pipeline view: per stage its input lag, retry backlog and DLQ, and the end-to-end lag.
 
+The retry backlog and the DLQ depth count *records*, as a read_committed consumer sees them,
+not offsets: transaction markers and aborted records are left out (``streams.lag.visible``).
+
 Every component spec has the same shape (``kind``, ``inputs``, ``outputs``, ``retry_topics``,
 ``dlq_topic``: None for a sink, ``lag_topics``), so nothing here asks which kind it holds. The
 topics a group's view lists before any commit come from ``lag_hints`` alone: the monitor, the
@@ -18,7 +21,15 @@ from streams.lag.status import Status
 from streams.pipeline import Pipeline
 from streams.spec import Component
 
-__all__ = ["PipelineView", "StageView", "end_to_end", "lag_hints", "stage_view"]
+__all__ = [
+    "PipelineView",
+    "StageView",
+    "end_to_end",
+    "lag_hints",
+    "side_ranges",
+    "side_topics",
+    "stage_view",
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,9 @@ class StageView:
     dlq_inflow_per_s: float | None
     status: Status
     rule: str
+    # False while a retry or DLQ partition has not been read to its end yet (a big DLQ takes
+    # a few samples): its unread offsets are counted as records meanwhile
+    counts_exact: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -71,13 +85,34 @@ def side_topics(pipeline: Pipeline) -> set[str]:
     return topics
 
 
+def side_ranges(
+    stage: Component, group: GroupLag | None, extra: Mapping[TP, PartitionOffsets]
+) -> dict[TP, tuple[int, int]]:
+    """The offset ranges whose visible records are the stage's retry backlog and DLQ depth.
+
+    A retry partition: from the group's committed offset (or the log start, without a commit)
+    to the LSO; a dead-letter partition: from the log start to the LSO.
+    """
+    committed = {(p.topic, p.partition): p.committed for p in group.partitions} if group else {}
+    ranges: dict[TP, tuple[int, int]] = {}
+    for tp, off in extra.items():
+        if tp[0] in stage.retry_topics:
+            start = committed.get(tp)
+            start = off.log_start if start is None else max(start, off.log_start)
+            ranges[tp] = (start, max(start, off.last_stable_offset))
+        elif tp[0] == stage.dlq_topic:
+            ranges[tp] = (off.log_start, max(off.log_start, off.last_stable_offset))
+    return ranges
+
+
 def stage_view(
     stage: Component,
     group: GroupLag | None,
-    extra: Mapping[TP, PartitionOffsets],
+    counts: Mapping[TP, tuple[int, bool]],
     dlq_inflow: float | None,
 ) -> StageView:
-    """One stage's view from its group's lag and the offsets of its retry and DLQ topics."""
+    """One stage's view from its group's lag and the visible records of its retry and DLQ
+    partitions (``counts``: (records, exact) over each of ``side_ranges``)."""
     partitions = group.partitions if group is not None else ()
     inputs = [p for p in partitions if p.topic in stage.inputs]
     input_lag = sum(p.lag or 0 for p in inputs)
@@ -85,19 +120,11 @@ def stage_view(
     input_seconds = max(seconds, default=None)
     if input_seconds is None and input_lag == 0:
         input_seconds = 0.0
-    committed = {(p.topic, p.partition): p.committed for p in partitions}
-    retry_backlog: dict[str, int] = {}
-    for topic in stage.retry_topics:
-        backlog = 0
-        for tp, off in extra.items():
-            if tp[0] != topic:
-                continue
-            start = committed.get(tp)
-            start = off.log_start if start is None else max(start, off.log_start)
-            backlog += max(0, off.last_stable_offset - start)
-        retry_backlog[topic] = backlog
-    dlq = [off for tp, off in extra.items() if tp[0] == stage.dlq_topic]
-    dlq_depth = sum(max(0, off.last_stable_offset - off.log_start) for off in dlq)
+    retry_backlog = {
+        topic: sum(n for tp, (n, _) in counts.items() if tp[0] == topic)
+        for topic in stage.retry_topics
+    }
+    dlq_depth = sum(n for tp, (n, _) in counts.items() if tp[0] == stage.dlq_topic)
     if group is None or not group.partitions:
         status = Status.WARN
         rule = f"WARN: consumer group {stage.group_id} has no committed offsets"
@@ -115,6 +142,7 @@ def stage_view(
         dlq_inflow_per_s=dlq_inflow,
         status=status,
         rule=rule,
+        counts_exact=all(exact for _, exact in counts.values()),
     )
 
 

@@ -27,7 +27,9 @@ Ours, from the lag monitor:
   for longer than the transaction timeout is a hanging transaction.
 - ``streams_stage_retry_backlog{pipeline,group,topic}``: records waiting in a retry topic.
 - ``streams_stage_dlq_depth{pipeline,group}`` and ``streams_stage_dlq_inflow_per_second``:
-  records in the stage's dead-letter topic and how fast it fills.
+  records in the stage's dead-letter topic and how fast it fills. Both these and the retry
+  backlog count records as a read_committed consumer reads them, not offsets: transaction
+  markers and aborted records are not counted (``streams.lag.visible``).
 - ``streams_pipeline_end_to_end_lag_seconds{pipeline}``: the sum of the stages' time lags.
 
 From the workers (topic ``_streams.stats``, one series per live worker, ``slot`` is its slot):
