@@ -2,8 +2,9 @@
 
 Exit codes: 0 every group is OK or WARN; 3 some group is STALL, STOP, REWIND or ERR (in
 ``--watch``, as of the last snapshot before Ctrl-C); 1 Kafka unreachable or a bad ``--pipeline``.
-A single snapshot has no history, so it can only show OK, ERR (data lost to retention) and lag;
-STOP, STALL, REWIND and WARN need ``--watch`` (statuses evolve as samples accumulate).
+A single snapshot has no history, so it can only show OK, lag, ERR (data lost to retention, or
+a group that does not exist) and WARN for a group with no members but lag; STOP, STALL, REWIND
+and a growing lag need ``--watch`` (statuses evolve as samples accumulate).
 """
 
 from __future__ import annotations
@@ -115,7 +116,10 @@ def _print_table(groups: list[GroupLag], *, colour: bool) -> None:
         say(f"{line}  {_style(p.status, p.status.value, colour=colour)}  {p.rule}")
     for g in groups:
         status = _style(g.status, g.status.value, colour=colour)
-        say(f"group {g.group} ({g.state}, {g.members} members): {status} sum lag {g.sum_lag}")
+        say(
+            f"group {g.group} ({g.state}, {g.members} members): {status} sum lag {g.sum_lag}; "
+            f"{g.rule}"
+        )
     if not groups:
         say("no consumer groups")
 

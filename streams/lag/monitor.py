@@ -14,6 +14,7 @@ from streams.lag.snapshot import TP, GroupLag, GroupSnapshot, PartitionLag, Part
 from streams.lag.status import (
     Observation,
     Status,
+    evaluate_group,
     evaluate_partition,
     interpolate_arrival,
     trend,
@@ -218,7 +219,7 @@ class LagMonitor:
         by_group: dict[str, list[PartitionLag]] = {info.group: [] for info in infos}
         for row in rows:
             by_group[row.info.group].append(self._partition(row, read, now))
-        return [self._group(info, by_group[info.group]) for info in infos]
+        return [_group_lag(info, by_group[info.group]) for info in infos]
 
     def _time_lag(
         self, row: _Row, read: Mapping[tuple[str, int, int], int | None], now: float
@@ -288,32 +289,6 @@ class LagMonitor:
             owner=owner,
         )
 
-    @staticmethod
-    def _group(info: GroupSnapshot, partitions: list[PartitionLag]) -> GroupLag:
-        lags = [p.lag for p in partitions if p.lag is not None]
-        seconds = [p.lag_seconds for p in partitions if p.lag_seconds is not None]
-        status = worst(p.status for p in partitions)
-        culprit = max(
-            (p for p in partitions if p.status is status),
-            key=lambda p: p.lag or 0,
-            default=None,
-        )
-        if culprit is None:
-            rule = "OK: no committed offsets"
-        else:
-            rule = f"{culprit.topic}[{culprit.partition}] {culprit.rule}"
-        return GroupLag(
-            group=info.group,
-            state=info.state,
-            members=len(info.members),
-            partitions=tuple(partitions),
-            status=status,
-            rule=rule,
-            sum_lag=sum(lags),
-            max_lag=max(lags, default=0),
-            max_lag_seconds=max(seconds, default=None),
-        )
-
     def _record_end(self, tp: TP, off: PartitionOffsets, now: float) -> None:
         ends = self._ends.setdefault(tp, deque(maxlen=_HISTORY_MAX_SAMPLES))
         lso = off.last_stable_offset
@@ -363,3 +338,34 @@ class LagMonitor:
         self._timestamps.move_to_end(key)
         while len(self._timestamps) > _TIMESTAMP_CACHE_SIZE:
             self._timestamps.popitem(last=False)
+
+
+def _group_lag(info: GroupSnapshot, partitions: list[PartitionLag]) -> GroupLag:
+    """A group's roll-up: its worst partition, then the group rules (``evaluate_group``)."""
+    lags = [p.lag for p in partitions if p.lag is not None]
+    seconds = [p.lag_seconds for p in partitions if p.lag_seconds is not None]
+    status = worst(p.status for p in partitions)
+    culprit = max(
+        (p for p in partitions if p.status is status),
+        key=lambda p: p.lag or 0,
+        default=None,
+    )
+    if culprit is None:
+        rule = "OK: no committed offsets"
+    else:
+        rule = f"{culprit.topic}[{culprit.partition}] {culprit.rule}"
+    status, rule = evaluate_group(
+        (status, rule), exists=info.exists, members=len(info.members), sum_lag=sum(lags)
+    )
+    return GroupLag(
+        group=info.group,
+        state=info.state,
+        members=len(info.members),
+        partitions=tuple(partitions),
+        status=status,
+        rule=rule,
+        sum_lag=sum(lags),
+        max_lag=max(lags, default=0),
+        max_lag_seconds=max(seconds, default=None),
+        exists=info.exists,
+    )

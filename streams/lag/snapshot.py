@@ -78,7 +78,8 @@ class GroupSnapshot:
     @property
     def exists(self) -> bool:
         """False for a group the broker does not know: Dead, no member, no committed offset."""
-        return self.state != "Dead" or bool(self.members) or bool(self.committed)
+        committed = any(offset is not None for offset in self.committed.values())
+        return self.state != "Dead" or bool(self.members) or committed
 
 
 @dataclass(frozen=True)
@@ -123,12 +124,14 @@ class GroupLag:
     sum_lag: int
     max_lag: int
     max_lag_seconds: float | None
+    exists: bool = True  # False: Dead with no member and no committed offset (see status)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "group": self.group,
             "state": self.state,
             "members": self.members,
+            "exists": self.exists,
             "status": str(self.status),
             "rule": self.rule,
             "sum_lag": self.sum_lag,

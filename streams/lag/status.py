@@ -30,7 +30,16 @@ Differences from Burrow (linkedin/Burrow ``core/internal/evaluator/caching.go``)
   by a live member is STALL, one owned by nobody is STOP. Groups with no members are evaluated
   like any other (kafka_exporter#226).
 
-**Group status** is the worst of its partitions in the order
+**Group rules**, applied over the worst partition's status:
+
+===========  ================================================================================
+ERR          the group does not exist (Dead, no member, no committed offset): nobody consumes
+             what it was meant to, and a one-shot ``streams lag --group G`` must say so
+WARN         no live member while its lag is > 0 (``no members, lag N``): nobody consumes, and
+             without history the partition rules cannot yet call it a STOP
+===========  ================================================================================
+
+**Group status** is otherwise the worst of its partitions in the order
 ``OK < WARN < STALL < REWIND < STOP < ERR``: a stalled consumer still runs and may recover; a
 rewind reprocesses (duplicates downstream of non-EOS consumers); a stop means nobody consumes; ERR
 means records were lost (or, for a group, that it does not exist). Unlike Burrow,
@@ -47,6 +56,7 @@ from dataclasses import dataclass
 __all__ = [
     "Observation",
     "Status",
+    "evaluate_group",
     "evaluate_partition",
     "interpolate_arrival",
     "slope",
@@ -246,3 +256,12 @@ def _growth(window: Sequence[Observation], current: Observation, min_samples: in
             ),
         )
     return Status.OK, f"OK: lag {current.lag}, not growing"
+
+
+def evaluate_group(partitions: Verdict, *, exists: bool, members: int, sum_lag: int) -> Verdict:
+    """The group's status: its own rules (see the table above), else its partitions' verdict."""
+    if not exists:
+        return Status.ERR, "ERR: group does not exist"
+    if members == 0 and sum_lag > 0 and partitions[0] is Status.OK:
+        return Status.WARN, f"WARN: no members, lag {sum_lag}"
+    return partitions

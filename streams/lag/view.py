@@ -125,7 +125,10 @@ def stage_view(
         for topic in stage.retry_topics
     }
     dlq_depth = sum(n for tp, (n, _) in counts.items() if tp[0] == stage.dlq_topic)
-    if group is None or not group.partitions:
+    if group is None or not group.exists:
+        status = Status.ERR
+        rule = f"ERR: consumer group {stage.group_id} does not exist"
+    elif not group.partitions:
         status = Status.WARN
         rule = f"WARN: consumer group {stage.group_id} has no committed offsets"
     else:

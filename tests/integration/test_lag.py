@@ -333,6 +333,7 @@ def test_dlq_depth_and_retry_backlog_count_records_not_offsets(
     assert scans == [{}]
     assert stage.dlq_inflow_per_s == 0.0
     _transactions(cluster, dlq, [2, 2])
+    _commit(admin, spec.group_id, {(retry, 0): 12})  # retries done: the group is caught up
     clock.now += 10
     (stage,) = monitor.pipeline_view(pipeline).stages
     monitor.close()
@@ -340,4 +341,5 @@ def test_dlq_depth_and_retry_backlog_count_records_not_offsets(
     assert scans[-1] == {(dlq, 0): (32, 38)}  # 21 records + 4 aborted + 7 markers = 32 read
     # inflow in records too: 4 records in 20 s (the offsets grew by 6: 0.3/s)
     assert stage.dlq_inflow_per_s == pytest.approx(0.2)
+    assert stage.retry_backlog[retry] == 0
     assert stage.rule == f"WARN: dead-letter topic {dlq} grows at 0.20 records/s"

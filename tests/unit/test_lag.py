@@ -21,6 +21,7 @@ from streams.lag import (
     worst,
 )
 from streams.lag.fetch import KafkaFetcher
+from streams.lag.status import evaluate_group
 
 WINDOW = 60.0
 
@@ -288,3 +289,39 @@ def test_a_request_that_never_answers_fails_with_a_message() -> None:
     assert raised.value.message == (
         "cannot describe consumer groups on 127.0.0.1:1: no answer within 0.01 s (TimeoutError)"
     )
+
+
+def test_group_rules_missing_group_and_no_members_with_lag() -> None:
+    ok = (Status.OK, "t[0] OK: lag 6")
+    assert evaluate_group(ok, exists=False, members=0, sum_lag=0) == (
+        Status.ERR,
+        "ERR: group does not exist",
+    )
+    assert evaluate_group(ok, exists=True, members=0, sum_lag=6) == (
+        Status.WARN,
+        "WARN: no members, lag 6",
+    )
+    # controls: a member, or no lag, leaves the partitions' verdict; a worse one is kept
+    assert evaluate_group(ok, exists=True, members=1, sum_lag=6) == ok
+    assert evaluate_group(ok, exists=True, members=0, sum_lag=0) == ok
+    stop = (Status.STOP, "t[0] STOP: no commit for 300 s")
+    assert evaluate_group(stop, exists=True, members=0, sum_lag=6) == stop
+
+
+def test_a_group_known_only_by_hints_does_not_exist() -> None:
+    clock = Clock()
+    info = GroupSnapshot("g", "Dead")
+    info.committed[("t", 0)] = None  # a hinted partition, no commit
+    (group,) = LagMonitor(clock=clock).ingest(
+        clock(), [info], {("t", 0): PartitionOffsets(0, 5, 5)}, _no_reads
+    )
+    assert (group.exists, group.status, group.rule) == (
+        False,
+        Status.ERR,
+        "ERR: group does not exist",
+    )
+    info.committed[("t", 0)] = 5
+    (group,) = LagMonitor(clock=clock).ingest(
+        clock(), [info], {("t", 0): PartitionOffsets(0, 5, 5)}, _no_reads
+    )
+    assert (group.exists, group.status) == (True, Status.OK)
