@@ -31,6 +31,7 @@ from streams.lag.view import (
 )
 from streams.lag.visible import SideCounter
 from streams.pipeline import Pipeline
+from streams.stats import SupervisorReport
 
 __all__ = ["LagMonitor"]
 
@@ -136,17 +137,25 @@ class LagMonitor:
         return self.ingest(now, infos, offsets, fetch.read_timestamps)
 
     def pipeline_view(
-        self, pipeline: Pipeline, groups: list[GroupLag] | None = None
+        self,
+        pipeline: Pipeline,
+        groups: list[GroupLag] | None = None,
+        *,
+        supervisors: Iterable[SupervisorReport] = (),
     ) -> PipelineView:
-        """Per stage: input lag and its age, retry backlog, DLQ depth and inflow; end-to-end lag.
+        """Per stage: input lag and its age, retry backlog, DLQ depth and inflow, workers;
+        end-to-end lag.
 
-        ``groups``: a sample to reuse (else the pipeline's groups are sampled now). A stage's
-        status is its group's; a stage whose group is OK but whose DLQ grew in the window is WARN.
+        ``groups``: a sample to reuse (else the pipeline's groups are sampled now).
+        ``supervisors``: the live supervisors' records (``StatsReader.supervisors()``). A
+        stage's status is its group's; WARN if the group is OK but its DLQ grew in the window;
+        WARN or ERR when its workers are below their desired count (``view.workers_verdict``).
         """
         if groups is None:
             hints = lag_hints(pipeline)
             groups = self.sample(list(hints), topics=hints)
         by_group = {group.group: group for group in groups}
+        reports = list(supervisors)
         extra_topics = side_topics(pipeline)
         now = self._clock()
         extra = self._fetch.topic_offsets(extra_topics) if extra_topics else {}
@@ -164,7 +173,13 @@ class LagMonitor:
             for tp in dlq:
                 self._side.observe(tp, now, exact=mine[tp][1])
             inflow = self._side.inflow(dlq, now) if stage.dlq_topic is not None else None
-            views[stage.name] = stage_view(stage, by_group.get(stage.group_id), mine, inflow)
+            views[stage.name] = stage_view(
+                stage,
+                by_group.get(stage.group_id),
+                mine,
+                inflow,
+                [r for r in reports if r.group == stage.group_id],
+            )
         return PipelineView(
             pipeline=pipeline.name,
             stages=tuple(views.values()),

@@ -12,7 +12,7 @@ CLI and ``LagMonitor.pipeline_view`` all ask it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from streams.lag.snapshot import TP, GroupLag, PartitionOffsets
 from streams.lag.status import Status
 from streams.pipeline import Pipeline
 from streams.spec import Component
+from streams.stats import SupervisorReport
 
 __all__ = [
     "PipelineView",
@@ -29,6 +30,7 @@ __all__ = [
     "side_ranges",
     "side_topics",
     "stage_view",
+    "workers_verdict",
 ]
 
 
@@ -47,6 +49,9 @@ class StageView:
     # False while a retry or DLQ partition has not been read to its end yet (a big DLQ takes
     # a few samples): its unread offsets are counted as records meanwhile
     counts_exact: bool = True
+    # from the live supervisors' records (None: no supervisor reports this group)
+    workers_desired: int | None = None
+    workers_running: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -105,14 +110,48 @@ def side_ranges(
     return ranges
 
 
+def workers_verdict(reports: Sequence[SupervisorReport]) -> tuple[Status, str, int, int] | None:
+    """(status, rule, desired, running) of a group's workers from its live supervisors' records.
+
+    None when no supervisor reports the group or none wants a worker (a clean stop). Below the
+    desired count is WARN, naming each slot that is not running and why; no worker running and
+    none restarting is ERR.
+    """
+    wanting = [r for r in reports if r.desired > 0]
+    if not wanting:
+        return None
+    desired = sum(r.desired for r in wanting)
+    running = sum(r.running for r in wanting)
+    if running >= desired:
+        return Status.OK, f"OK: {running} of {desired} workers running", desired, running
+    missing = [s for r in wanting for s in r.slots if s.state != "running"]
+    why = "; ".join(f"slot {s.slot} {s.reason}" for s in sorted(missing, key=lambda s: s.slot))
+    down = desired - running
+    word = "worker" if desired == 1 else "workers"
+    if running == 0 and all(s.state == "down" for s in missing):
+        return Status.ERR, f"ERR: {down} of {desired} {word} down: {why}", desired, running
+    return Status.WARN, f"WARN: {down} of {desired} {word} down: {why}", desired, running
+
+
+def _group_verdict(stage: Component, group: GroupLag | None) -> tuple[Status, str]:
+    if group is None or not group.exists:
+        return Status.ERR, f"ERR: consumer group {stage.group_id} does not exist"
+    if not group.partitions:
+        return Status.WARN, f"WARN: consumer group {stage.group_id} has no committed offsets"
+    return group.status, group.rule
+
+
 def stage_view(
     stage: Component,
     group: GroupLag | None,
     counts: Mapping[TP, tuple[int, bool]],
     dlq_inflow: float | None,
+    supervisors: Sequence[SupervisorReport] = (),
 ) -> StageView:
-    """One stage's view from its group's lag and the visible records of its retry and DLQ
-    partitions (``counts``: (records, exact) over each of ``side_ranges``)."""
+    """One stage's view from its group's lag, the visible records of its retry and DLQ
+    partitions (``counts``: (records, exact) over each of ``side_ranges``) and its live
+    supervisors' records. The stage takes the worse of its lag and workers verdicts (the
+    workers' on a tie: a slot that is down is the likelier cause)."""
     partitions = group.partitions if group is not None else ()
     inputs = [p for p in partitions if p.topic in stage.inputs]
     input_lag = sum(p.lag or 0 for p in inputs)
@@ -125,17 +164,14 @@ def stage_view(
         for topic in stage.retry_topics
     }
     dlq_depth = sum(n for tp, (n, _) in counts.items() if tp[0] == stage.dlq_topic)
-    if group is None or not group.exists:
-        status = Status.ERR
-        rule = f"ERR: consumer group {stage.group_id} does not exist"
-    elif not group.partitions:
-        status = Status.WARN
-        rule = f"WARN: consumer group {stage.group_id} has no committed offsets"
-    else:
-        status, rule = group.status, group.rule
+    status, rule = _group_verdict(stage, group)
     if status is Status.OK and dlq_inflow:
         status = Status.WARN
         rule = f"WARN: dead-letter topic {stage.dlq_topic} grows at {dlq_inflow:.2f} records/s"
+    workers = workers_verdict(supervisors)
+    worse = workers is not None and workers[0] is not Status.OK
+    if workers is not None and worse and workers[0].severity >= status.severity:
+        status, rule = workers[0], workers[1]
     return StageView(
         group=stage.group_id,
         input_lag=input_lag,
@@ -146,6 +182,8 @@ def stage_view(
         status=status,
         rule=rule,
         counts_exact=all(exact for _, exact in counts.values()),
+        workers_desired=workers[2] if workers else None,
+        workers_running=workers[3] if workers else None,
     )
 
 

@@ -30,6 +30,10 @@ Ours, from the lag monitor:
   records in the stage's dead-letter topic and how fast it fills. Both these and the retry
   backlog count records as a read_committed consumer reads them, not offsets: transaction
   markers and aborted records are not counted (``streams.lag.visible``).
+- ``streams_stage_workers_desired{pipeline,group}`` and ``streams_stage_workers_running``:
+  worker processes a stage's supervisors want and have running (``streams run`` publishes
+  them to ``_streams.stats``; NaN when no live supervisor reports the stage). Alert on
+  running < desired.
 - ``streams_pipeline_end_to_end_lag_seconds{pipeline}``: the sum of the stages' time lags.
 
 From the workers (topic ``_streams.stats``, one series per live worker, ``slot`` is its slot):
@@ -60,6 +64,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from streams.observability.stats_reader import BREAKER_STATES, WorkerStats
+from streams.stats import SupervisorReport
 
 if TYPE_CHECKING:
     from streams.lag import GroupLag, PartitionLag, PipelineView
@@ -107,6 +112,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "streams_stage_retry_backlog",
     "streams_stage_dlq_depth",
     "streams_stage_dlq_inflow_per_second",
+    "streams_stage_workers_desired",
+    "streams_stage_workers_running",
     "streams_pipeline_end_to_end_lag_seconds",
     *(f"{name}_total" for name in WORKER_COUNTERS.values()),
     "streams_stage_consumed_per_second",
@@ -128,6 +135,7 @@ class Snapshot:
     sample_seconds: float = 0.0
     errors: int = 0
     error: str | None = None
+    supervisors: tuple[SupervisorReport, ...] = ()
 
 
 def _owner_labels(partition: PartitionLag) -> tuple[str, str, str]:
@@ -155,6 +163,7 @@ class SnapshotCollector(Collector):
             return
         yield from self._lag(snapshot)
         yield from self._ours(snapshot)
+        yield from self._stages(snapshot)
         yield from self._workers(snapshot.workers)
         poll = GaugeMetricFamily(
             "kafka_consumergroup_poll_time_ms", "Time the last sample took", labels=["cluster_name"]
@@ -247,6 +256,9 @@ class SnapshotCollector(Collector):
                 pending.add_metric(
                     [group.group, p.topic, str(p.partition)], float(p.pending_transactional)
                 )
+        yield from (status, pending)
+
+    def _stages(self, snapshot: Snapshot) -> Iterator[Metric]:
         backlog = GaugeMetricFamily(
             "streams_stage_retry_backlog",
             "Records waiting in a stage's retry topic",
@@ -262,6 +274,16 @@ class SnapshotCollector(Collector):
             "Records per second arriving in a stage's dead-letter topic",
             labels=["pipeline", "group"],
         )
+        desired = GaugeMetricFamily(
+            "streams_stage_workers_desired",
+            "Worker processes a stage's supervisors want (NaN: no supervisor reports it)",
+            labels=["pipeline", "group"],
+        )
+        running = GaugeMetricFamily(
+            "streams_stage_workers_running",
+            "Worker processes of a stage running, as its supervisors report",
+            labels=["pipeline", "group"],
+        )
         end_to_end = GaugeMetricFamily(
             "streams_pipeline_end_to_end_lag_seconds",
             "Sum of the time lags of a pipeline's stages",
@@ -273,8 +295,10 @@ class SnapshotCollector(Collector):
                     backlog.add_metric([view.pipeline, stage.group, topic], depth)
                 dlq.add_metric([view.pipeline, stage.group], _number(stage.dlq_depth))
                 inflow.add_metric([view.pipeline, stage.group], _number(stage.dlq_inflow_per_s))
+                desired.add_metric([view.pipeline, stage.group], _number(stage.workers_desired))
+                running.add_metric([view.pipeline, stage.group], _number(stage.workers_running))
             end_to_end.add_metric([view.pipeline], _number(view.end_to_end_lag_seconds))
-        yield from (status, pending, backlog, dlq, inflow, end_to_end)
+        yield from (backlog, dlq, inflow, desired, running, end_to_end)
 
     def _workers(self, workers: Iterable[WorkerStats]) -> Iterator[Metric]:
         counters = {

@@ -1,8 +1,9 @@
 """The monitor process: a sampler thread and an HTTP server over its latest sample.
 
-Every ``interval_s`` the sampler asks the lag monitor for every consumer group (and the views of
-the given pipelines) and reads the workers' counters from ``_streams.stats``; the result is one
-immutable ``Snapshot``, swapped whole. The HTTP server only reads that snapshot:
+Every ``interval_s`` the sampler asks the lag monitor for every consumer group, reads the
+workers' counters and the supervisors' records from ``_streams.stats``, and builds the views
+of the given pipelines (a stage below its desired worker count is WARN, ERR with none left);
+the result is one immutable ``Snapshot``, swapped whole. The HTTP server only reads that snapshot:
 
 - ``/metrics``: Prometheus text (``streams.observability.exporter``);
 - ``/api/state``: JSON for the dashboard (``?partitions=0`` leaves out the partitions);
@@ -44,6 +45,7 @@ from streams.observability.state import (
 )
 from streams.observability.stats_reader import StatsReader, WorkerStats
 from streams.pipeline import Pipeline
+from streams.stats import SupervisorReport
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -78,7 +80,11 @@ class LagSource(Protocol):
     ) -> list[GroupLag]: ...
 
     def pipeline_view(
-        self, pipeline: Pipeline, groups: list[GroupLag] | None = None
+        self,
+        pipeline: Pipeline,
+        groups: list[GroupLag] | None = None,
+        *,
+        supervisors: Iterable[SupervisorReport] = (),
     ) -> PipelineView: ...
 
     def reconnect(self) -> None: ...
@@ -92,6 +98,8 @@ class WorkerSource(Protocol):
     def poll(self, timeout_s: float = 0.2) -> int: ...
 
     def workers(self) -> list[WorkerStats]: ...
+
+    def supervisors(self) -> list[SupervisorReport]: ...
 
     def reconnect(self) -> None: ...
 
@@ -168,9 +176,12 @@ class Monitor:
         now = self._clock()
         try:
             groups = self._lag.sample(topics=self._hints)
-            views = [self._lag.pipeline_view(p, groups) for p in self.pipelines]
             self._stats.poll()
             workers = self._stats.workers()
+            supervisors = self._stats.supervisors()
+            views = [
+                self._lag.pipeline_view(p, groups, supervisors=supervisors) for p in self.pipelines
+            ]
         except Exception as error:  # noqa: BLE001 - any failure: keep serving the last sample
             return self._failed(error)
         by_group = {g.group: g for g in groups}
@@ -195,6 +206,7 @@ class Monitor:
             groups=tuple(groups),
             views=tuple(views),
             workers=tuple(workers),
+            supervisors=tuple(supervisors),
             sample_seconds=time.monotonic() - began,
             errors=previous_errors,
         )

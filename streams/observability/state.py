@@ -164,6 +164,7 @@ def state_dict(
         "pipelines": pipelines,
         "groups": _groups(snapshot, partitions=partitions),
         "workers": [w.to_dict() for w in snapshot.workers],
+        "supervisors": [r.to_json() for r in snapshot.supervisors],
         "history": history,
     }
 
@@ -199,6 +200,8 @@ def _stage_state(
         "dlq_inflow_per_s": stage.dlq_inflow_per_s,
         "throughput": throughput,
         "workers": len(workers),
+        "workers_desired": stage.workers_desired,
+        "workers_running": stage.workers_running,
         "consumed": sum(w.counters.get("consumed", 0) for w in workers),
         "breakers": sorted(breakers.items()),
     }

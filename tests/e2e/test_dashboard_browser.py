@@ -151,6 +151,9 @@ def test_dashboard_shows_the_running_pipeline_live(running: str) -> None:
             for stage in ("validate", "price"):
                 box = page.locator(f'g.stage[data-stage="{stage}"]')
                 assert box.locator(".stage-status").text_content() == "OK"
+                # `streams run --all` runs one worker per stage and says so in _streams.stats
+                workers = box.locator('text.value[data-field="workers"]').text_content() or ""
+                assert workers.startswith("1/1"), workers
             # fresh data: its age is shown and no banner
             assert page.locator("#error").is_hidden()
             age = page.locator("#data-age").text_content() or ""

@@ -27,8 +27,14 @@ from streams.lag import (
 from streams.lag.fetch import members_of
 from streams.observability.exporter import METRIC_NAMES, MetricsExporter, Snapshot
 from streams.observability.server import Monitor, pipeline_topology
-from streams.observability.stats_reader import WorkerStats, live_workers, parse_worker_stats
+from streams.observability.stats_reader import (
+    WorkerStats,
+    _supervisor_report,
+    live_workers,
+    parse_worker_stats,
+)
 from streams.pipeline import Pipeline
+from streams.stats import SlotReport, SupervisorReport
 
 
 def _partition(
@@ -113,6 +119,20 @@ WORKER = WorkerStats(
         "consumed_per_s": 12.5,
     },
     dependencies=({"name": "prices", "state": "half_open"},),
+)
+
+
+SUPERVISOR = SupervisorReport(
+    group="hello.validate",
+    desired=2,
+    running=1,
+    slots=(
+        SlotReport(0, "running"),
+        SlotReport(1, "down", 5, 0, "exited 5 (cannot start)"),
+    ),
+    ts_ms=1_000_000,
+    host="box",
+    pid=7,
 )
 
 
@@ -274,6 +294,7 @@ class FakeLag:
         self.fail: Exception | None = None
         self.closed = False
         self.reconnects = 0
+        self.supervisors_seen: list[SupervisorReport] = []
 
     def sample(
         self,
@@ -288,8 +309,13 @@ class FakeLag:
         return [_group("hello.validate", parts), _group("other", other, Status.WARN)]
 
     def pipeline_view(
-        self, pipeline: Pipeline, groups: list[GroupLag] | None = None
+        self,
+        pipeline: Pipeline,
+        groups: list[GroupLag] | None = None,
+        *,
+        supervisors: Iterable[SupervisorReport] = (),
     ) -> PipelineView:
+        self.supervisors_seen = list(supervisors)
         return _view(pipeline, 100 - self.committed)
 
     def reconnect(self) -> None:
@@ -312,6 +338,9 @@ class FakeStats:
 
     def workers(self) -> list[WorkerStats]:
         return [WORKER]
+
+    def supervisors(self) -> list[SupervisorReport]:
+        return [SUPERVISOR]
 
     def close(self) -> None:
         self.closed = True
@@ -477,3 +506,24 @@ def test_health_is_503_before_any_successful_sample(
         None,
         "broker down",
     )
+
+
+def test_the_supervisors_records_reach_the_views_and_the_state(
+    monitor: tuple[Monitor, FakeLag, Clock],
+) -> None:
+    running, lag, _ = monitor
+    running.sample_once()
+    assert lag.supervisors_seen == [SUPERVISOR]
+    state = json.loads(running.state())
+    assert state["supervisors"] == [SUPERVISOR.to_json()]
+
+
+def test_supervisor_records_are_not_workers_and_go_stale_after_three_intervals() -> None:
+    payload = json.dumps(SUPERVISOR.to_json()).encode()
+    assert parse_worker_stats("hello.validate/supervisor@box:7", payload) is None
+    assert _supervisor_report(payload) == SUPERVISOR
+    assert _supervisor_report(b"not json") is None
+    assert _supervisor_report(json.dumps({"kind": "supervisor"}).encode()) is None
+    # interval 5 s: live for 15 s after ts_ms, then ignored like a stale worker
+    assert SUPERVISOR.is_live(1000.0 + 15.0)
+    assert not SUPERVISOR.is_live(1000.0 + 15.1)

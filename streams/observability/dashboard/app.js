@@ -128,7 +128,10 @@ function drawGraph(pipeline) {
       ["throughput", st.throughput === null || st.throughput === undefined ? "–" : fmtCount(st.throughput) + " /s"],
       ["retry backlog", fmtCount(st.retry_total)],
       ["DLQ depth", fmtCount(st.dlq_depth) + (st.dlq_inflow_per_s ? `  (+${fmtCount(st.dlq_inflow_per_s)}/s)` : "")],
-      ["workers", `${st.workers ?? 0}` + (st.breakers && st.breakers.length
+      // running/desired from the supervisors' records; else the workers that publish stats
+      ["workers", (st.workers_desired === null || st.workers_desired === undefined
+        ? `${st.workers ?? 0}` : `${st.workers_running}/${st.workers_desired}`)
+        + (st.breakers && st.breakers.length
         ? "  · " + st.breakers.map(([n, v]) => `${n} ${v}`).join(", ") : "")],
     ];
     lines.forEach(([label, value], k) => {
