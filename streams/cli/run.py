@@ -10,6 +10,7 @@ from streams.cli.output import fail_cleanly
 from streams.exceptions import TopologyError
 from streams.pipeline import load_pipeline
 from streams.runtime.logs import configure_logging
+from streams.runtime.publish import StatsPublisher
 from streams.runtime.supervisor import Supervisor
 
 __all__ = ["run"]
@@ -41,4 +42,12 @@ def run(
     for name in names:
         declared.component(name)  # unknown stage: a clear error before any process starts
     configure_logging(log_format, prefix="supervisor")
-    sys.exit(Supervisor(pipeline, names, workers=workers, log_format=log_format).run())
+    supervisor = Supervisor(
+        pipeline,
+        names,
+        workers=workers,
+        log_format=log_format,
+        groups={name: declared.component(name).group_id for name in names},
+        publisher=StatsPublisher.best_effort(),
+    )
+    sys.exit(supervisor.run())

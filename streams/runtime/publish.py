@@ -1,10 +1,12 @@
-"""Workers publish their counters to one compacted topic; the monitor reads them from there.
+"""Workers and supervisors publish to one compacted topic; the monitor reads them from there.
 
 Topic ``_streams.stats`` (created by ``streams topics create`` with any pipeline), key
 ``<group>/<slot>``, value one JSON object: the worker's snapshot (``streams.stats``: ``kind``,
 ``group``, ``slot`` and the counters of its kind), ``ts_ms``, ``pid``, ``host`` and
-``dependencies`` (each Dependency's breaker snapshot). Publishing is best effort: a worker
-never stops or slows down because its stats could not be written; it logs that once.
+``dependencies`` (each Dependency's breaker snapshot). The supervisor's records (key
+``<group>/supervisor@<host>:<pid>``, ``streams.stats.SupervisorReport``) go through ``send``.
+Publishing is best effort: a worker or supervisor never stops or slows down because its
+records could not be written; it logs that once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
@@ -55,6 +58,17 @@ class StatsPublisher:
                 extra={"hint": "run `streams topics create MODULE:PIPELINE` to create it"},
             )
 
+    @classmethod
+    def best_effort(cls, kafka: KafkaSettings | None = None) -> StatsPublisher | None:
+        """A publisher, or None (logged) when even its producer cannot be built."""
+        try:
+            return cls(kafka)
+        except (KafkaException, ValueError) as error:
+            log.warning(
+                "cannot publish to %s: %s (monitoring misses this process)", STATS_TOPIC, error
+            )
+            return None
+
     def publish(self, snapshot: dict[str, Any]) -> None:
         group = snapshot["group"]
         payload = {
@@ -64,17 +78,20 @@ class StatsPublisher:
             "host": self._host,
             "dependencies": dependency.snapshots(),
         }
+        self.send(f"{group}/{snapshot['slot']}", payload)
+
+    def send(self, key: str, value: Mapping[str, Any]) -> None:
+        """Queue one record; never blocks and never raises (a full queue drops the record)."""
         try:
             self._producer.produce(
-                STATS_TOPIC,
-                json.dumps(payload, default=str).encode(),
-                key=f"{group}/{snapshot['slot']}".encode(),
+                STATS_TOPIC, json.dumps(value, default=str).encode(), key=key.encode()
             )
             self._producer.poll(0)
         except (KafkaException, BufferError) as error:
             if not self._warned:
                 self._warned = True
-                log.warning("cannot publish worker stats: %s", error)
+                log.warning("cannot publish stats: %s", error)
 
-    def close(self) -> None:
-        self._producer.flush(2)
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Send what is queued, for at most ``timeout_s`` (a broker that is down costs that)."""
+        self._producer.flush(timeout_s)

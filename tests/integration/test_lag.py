@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka._model import ConsumerGroupTopicPartitions
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.codecs import raw
@@ -265,3 +265,81 @@ def test_partitions_without_commit_show_none(
     assert (by_partition[1].committed, by_partition[1].lag) == (None, None)
     assert by_partition[1].to_dict()["lag"] is None
     assert result.sum_lag == by_partition[0].lag
+
+
+def _transactions(cluster: Cluster, topic: str, sizes: list[int], *, aborted: int = 0) -> None:
+    """Committed transactions of the given sizes on partition 0 (a marker after each), and
+    ``aborted`` records in one aborted transaction between the first two."""
+    producer = Producer(cluster.client_config(**{"transactional.id": f"lag-tx-{uuid.uuid4().hex}"}))
+    producer.init_transactions(30)
+    for n, size in enumerate(sizes):
+        producer.begin_transaction()
+        for k in range(size):
+            producer.produce(topic, f"{n}-{k}".encode(), partition=0)
+        producer.commit_transaction(30)
+        if n == 0 and aborted:
+            producer.begin_transaction()
+            for k in range(aborted):
+                producer.produce(topic, f"aborted-{k}".encode(), partition=0)
+            assert producer.flush(30) == 0
+            producer.abort_transaction(30)
+
+
+def test_dlq_depth_and_retry_backlog_count_records_not_offsets(
+    cluster: Cluster,
+    admin: AdminClient,
+    topic_factory: TopicFactory,
+    pipeline_topics: PipelineTopics,
+) -> None:
+    """DLQ depth was LSO - log start: it counted every transaction marker (4,283 shown against
+    4,186 records). Now it counts what a read_committed consumer reads."""
+    source, sink = topic_factory("in"), topic_factory("out")
+    pipeline = Pipeline(f"lagdlq{uuid.uuid4().hex[:6]}")
+
+    @pipeline.stage("copy", inputs=[source], outputs={sink: raw()})
+    def copy(record: Record[bytes]) -> Output:
+        return Output(record.value)
+
+    pipeline_topics(pipeline)
+    spec = pipeline.get("copy")
+    dlq, retry = spec.dlq_topic, spec.retry_topics[0]
+    sizes = [5, 1, 7, 3, 1, 4]  # 21 records in 6 transactions: 6 commit markers between them
+    _transactions(cluster, dlq, sizes, aborted=4)
+    _transactions(cluster, retry, [3, 3, 3])  # offsets 0-2, marker 3, 4-6, marker 7, 8-10, 11
+    _commit(admin, spec.group_id, {(retry, 0): 4})  # the first transaction is done
+    clock = FakeClock()
+    monitor = LagMonitor(KafkaSettings(bootstrap_servers=cluster.bootstrap_servers), clock=clock)
+    (stage,) = monitor.pipeline_view(pipeline).stages
+    assert stage.dlq_depth == sum(sizes) == 21
+    assert stage.retry_backlog[retry] == 6
+    assert stage.counts_exact
+    offsets = monitor._fetch.list_offsets([(dlq, 0), (retry, 0)])
+    # the controls: what the old formula shows for the same partitions
+    assert offsets[(dlq, 0)].last_stable_offset - offsets[(dlq, 0)].log_start == 21 + 4 + 7
+    assert offsets[(retry, 0)].last_stable_offset - 4 == 8
+
+    # a steady DLQ costs no read; growth is read from where the last read stopped
+    scans: list[dict[tuple[str, int], tuple[int, int]]] = []
+    scan = monitor._side._scan
+
+    def spy(ranges: Mapping[tuple[str, int], tuple[int, int]]) -> Any:
+        scans.append(dict(ranges))
+        return scan(ranges)
+
+    monitor._side._scan = spy
+    clock.now += 10
+    (stage,) = monitor.pipeline_view(pipeline).stages
+    assert stage.dlq_depth == 21
+    assert scans == [{}]
+    assert stage.dlq_inflow_per_s == 0.0
+    _transactions(cluster, dlq, [2, 2])
+    _commit(admin, spec.group_id, {(retry, 0): 12})  # retries done: the group is caught up
+    clock.now += 10
+    (stage,) = monitor.pipeline_view(pipeline).stages
+    monitor.close()
+    assert stage.dlq_depth == 25
+    assert scans[-1] == {(dlq, 0): (32, 38)}  # 21 records + 4 aborted + 7 markers = 32 read
+    # inflow in records too: 4 records in 20 s (the offsets grew by 6: 0.3/s)
+    assert stage.dlq_inflow_per_s == pytest.approx(0.2)
+    assert stage.retry_backlog[retry] == 0
+    assert stage.rule == f"WARN: dead-letter topic {dlq} grows at 0.20 records/s"
