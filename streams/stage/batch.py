@@ -25,17 +25,18 @@ from streams.exceptions import (
 )
 from streams.kafka.clients import partition_names
 from streams.kafka.limits import TopicLimits
-from streams.kafka.messages import Origin, message_headers
+from streams.kafka.messages import message_headers
 from streams.kafka.transaction import Transaction
 from streams.offsets import TP, OffsetBook
 from streams.record import Record
 from streams.spec import StageSpec
 from streams.stage import routing
 from streams.stage.gate import RetryGate
+from streams.stage.guard import Rejections, WriteGuard
 from streams.stage.keyorder import KeyOrdering
 from streams.stage.recovery import Recovery
 from streams.stage.serdes import StageSerdes, normalize_outputs
-from streams.stage.writer import Rejections, TransactionWriter, now_ms
+from streams.stage.writer import TransactionWriter, now_ms
 from streams.stats import StageStats
 
 __all__ = ["TransactionBatch"]
@@ -96,16 +97,19 @@ class TransactionBatch:
             serdes=serdes,
             txn=txn,
             book=self._book,
-            rejections=rejections,
-            limits=limits,
+            guard=WriteGuard(
+                spec=spec,
+                limits=limits,
+                rejections=rejections,
+                read_limits=read_limits,
+                producer_config=producer_config,
+                recovery=self.recovery,
+            ),
             ordering=self._ordering,
             recovery=self.recovery,
             stats=stats,
         )
         self._rejections = rejections
-        self._limits = limits
-        self._read_limits = read_limits
-        self._producer_config = producer_config
         self._idle_checked = 0.0
 
     # -- what the loop asks ----------------------------------------------------------------
@@ -123,34 +127,7 @@ class TransactionBatch:
         if not self._txn.is_open:  # between transactions (refusals arrive before the abort)
             refused = self._rejections.size_refusals()
             if refused:
-                self._follow_limits(refused)
-
-    def _follow_limits(self, refused: dict[Origin, str]) -> None:
-        """The broker refused records for size: its topics' limits may have changed.
-
-        Re-read them. Where a limit changed, the new one is followed (a smaller batch size, so
-        a new producer) and the refusals are forgotten: the check before each write now routes
-        what is really too large, and a record refused only because it shared a batch with a
-        large one goes through. Where nothing changed, the records stay marked and go to the
-        DLQ when read again.
-        """
-        topics = set(refused.values())
-        before = {topic: self._limits.limit(topic) for topic in topics}
-        self._limits.update(self._read_limits(topics))
-        self.writer.limits_changed()
-        changed = {t: (before[t], self._limits.limit(t)) for t in topics}
-        changed = {t: limits for t, limits in changed.items() if limits[0] != limits[1]}
-        if not changed:
-            return
-        log.warning(
-            "topic size limits changed since start-up; following them: %s",
-            ", ".join(f"{t} {old} -> {new} bytes" for t, (old, new) in sorted(changed.items())),
-        )
-        self._rejections.forget(refused)
-        self.recovery.reset_producer(
-            TransactionError("the producer's size settings follow the new limits"),
-            config=self._producer_config(self._limits),
-        )
+                self.writer.guard.follow_limits(refused)
 
     def process(self, messages: list[Message]) -> None:
         if not messages:
@@ -221,8 +198,9 @@ class TransactionBatch:
     def _handle_one(self, message: Message) -> None:
         """Decode, call the handler, write its outputs; route any failure. Never skips."""
         writer = self.writer
-        # writer.troubled, inline (every record): anything failed since the last commit?
-        if (writer.failures or writer.rejections_seen) and writer.escalated(message):
+        # guard.troubled, inline (every record): anything failed since the last commit?
+        guard = writer.guard
+        if (guard.failures or guard.rejections_seen) and writer.escalated(message):
             return
         if self._ordering is not None:
             parked = self._ordering.parking_for(message)
@@ -296,7 +274,7 @@ class TransactionBatch:
             return False
         self.stats.transactions_committed += 1
         self._book.mark_committed(offsets)
-        self.writer.committed()
+        self.writer.guard.committed()
         return True
 
     def _commit_markers_only(self) -> None:

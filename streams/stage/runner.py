@@ -24,8 +24,8 @@ from streams.kafka.transaction import Refusal, Transaction
 from streams.loop import WorkerLoop
 from streams.spec import StageSpec
 from streams.stage.batch import TransactionBatch
+from streams.stage.guard import Rejections
 from streams.stage.serdes import StageSerdes
-from streams.stage.writer import Rejections
 from streams.stats import StageStats
 
 if TYPE_CHECKING:
