@@ -53,9 +53,9 @@ EXIT_START_FAILED = 5
 log = logging.getLogger("streams.worker")
 
 # How long a worker waits for an unreachable schema registry before it asks again: doubling
-# from 1 s to 30 s, like the supervisor's restarts.
+# from 1 s to 10 s (a registry that comes back is used within 10 s).
 _REGISTRY_WAIT_START_S = 1.0
-_REGISTRY_WAIT_MAX_S = 30.0
+_REGISTRY_WAIT_MAX_S = 10.0
 
 
 class _AbortNow(BaseException):
