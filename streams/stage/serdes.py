@@ -24,7 +24,7 @@ class Encoded:
     topic: str
     value: bytes | None
     key: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
 
     @property
     def size(self) -> int:
