@@ -341,17 +341,17 @@ class KafkaSettings(BaseSettings):
         return config
 
 
-def export_connection(*, profile: str | None, bootstrap_servers: str | None) -> None:
+def export_connection(kafka: KafkaSettings) -> None:
     """Hand the command line's connection flags to the worker processes it starts.
 
     Workers read their settings themselves (a supervisor passes them its environment), so
-    ``streams run --profile prod`` must reach them as ``STREAMS_PROFILE`` (the flag's rank,
-    above the environment, holds because the flag replaces the variable).
+    ``streams run --profile prod --bootstrap-servers X`` must reach them as ``STREAMS_PROFILE``
+    and ``STREAMS_BOOTSTRAP_SERVERS``: the flags' rank, above the environment, holds because
+    they replace the variables. Values that did not come from a flag are left alone.
     """
-    if profile:
-        os.environ["STREAMS_PROFILE"] = profile
-    if bootstrap_servers:
-        os.environ["STREAMS_BOOTSTRAP_SERVERS"] = bootstrap_servers
+    for name in ("profile", "bootstrap_servers"):
+        if kafka.origin(name) == f"--{name.replace('_', '-')}":
+            os.environ[f"STREAMS_{name.upper()}"] = str(getattr(kafka, name))
 
 
 class TerminalSettings(BaseSettings):

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say
-from streams.config import KafkaSettings
+from streams.config import KafkaSettings, SchemaSettings
+from streams.exceptions import ConfigError
 from streams.serde.registry import SchemaCheckReport, SubjectReport, check_schema_dir
 
 __all__ = ["schemas"]
@@ -23,9 +24,9 @@ def schemas() -> None:
 @click.option(
     "--schemas-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("schemas"),
-    show_default=True,
-    help="Folder holding <domain>/<record>.v<N>.avsc files.",
+    help="Folder holding <domain>/<record>.v<N>.avsc files [default: STREAMS_SCHEMAS_DIR, else "
+    "./schemas if there is one, else the schemas of the streams checkout: where the codecs "
+    "look].",
 )
 @click.option(
     "--registry",
@@ -38,7 +39,11 @@ def schemas() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @fail_cleanly
 def check(
-    schemas_dir: Path, registry_url: str | None, no_registry: bool, register: bool, as_json: bool
+    schemas_dir: Path | None,
+    registry_url: str | None,
+    no_registry: bool,
+    register: bool,
+    as_json: bool,
 ) -> None:
     """Check names, versions and BACKWARD compatibility; compare latest versions with the registry.
 
@@ -48,7 +53,13 @@ def check(
     if no_registry and (register or registry_url):
         raise click.UsageError("--no-registry cannot be combined with --register or --registry")
     url = None if no_registry else registry_url or KafkaSettings().schema_registry_url
-    report = check_schema_dir(schemas_dir, registry_url=url, register=register)
+    folder = schemas_dir or SchemaSettings().resolved_schemas_dir()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"no schemas folder at {folder}",
+            hint="give --schemas-dir, or set STREAMS_SCHEMAS_DIR to the folder of .avsc files",
+        )
+    report = check_schema_dir(folder, registry_url=url, register=register)
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -1,19 +1,33 @@
 """Fetch the broker jars and the registry distribution from Maven Central, once.
 
 A folder counts as fetched when its ``.complete`` file exists, so an interrupted download is
-redone rather than half-used, and a second ``up`` downloads nothing.
+redone rather than half-used, and a second ``up`` downloads nothing. While Maven downloads,
+a progress line (files and megabytes so far) is reported every ``PROGRESS_EVERY_S``.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tarfile
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from streams.exceptions import LocalStackError, PrerequisiteError
 
-__all__ = ["fetch_with_maven", "is_complete", "unpack_tarball"]
+__all__ = ["PROGRESS_EVERY_S", "fetch_with_maven", "is_complete", "unpack_tarball"]
+
+# A first download is about 200 MB (broker 60, registry 150) and takes minutes on a slow line:
+# a line every 5 s shows it moves without flooding the terminal.
+PROGRESS_EVERY_S = 5.0
+# Maven's (batch mode) line for each file it fetched: "Downloaded from central: URL (1.2 MB at ...)"
+_DOWNLOADED = re.compile(r"Downloaded from [^:]+: \S+ \(([\d.]+) (B|kB|MB|GB) at ")
+_UNITS = {"B": 1, "kB": 1_000, "MB": 1_000_000, "GB": 1_000_000_000}
+# Maven's last lines are kept for the error message of a failed fetch.
+_KEPT_LINES = 400
 
 # 3.8.1 is the maven-dependency-plugin version whose flags are documented in ops/; pinning it means
 # Maven does not resolve "latest" metadata on every fetch.
@@ -34,10 +48,48 @@ def is_complete(folder: Path) -> bool:
     return (folder / COMPLETE).exists()
 
 
+def _silent(_message: str) -> None:
+    return
+
+
+class _Counter:
+    """Counts Maven's downloads and reports them every PROGRESS_EVERY_S."""
+
+    def __init__(self, label: str, progress: Callable[[str], None]) -> None:
+        self.label, self.progress = label, progress
+        self.files, self.size = 0, 0.0
+        self.began = self.reported = time.monotonic()
+
+    def line(self, text: str) -> None:
+        match = _DOWNLOADED.search(text)
+        if match is None:
+            return
+        self.files += 1
+        self.size += float(match.group(1)) * _UNITS[match.group(2)]
+        now = time.monotonic()
+        if now - self.reported >= PROGRESS_EVERY_S:
+            self.reported = now
+            self.progress(f"{self.label}: {self.summary()} so far ({now - self.began:.0f} s)")
+
+    def summary(self) -> str:
+        return f"{self.files} files, {self.size / 1_000_000:.1f} MB downloaded"
+
+
 def fetch_with_maven(
-    *, mvn: str, pom: Path, output: Path, properties: dict[str, str], extra: list[str]
+    *,
+    mvn: str,
+    pom: Path,
+    output: Path,
+    properties: dict[str, str],
+    extra: list[str],
+    label: str = "maven",
+    progress: Callable[[str], None] = _silent,
 ) -> None:
-    """Run ``copy-dependencies`` on pom into output; a clear error if mvn or the network fails."""
+    """Run ``copy-dependencies`` on pom into output; a clear error if mvn or the network fails.
+
+    ``progress`` receives a line every PROGRESS_EVERY_S while Maven downloads, and a last one
+    with what was downloaded in all (files Maven had in ~/.m2 already are not counted).
+    """
     if is_complete(output):
         return
     mvn_path = shutil.which(mvn)
@@ -52,8 +104,8 @@ def fetch_with_maven(
     output.mkdir(parents=True)
     argv = [
         mvn_path,
-        "-B",
-        "-q",
+        "-B",  # batch mode: one line per downloaded file, no progress bars
+        "-Dstyle.color=never",
         "-f",
         str(pom),
         f"{DEPENDENCY_PLUGIN}:copy-dependencies",
@@ -61,9 +113,11 @@ def fetch_with_maven(
         *[f"-D{key}={value}" for key, value in properties.items()],
         *extra,
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
-    if done.returncode != 0:
-        text = done.stdout + done.stderr
+    counter = _Counter(label, progress)
+    returncode, text = _run_maven(argv, counter.line)
+    if returncode == 0 and counter.files:
+        progress(f"{label}: {counter.summary()} in {time.monotonic() - counter.began:.0f} s")
+    if returncode != 0:
         first_error = next(
             (line for line in text.splitlines() if "[ERROR]" in line), text.strip()[-400:]
         )
@@ -78,6 +132,20 @@ def fetch_with_maven(
             hint=f"run it by hand to see the whole output: {' '.join(argv)}",
         )
     (output / COMPLETE).write_text("ok\n")
+
+
+def _run_maven(argv: list[str], on_line: Callable[[str], None]) -> tuple[int, str]:
+    """Run Maven, passing each output line to ``on_line``; (exit code, its last lines)."""
+    kept: deque[str] = deque(maxlen=_KEPT_LINES)
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as process:
+        assert process.stdout is not None  # noqa: S101 - stdout=PIPE
+        for line in process.stdout:
+            kept.append(line)
+            on_line(line)
+        returncode = process.wait(timeout=1800)
+    return returncode, "".join(kept)
 
 
 def unpack_tarball(tarball_dir: Path, target: Path) -> None:

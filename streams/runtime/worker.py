@@ -102,7 +102,7 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    publisher = StatsPublisher(kafka)
+    publisher = StatsPublisher(kafka, reference=reference)
     try:
         try:
             runner = _build_runner(
@@ -149,7 +149,9 @@ def _build_runner(
     while True:
         try:
             if spec.kind == "stage":
-                return StageRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+                return StageRunner(
+                    spec, slot=slot, kafka=kafka, on_stats=publisher.publish, reference=reference
+                )
             return SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
         except RegistryUnavailableError as error:
             log.warning(
