@@ -425,7 +425,8 @@ class SchemaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
 
-    # Unset: ./schemas if the working directory has one, else the schemas of this checkout.
+    # Unset: ./schemas if the working directory has one, else the schemas of this checkout (or,
+    # installed from a wheel, the copy packed into it as streams/_schemas).
     schemas_dir: Path | None = None
 
     def resolved_schemas_dir(self) -> Path:
@@ -434,7 +435,9 @@ class SchemaSettings(BaseSettings):
         local = Path.cwd() / "schemas"
         if local.is_dir():
             return local
-        return Path(__file__).resolve().parents[1] / "schemas"
+        here = Path(__file__).resolve().parent
+        packed = here / "_schemas"
+        return packed if packed.is_dir() else here.parent / "schemas"
 
 
 class LogSettings(BaseSettings):

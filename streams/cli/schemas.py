@@ -72,7 +72,7 @@ def _print_report(report: SchemaCheckReport) -> None:
     registry = f"registry {report.registry_url}" if report.registry_url else "no registry"
     say(
         f"{report.files} schema file(s), {len(report.subjects)} subject(s) under"
-        f" {report.schemas_dir}; {registry}"
+        f" {_relative(report.schemas_dir)}; {registry}"
     )
     for subject in report.subjects:
         say(_subject_line(subject))
@@ -84,6 +84,17 @@ def _print_report(report: SchemaCheckReport) -> None:
     for file_problem in report.problems:
         say(f"  FAIL  {file_problem}")
     say("ok" if report.ok else "schema check failed: fix the problems above")
+
+
+def _relative(folder: str) -> str:
+    """``folder`` relative to the working directory when it is inside it (``schemas``)."""
+    path = Path(folder)
+    try:
+        return (
+            str(path.resolve().relative_to(Path.cwd().resolve())) if path.is_absolute() else folder
+        )
+    except ValueError:
+        return folder
 
 
 def _subject_line(subject: SubjectReport) -> str:

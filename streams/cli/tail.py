@@ -19,6 +19,9 @@ from streams.tail import Start, TailRecord, tail
 
 __all__ = ["escape", "tail_command"]
 
+# Header values longer than this are cut in the text view (a DLQ record's stack is up to 4,000
+# bytes); --json shows them whole.
+_HEADER_SHOWN_CHARS = 160
 # control characters shown as escapes, so that one record is one line
 _ESCAPES = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in _ESCAPES}
@@ -135,6 +138,10 @@ def _text(record: TailRecord) -> str:
         lines.append(style(f"  ! not decoded: {record.decode_error}", fg="yellow"))
     for name, value in record.headers:
         shown = "(null)" if value is None else escape(value)
+        if len(shown) > _HEADER_SHOWN_CHARS:
+            shown = (
+                f"{shown[:_HEADER_SHOWN_CHARS]}... ({len(value or b'')} bytes; --json shows all)"
+            )
         lines.append(f"  {style(name, dim=True)}: {shown}")
     return "\n".join(lines)
 
