@@ -242,6 +242,10 @@ class _FileSource(PydanticBaseSettingsSource):
         return _file_values(profile).values
 
 
+# the settings whose default follows the local stack (`streams local up`)
+_LOCAL_DEFAULTS = ("bootstrap_servers", "schema_registry_url")
+
+
 class KafkaSettings(BaseSettings):
     """How clients reach Kafka and the schema registry.
 
@@ -296,6 +300,17 @@ class KafkaSettings(BaseSettings):
     def origin(self, name: str) -> str | None:
         """Where setting ``name`` came from (``STREAMS_...``, a file, a flag); None: default."""
         return self._origins.get(name)
+
+    def shown(self) -> dict[str, tuple[Any, str]]:
+        """Each setting's value (secrets masked) and where it came from, for `streams config`."""
+        found: dict[str, tuple[Any, str]] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********"
+            default = "default: the local stack" if name in _LOCAL_DEFAULTS else "default"
+            found[name] = (value, self.origin(name) or default)
+        return found
 
     @property
     def bootstrap_source(self) -> str:

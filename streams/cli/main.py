@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from streams import __version__
+from streams.cli.config import config
 from streams.cli.lag import lag
 from streams.cli.local import local
 from streams.cli.monitor import monitor
@@ -27,6 +28,7 @@ def cli() -> None:
     quiet_clients()
 
 
+cli.add_command(config)
 cli.add_command(lag)
 cli.add_command(local)
 cli.add_command(monitor)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say
 from streams.config import KafkaSettings, SchemaSettings
 from streams.exceptions import ConfigError
-from streams.serde.registry import SchemaCheckReport, SubjectReport, check_schema_dir
+
+if TYPE_CHECKING:
+    from streams.serde.registry import SchemaCheckReport, SubjectReport
 
 __all__ = ["schemas"]
 
@@ -59,6 +62,9 @@ def check(
             f"no schemas folder at {folder}",
             hint="give --schemas-dir, or set STREAMS_SCHEMAS_DIR to the folder of .avsc files",
         )
+    # the registry client (authlib, httpx) takes most of a second to import: only when checking
+    from streams.serde.registry import check_schema_dir  # noqa: PLC0415
+
     report = check_schema_dir(folder, registry_url=url, register=register)
     if as_json:
         emit_json(report.to_dict())

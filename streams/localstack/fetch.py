@@ -72,7 +72,8 @@ class _Counter:
             self.progress(f"{self.label}: {self.summary()} so far ({now - self.began:.0f} s)")
 
     def summary(self) -> str:
-        return f"{self.files} files, {self.size / 1_000_000:.1f} MB downloaded"
+        files = f"{self.files} file{'' if self.files == 1 else 's'}"
+        return f"{files}, {self.size / 1_000_000:.1f} MB downloaded"
 
 
 def fetch_with_maven(

@@ -67,8 +67,17 @@ class StatsPublisher:
         self._host = socket.gethostname()
         self._warned = False  # a failed produce() call, logged once
         self._warned_about: set[str] = set()  # each kind of failed delivery is logged once
+        self._failure: KafkaError | None = None  # a failed delivery not reported yet
 
     def _delivered(self, error: KafkaError | None, _message: Any) -> None:
+        # only noted here: a client call from inside a delivery callback aborts the process
+        # (confluent-kafka's CallState assertion), and telling the causes apart needs one
+        if error is not None and self._failure is None:
+            self._failure = error
+
+    def _report_failure(self) -> None:
+        """Log the failed delivery noted since the last call, once per kind, with its hint."""
+        error, self._failure = self._failure, None
         if error is None or {"no-topic", "unreachable"} <= self._warned_about:
             return
         kind = self._diagnose(error)
@@ -96,7 +105,7 @@ class StatsPublisher:
 
         A record for a topic that does not exist times out like one for a broker that is down
         (the producer waits for the topic to appear), so a timeout is told apart by asking the
-        broker about the topic: once per kind of failure, 2 s at most.
+        broker about the topic: once per kind of failure, 2 s at most, in the worker's loop.
         """
         code = error.code()
         if code in _NO_TOPIC:
@@ -113,6 +122,7 @@ class StatsPublisher:
         return "unreachable"
 
     def publish(self, snapshot: dict[str, Any]) -> None:
+        self._report_failure()  # of an earlier snapshot: here, outside the client's callbacks
         group = snapshot["group"]
         payload = {
             **snapshot,
@@ -135,3 +145,4 @@ class StatsPublisher:
 
     def close(self) -> None:
         self._producer.flush(2)
+        self._report_failure()
