@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli.main import cli
-from streams.localstack.process import free_port
+from streams.localstack.process import free_port, port_is_free
 
 STREAMS = str(Path(sys.executable).with_name("streams"))
 
@@ -203,7 +203,11 @@ def test_up_shows_download_progress_then_says_using_cached(
     (java_home / "bin" / "java").write_text(_FAKE_JAVA)
     for script in (mvn, java_home / "bin" / "java"):
         script.chmod(0o755)
+    registry_port = free_port()
+    while not port_is_free("127.0.0.1", registry_port + 1):  # its health port: the next one
+        registry_port = free_port()
     private_env.update(
+        STREAMS_REGISTRY_PORT=str(registry_port),
         STREAMS_MAVEN_COMMAND=str(mvn),
         STREAMS_JAVA_HOME=str(java_home),
         STREAMS_REGISTRY_JAVA_HOME=str(java_home),
