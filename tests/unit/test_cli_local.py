@@ -6,6 +6,7 @@ These run the real command in a subprocess with a private STREAMS_HOME; none nee
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -217,20 +218,21 @@ def test_up_shows_download_progress_then_says_using_cached(
 
     first = _run(["local", "up"], private_env)
 
-    lines = first.stderr.splitlines()
+    # the seconds depend on the machine's load: masked
+    lines = [re.sub(r"\b\d+ s\b", "N s", line) for line in first.stderr.splitlines()]
     assert lines[:6] == [
         (
             f"kafka: downloading 4.1.2 jars from Maven Central (about 60 MB, once; kept in "
             f"{lib / 'kafka-4.1.2'})"
         ),
-        f"kafka: 3 files, 4.2 MB downloaded so far ({PROGRESS_EVERY_S:.0f} s)",
-        f"kafka: 3 files, 4.2 MB downloaded in {PROGRESS_EVERY_S:.0f} s",
+        "kafka: 3 files, 4.2 MB downloaded so far (N s)",
+        "kafka: 3 files, 4.2 MB downloaded in N s",
         f"kafka: formatted {Path(private_env['STREAMS_HOME']) / 'kafka' / 'data'}",
         (
             "schema registry: downloading Apicurio 3.3.3 from Maven Central (about 150 MB, once; "
             f"kept in {lib / 'apicurio-3.3.3'})"
         ),
-        "schema registry: 1 file, 2.5 MB downloaded in 0 s",
+        "schema registry: 1 file, 2.5 MB downloaded in N s",
     ], first.stderr
     assert lines[6].startswith("error: kafka exited during start-up:")
     assert first.returncode == 1
