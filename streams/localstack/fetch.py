@@ -11,10 +11,12 @@ import re
 import shutil
 import subprocess
 import tarfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 from streams.exceptions import LocalStackError, PrerequisiteError
 
@@ -25,6 +27,7 @@ __all__ = ["PROGRESS_EVERY_S", "fetch_with_maven", "is_complete", "unpack_tarbal
 PROGRESS_EVERY_S = 5.0
 # Maven's (batch mode) line for each file it fetched: "Downloaded from central: URL (1.2 MB at ...)"
 _DOWNLOADED = re.compile(r"Downloaded from [^:]+: \S+ \(([\d.]+) (B|kB|MB|GB) at ")
+_DOWNLOADING = re.compile(r"Downloading from [^:]+: \S*/([^/\s]+)\s*$")
 _UNITS = {"B": 1, "kB": 1_000, "MB": 1_000_000, "GB": 1_000_000_000}
 # Maven's last lines are kept for the error message of a failed fetch.
 _KEPT_LINES = 400
@@ -53,23 +56,45 @@ def _silent(_message: str) -> None:
 
 
 class _Counter:
-    """Counts Maven's downloads and reports them every PROGRESS_EVERY_S."""
+    """Counts Maven's downloads; a ticker thread reports them every PROGRESS_EVERY_S.
+
+    The ticker, not the lines, sets the pace: the registry is one file of about 150 MB, during
+    which Maven prints nothing, so the report names the file being fetched.
+    """
 
     def __init__(self, label: str, progress: Callable[[str], None]) -> None:
         self.label, self.progress = label, progress
         self.files, self.size = 0, 0.0
-        self.began = self.reported = time.monotonic()
+        self.fetching: str | None = None  # the file Maven is downloading now
+        self.began = time.monotonic()
+        self._done = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="fetch-progress", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._ticker.join()
 
     def line(self, text: str) -> None:
+        started = _DOWNLOADING.search(text)
+        if started is not None:
+            self.fetching = started.group(1)
+            return
         match = _DOWNLOADED.search(text)
         if match is None:
             return
         self.files += 1
         self.size += float(match.group(1)) * _UNITS[match.group(2)]
-        now = time.monotonic()
-        if now - self.reported >= PROGRESS_EVERY_S:
-            self.reported = now
-            self.progress(f"{self.label}: {self.summary()} so far ({now - self.began:.0f} s)")
+        self.fetching = None
+
+    def _tick(self) -> None:
+        while not self._done.wait(PROGRESS_EVERY_S):
+            fetching = f", fetching {self.fetching}" if self.fetching else ""
+            elapsed = time.monotonic() - self.began
+            self.progress(f"{self.label}: {self.summary()} so far{fetching} ({elapsed:.0f} s)")
 
     def summary(self) -> str:
         files = f"{self.files} file{'' if self.files == 1 else 's'}"
@@ -114,8 +139,8 @@ def fetch_with_maven(
         *[f"-D{key}={value}" for key, value in properties.items()],
         *extra,
     ]
-    counter = _Counter(label, progress)
-    returncode, text = _run_maven(argv, counter.line)
+    with _Counter(label, progress) as counter:
+        returncode, text = _run_maven(argv, counter.line)
     if returncode == 0 and counter.files:
         progress(f"{label}: {counter.summary()} in {time.monotonic() - counter.began:.0f} s")
     if returncode != 0:
