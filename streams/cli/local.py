@@ -49,7 +49,7 @@ def up(clear_stale: bool) -> None:
 
     Kafka 4.1.2 (KRaft, one node) and Apicurio Registry 3.3.3 run with java from Maven
     Central's jars: Java 17+ for the broker, 21+ for the registry, and mvn for the first
-    download (about 200 MB, kept in $STREAMS_HOME/lib).
+    download (about 235 MB, kept in $STREAMS_HOME/lib).
 
     A pid file whose process is gone stops `up` with exit 1, so that a crash is not passed over
     silently: read `streams local logs kafka` (or `registry`), then run `up --clear-stale`.

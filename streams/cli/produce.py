@@ -71,9 +71,9 @@ def produce(  # one keyword parameter per option of the command
     record is not written; the records before it were written, and the error says how many.
 
     \b
-    echo '{"order_id": "o-1"}' | streams produce orders.raw --key o-1
-    streams produce orders.raw orders.jsonl -K '|' -H source=backfill
-    streams produce orders.placed placed.jsonl --pipeline shop:pipeline   # Avro
+    echo '{"order_id": "o-1"}' | streams produce shop.orders --key o-1
+    streams produce shop.orders orders.txt -K '|' -H source=backfill
+    streams produce shop.accepted accepted.jsonl --pipeline shop:pipeline   # Avro
     """
     if key is not None and key_separator is not None:
         raise click.UsageError("give --key or --key-separator, not both")

@@ -47,7 +47,11 @@ def escape(data: bytes) -> str:
 @click.option("--from-beginning", is_flag=True, help="Start with the first record still held.")
 @click.option("--offset", type=click.IntRange(0), help="Start at this offset of each partition.")
 @click.option(
-    "--partition", "partitions", multiple=True, type=click.IntRange(0), help="Only this one."
+    "--partition",
+    "partitions",
+    multiple=True,
+    type=click.IntRange(0),
+    help="Read only this partition (repeatable).",
 )
 @click.option("-f", "--follow", is_flag=True, help="Then wait for new records (Ctrl-C stops).")
 @click.option("--max", "max_records", type=click.IntRange(1), help="Stop after N records.")
@@ -85,9 +89,9 @@ def tail_command(  # one keyword parameter per option of the command
     values show as \\xNN escapes. Reading never joins a group or commits offsets.
 
     \b
-    streams tail orders.raw --from-beginning --max 5
-    streams tail orders.placed --pipeline shop:pipeline -f      # Avro decoded, live
-    streams tail orders.validate.dlq --pipeline shop:pipeline --json
+    streams tail shop.orders --from-beginning --max 5
+    streams tail shop.accepted --pipeline shop:pipeline -f     # Avro decoded, live
+    streams tail shop.accept.dlq --json                        # every header whole
     """
     if from_beginning and offset is not None:
         raise click.UsageError("give --from-beginning or --offset, not both")

@@ -22,7 +22,7 @@ from streams.exceptions import LocalStackError, PrerequisiteError
 
 __all__ = ["PROGRESS_EVERY_S", "fetch_with_maven", "is_complete", "unpack_tarball"]
 
-# A first download is about 200 MB (broker 60, registry 150) and takes minutes on a slow line:
+# A first download is about 235 MB (broker 75, registry 160) and takes minutes on a slow line:
 # a line every 5 s shows it moves without flooding the terminal.
 PROGRESS_EVERY_S = 5.0
 # Maven's (batch mode) line for each file it fetched: "Downloaded from central: URL (1.2 MB at ...)"
@@ -58,7 +58,7 @@ def _silent(_message: str) -> None:
 class _Counter:
     """Counts Maven's downloads; a ticker thread reports them every PROGRESS_EVERY_S.
 
-    The ticker, not the lines, sets the pace: the registry is one file of about 150 MB, during
+    The ticker, not the lines, sets the pace: the registry is one file of about 160 MB, during
     which Maven prints nothing, so the report names the file being fetched.
     """
 

@@ -184,7 +184,7 @@ class LocalStack:
         if kafka_java is not None:
             version = self.settings.kafka_version
             folder = self.kafka.lib_dir
-            if _fetch(self.kafka, "kafka", f"{version} jars", folder, "60 MB", progress=progress):
+            if _fetch(self.kafka, "kafka", f"{version} jars", folder, "75 MB", progress=progress):
                 report.downloaded.append(f"kafka {version}")
             self.kafka.write_config()
             if self.kafka.format_storage(kafka_java):
@@ -194,7 +194,7 @@ class LocalStack:
         if registry_java is not None:
             version = self.settings.apicurio_version
             what, folder = f"Apicurio {version}", self.registry.app_dir
-            if _fetch(self.registry, "schema registry", what, folder, "150 MB", progress=progress):
+            if _fetch(self.registry, "schema registry", what, folder, "160 MB", progress=progress):
                 report.downloaded.append(f"apicurio {version}")
             (self.settings.home / "registry").mkdir(parents=True, exist_ok=True)
             self.registry.process.spawn(

@@ -225,13 +225,13 @@ def test_up_shows_download_progress_then_says_using_cached(
     assert "kafka: 2 files, 1.2 MB downloaded so far, fetching kafka-server.jar (N s)" in ticks
     assert [line for line in lines if "so far" not in line][:5] == [
         (
-            "kafka: downloading 4.1.2 jars from Maven Central (about 60 MB, once; kept in "
+            "kafka: downloading 4.1.2 jars from Maven Central (about 75 MB, once; kept in "
             f"{lib / 'kafka-4.1.2'})"
         ),
         "kafka: 3 files, 4.2 MB downloaded in N s",
         f"kafka: formatted {Path(private_env['STREAMS_HOME']) / 'kafka' / 'data'}",
         (
-            "schema registry: downloading Apicurio 3.3.3 from Maven Central (about 150 MB, "
+            "schema registry: downloading Apicurio 3.3.3 from Maven Central (about 160 MB, "
             f"once; kept in {lib / 'apicurio-3.3.3'})"
         ),
         "schema registry: 1 file, 2.5 MB downloaded in N s",
