@@ -124,19 +124,7 @@ def produce_lines(
         }
     )
     _require_topic(producer, topic, partition, settings)
-    report = ProduceReport(topic)
-    failures: list[KafkaError] = []
-    lock = threading.Lock()
-
-    def delivered(error: KafkaError | None, message: Message) -> None:
-        with lock:
-            if error is not None:
-                failures.append(error)
-                return
-            report.records += 1
-            written = message.partition() or 0
-            report.partitions[written] = report.partitions.get(written, 0) + 1
-
+    report = _Deliveries(topic)
     for number, line in enumerate(lines, start=1):
         data = line.rstrip(b"\r\n")
         if not data.strip():
@@ -144,7 +132,7 @@ def produce_lines(
         try:
             key, value = encoder.encode(data, topic=topic)
         except SerializationError as error:
-            _flush(producer, failures, report, settings)
+            _flush(producer, report, settings)
             raise ProduceError(
                 f"line {number}: {error.message}",
                 written=report.records,
@@ -157,11 +145,29 @@ def produce_lines(
             value=value,
             key=key,
             headers=list(headers),
-            on_delivery=delivered,
+            on_delivery=report.delivered,
             partition=partition,
         )
-    _flush(producer, failures, report, settings)
-    return report
+    _flush(producer, report, settings)
+    return ProduceReport(topic, report.records, dict(report.partitions))
+
+
+class _Deliveries(ProduceReport):
+    """The report, filled in by the producer's delivery callbacks."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(topic)
+        self.failures: list[KafkaError] = []
+        self._lock = threading.Lock()
+
+    def delivered(self, error: KafkaError | None, message: Message) -> None:
+        with self._lock:
+            if error is not None:
+                self.failures.append(error)
+                return
+            self.records += 1
+            written = message.partition() or 0
+            self.partitions[written] = self.partitions.get(written, 0) + 1
 
 
 def _produce(
@@ -191,11 +197,10 @@ def _produce(
         return
 
 
-def _flush(
-    producer: Producer, failures: list[KafkaError], report: ProduceReport, kafka: KafkaSettings
-) -> None:
+def _flush(producer: Producer, report: _Deliveries, kafka: KafkaSettings) -> None:
     left = producer.flush(_DELIVERY_TIMEOUT_MS / 1000 + 5)
-    if failures or left:
+    if report.failures or left:
+        failures = report.failures
         first = failures[0].str() if failures else f"{left} record(s) not delivered in time"
         raise ProduceError(
             f"{len(failures) or left} record(s) not written to {report.topic}: {first}",

@@ -68,6 +68,7 @@ def escape(data: bytes) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record (JSON Lines).")
 @fail_cleanly
 @connection_options
+# Over 50 lines: its docstring is the command's --help text; the body is short.
 def tail_command(  # one keyword parameter per option of the command
     *,
     topic: str,

@@ -144,20 +144,25 @@ def fetch_with_maven(
     if returncode == 0 and counter.files:
         progress(f"{label}: {counter.summary()} in {time.monotonic() - counter.began:.0f} s")
     if returncode != 0:
-        first_error = next(
-            (line for line in text.splitlines() if "[ERROR]" in line), text.strip()[-400:]
-        )
-        if any(sign in text for sign in _NETWORK_SIGNS):
-            raise PrerequisiteError(
-                f"Maven could not download from its repository: {first_error.strip()}",
-                hint="check the network and proxy (~/.m2/settings.xml); "
-                "Maven Central must be reachable for the first `up`",
-            )
-        raise LocalStackError(
-            f"mvn failed on {pom}: {first_error.strip()}",
-            hint=f"run it by hand to see the whole output: {' '.join(argv)}",
-        )
+        raise _failure(text, pom, argv)
     (output / COMPLETE).write_text("ok\n")
+
+
+def _failure(text: str, pom: Path, argv: list[str]) -> LocalStackError:
+    """What a failed Maven run means: the network, or something to see in its output."""
+    first_error = next(
+        (line for line in text.splitlines() if "[ERROR]" in line), text.strip()[-400:]
+    )
+    if any(sign in text for sign in _NETWORK_SIGNS):
+        return PrerequisiteError(
+            f"Maven could not download from its repository: {first_error.strip()}",
+            hint="check the network and proxy (~/.m2/settings.xml); "
+            "Maven Central must be reachable for the first `up`",
+        )
+    return LocalStackError(
+        f"mvn failed on {pom}: {first_error.strip()}",
+        hint=f"run it by hand to see the whole output: {' '.join(argv)}",
+    )
 
 
 def _run_maven(argv: list[str], on_line: Callable[[str], None]) -> tuple[int, str]:

@@ -124,6 +124,7 @@ def _lines(text: str) -> list[str]:
     return _TIME.sub("<time>", text).splitlines()
 
 
+# Over 50 lines: one user's session, command after command, each output asserted.
 def test_topics_create_list_describe_delete_from_the_folder_of_the_module(app: App) -> None:
     """Regression: `cd app && streams topics create app:pipeline` said "cannot import 'app'"."""
     created = app.streams("topics", "create", "app:pipeline")
@@ -183,6 +184,7 @@ def test_topics_create_list_describe_delete_from_the_folder_of_the_module(app: A
     ]
 
 
+# Over 50 lines: one user's session, command after command, each output asserted.
 def test_produce_then_tail_with_keys_headers_null_and_binary_values(app: App) -> None:
     assert app.streams("topics", "create", "app:pipeline").returncode == 0
     topic = f"{app.name}.orders"

@@ -191,6 +191,7 @@ esac
 """
 
 
+# Over 50 lines: the fake Maven and JDK set-up, then two runs with their exact lines.
 def test_up_shows_download_progress_then_says_using_cached(
     private_env: dict[str, str], tmp_path: Path
 ) -> None:
