@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
+
+from tests.integration.conftest import Cluster
 
 pytestmark = pytest.mark.integration
 
@@ -344,3 +347,36 @@ def test_a_stage_with_missing_topics_says_it_waits_and_names_the_reference_in_se
         f'{servers} hint="create them: streams topics create app:pipeline (the stage never '
         'creates topics by itself)"'
     ) in lines
+
+
+def test_run_hands_the_profile_to_its_workers(app: App, cluster: Cluster) -> None:
+    """`streams run --profile P`: the workers (processes of their own) use the profile too."""
+    assert app.streams("topics", "create", "app:pipeline").returncode == 0
+    (app.folder / "streams.toml").write_text(
+        f'[profiles.here]\nbootstrap_servers = "{cluster.bootstrap_servers}"\n', encoding="utf-8"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "STREAMS_BOOTSTRAP_SERVERS"}
+    env.update(PYTHONPATH=str(ROOT), STREAMS_SCHEMAS_DIR=str(ROOT / "schemas"))
+    with subprocess.Popen(
+        [STREAMS, "run", "app:pipeline", "--all", "--profile", "here"],
+        cwd=app.folder,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as run:
+        assert run.stderr is not None
+        seen = []
+        for line in run.stderr:
+            seen.append(line)
+            if "stage started" in line or "ERROR" in line:
+                break
+        run.send_signal(signal.SIGTERM)
+        seen.extend(run.stderr)
+        assert run.wait(timeout=60) == 0, "".join(seen)
+
+    toml = app.folder / "streams.toml"
+    assert any(
+        f"Kafka at {cluster.bootstrap_servers} (bootstrap_servers of profile 'here' in {toml})"
+        in line
+        for line in seen
+    ), "".join(seen)
