@@ -234,7 +234,7 @@ class Transaction:
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None,
+        headers: Sequence[tuple[str, bytes | None]] | None,
         *,
         origin: tuple[str, int, int] | None = None,
         partition: int | None = None,

@@ -111,7 +111,7 @@ def run_worker(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     health = _health(health_host, health_port)
-    publisher = StatsPublisher(kafka)
+    publisher = StatsPublisher(kafka, reference=reference)
     try:
         try:
             runner = _build_runner(
@@ -182,7 +182,9 @@ def _build_runner(
     while True:
         try:
             if spec.kind == "stage":
-                return StageRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+                return StageRunner(
+                    spec, slot=slot, kafka=kafka, on_stats=publisher.publish, reference=reference
+                )
             return SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
         except RegistryUnavailableError as error:
             log.warning(

@@ -36,8 +36,9 @@ __all__ = ["StageRunner"]
 log = logging.getLogger("streams.stage")
 
 # Topics created a moment ago may not show in the metadata yet (seen on a broker that had just
-# started); a stage waits this long for them before it reports them missing.
-_TOPIC_WAIT_S = 20.0
+# started); a stage waits this long for them, saying so, before it reports them missing. The
+# metadata caught up within a second there; 20 s made a plain typo wait 20 s for its error.
+_TOPIC_WAIT_S = 5.0
 
 
 class StageRunner:
@@ -52,8 +53,11 @@ class StageRunner:
         settings: StageSettings | None = None,
         registry: SchemaRegistryClient | None = None,
         on_stats: Callable[[dict[str, Any]], None] | None = None,
+        reference: str | None = None,
     ) -> None:
         self.spec = spec
+        # MODULE:PIPELINE as the worker was started with it, for hints that name a command
+        self.reference = reference or f"MODULE:{spec.pipeline}"
         self.slot = slot
         self.kafka = kafka or KafkaSettings()
         self.settings = settings or StageSettings()
@@ -86,7 +90,7 @@ class StageRunner:
         consumer = Consumer(self._consumer_config())
         rejections = Rejections()
         try:
-            _require_topics(consumer, self.spec, self.kafka)
+            _require_topics(consumer, self.spec, self.kafka, self.reference)
             limits = TopicLimits(
                 read_topic_limits(self.kafka, self.spec.written_topics),
                 cap=self.settings.max_message_bytes,
@@ -181,10 +185,13 @@ class StageRunner:
             self._on_stats(snapshot)
 
 
-def _require_topics(consumer: Consumer, spec: StageSpec, kafka: KafkaSettings) -> None:
+def _require_topics(
+    consumer: Consumer, spec: StageSpec, kafka: KafkaSettings, reference: str
+) -> None:
     """Fail at start-up, clearly, if a topic of the stage does not exist."""
     needed = [*spec.subscriptions, *spec.outputs, spec.dlq_topic]
     deadline = time.monotonic() + _TOPIC_WAIT_S
+    waiting = False
     while True:
         try:
             existing = consumer.list_topics(timeout=30).topics
@@ -196,11 +203,19 @@ def _require_topics(consumer: Consumer, spec: StageSpec, kafka: KafkaSettings) -
         missing = [name for name in needed if name not in existing]
         if not missing or time.monotonic() > deadline:
             break
+        if not waiting:
+            waiting = True
+            log.info(
+                "waiting up to %.0f s for topics %s (not in the broker's metadata yet)",
+                _TOPIC_WAIT_S,
+                ", ".join(missing),
+            )
         time.sleep(1)  # just created: the broker's metadata can lag behind for a moment
     if missing:
         raise TopologyError(
-            f"stage {spec.group_id}: missing topics {', '.join(missing)}",
-            hint=f"create them: streams topics create MODULE:{spec.pipeline} "
+            f"stage {spec.group_id}: missing topics {', '.join(missing)} "
+            f"at {kafka.bootstrap_servers}",
+            hint=f"create them: streams topics create {reference} "
             "(the stage never creates topics by itself)",
         )
     if spec.retry.key_ordered:

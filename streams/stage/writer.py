@@ -249,7 +249,7 @@ class TransactionWriter:
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        output_headers: list[tuple[str, bytes]],
+        output_headers: list[tuple[str, bytes | None]],
         *,
         origin: Origin,
         partition: int | None = None,
