@@ -85,7 +85,6 @@ class TransactionBatch:
         )
         self.recovery = Recovery(
             txn=txn,
-            consumer=consumer,
             group_id=spec.group_id,
             client_id=client_id,
             kafka=kafka,

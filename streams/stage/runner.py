@@ -25,6 +25,7 @@ from streams.loop import WorkerLoop
 from streams.spec import StageSpec
 from streams.stage.batch import TransactionBatch
 from streams.stage.guard import Rejections
+from streams.stage.recovery import new_incarnation
 from streams.stage.serdes import StageSerdes
 from streams.stats import StageStats
 
@@ -59,6 +60,8 @@ class StageRunner:
         # MODULE:PIPELINE as the worker was started with it, for hints that name a command
         self.reference = reference or f"MODULE:{spec.pipeline}"
         self.slot = slot
+        # ends the consumer's client.id: tells this process's group memberships from a twin's
+        self.incarnation = new_incarnation()
         self.kafka = kafka or KafkaSettings()
         self.settings = settings or StageSettings()
         if registry is None:
@@ -140,7 +143,7 @@ class StageRunner:
     ) -> TransactionBatch:
         return TransactionBatch(
             spec=self.spec,
-            client_id=self.spec.client_id(self.slot),
+            client_id=self._consumer_config()["client.id"],
             serdes=self.serdes,
             consumer=consumer,
             txn=txn,
@@ -168,6 +171,7 @@ class StageRunner:
             self.settings,
             group_id=self.spec.group_id,
             client_id=self.spec.client_id(self.slot),
+            incarnation=self.incarnation,
         )
         if self.spec.retry.key_ordered:
             # range gives partition p of every topic of the stage to one worker: the worker
