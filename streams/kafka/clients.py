@@ -35,8 +35,9 @@ def worker_consumer_config(
     group_id: str,
     client_id: str,
     incarnation: str | None = None,
+    assignor: str = "cooperative-sticky",
 ) -> dict[str, Any]:
-    """The consumer of a worker: read_committed, no auto-commit, cooperative-sticky.
+    """The consumer of a worker: read_committed, no auto-commit, ``assignor``.
 
     ``incarnation`` (one per worker process) is appended to the client.id as
     ``<client_id>#<incarnation>``: the group's description then tells this process's
@@ -55,7 +56,7 @@ def worker_consumer_config(
         "enable.auto.offset.store": False,
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
+        "partition.assignment.strategy": assignor,
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(1000, settings.session_timeout_ms // 3),
         "max.poll.interval.ms": settings.max_poll_interval_ms,

@@ -141,9 +141,11 @@ class StageRunner:
     def _batch(
         self, consumer: Consumer, txn: Transaction, rejections: Rejections, limits: TopicLimits
     ) -> TransactionBatch:
+        config = self._consumer_config()
         return TransactionBatch(
             spec=self.spec,
-            client_id=self._consumer_config()["client.id"],
+            client_id=config["client.id"],
+            eager="cooperative" not in str(config["partition.assignment.strategy"]),
             serdes=self.serdes,
             consumer=consumer,
             txn=txn,
@@ -172,10 +174,15 @@ class StageRunner:
             group_id=self.spec.group_id,
             client_id=self.spec.client_id(self.slot),
             incarnation=self.incarnation,
+            # range spreads every topic of the stage on its own: the input's partitions and the
+            # retry topics' within one of each other per worker, whatever the join order (a
+            # cooperative-sticky count balance gave one worker every input partition)
+            assignor="range",
         )
         if self.spec.retry.key_ordered:
-            # range gives partition p of every topic of the stage to one worker: the worker
-            # that reads a key's input partition also reads its retry partitions
+            # range also gives partition p of every topic of the stage to one worker: the
+            # worker that reads a key's input partition reads its retry partitions; no
+            # kafka_extra setting may change that
             config["partition.assignment.strategy"] = "range"
         return config
 
