@@ -59,9 +59,24 @@ class InfraReport:
     def health_200_after(self) -> bool:
         return bool(self.health) and self.health[-1][1] == 200
 
+    def failures(self) -> list[str]:
+        """What the run promised and did not hold (empty: it passed)."""
+        found = [f"invariant: {v}" for v in self.chaos.violations]
+        if [r["reason"] for r in self.oversized_in_dlq] != ["unroutable"]:
+            found.append(f"the oversized record in the DLQ: {self.oversized_in_dlq}")
+        if not self.health_went_503:
+            found.append("the monitor's /health never answered 503 while the broker was away")
+        if not self.health_200_after:
+            found.append("the monitor's /health did not answer 200 again at the end")
+        dead = sorted(c for c, alive in self.alive_at_end.items() if not alive)
+        if dead or not self.alive_at_end:
+            found.append(f"workers not alive at the end: {dead}")
+        return found
+
     def summary(self) -> dict[str, Any]:
         return {
             **self.chaos.summary(),
+            "failures": self.failures(),
             "scenario": "infrastructure",
             "health_503_seen": self.health_went_503,
             "health_at_end": self.health[-1][1] if self.health else None,
@@ -211,13 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text)
     write_result("chaos-infra", summary)
-    ok = (
-        not report.chaos.violations
-        and report.health_went_503
-        and report.health_200_after
-        and all(report.alive_at_end.values())
-    )
-    return 0 if ok else 1
+    return 0 if not report.failures() else 1
 
 
 if __name__ == "__main__":
