@@ -82,6 +82,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     fake_signal = SimpleNamespace(
         SIGTERM=signal.SIGTERM,
         SIGINT=signal.SIGINT,
+        SIGHUP=signal.SIGHUP,
         signal=lambda signum, _handler: installed.append(signum),
     )
     monkeypatch.setattr(supervisor, "signal", fake_signal)
@@ -117,6 +118,10 @@ def test_spawn_runs_the_worker_module_for_the_stage_and_slot(clock: FakeTime) ->
         "1",
         "--log-format",
         "json",
+        "--health-port",
+        str(sup.slots[1].health_port),  # a free loopback port: the rolling restart's probe
+        "--health-host",
+        "127.0.0.1",
     ]
     assert sup.slots[1].started_at == 500.0
 
