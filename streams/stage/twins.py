@@ -108,7 +108,8 @@ class Incarnation:
 def process_started_at(pid: int) -> float | None:
     """When process ``pid`` started (epoch seconds) on this machine; None if there is none.
 
-    Linux: from /proc (boot time plus the start tick), so a reused pid shows a later start.
+    Linux: from /proc (boot time plus the start tick), so a reused pid shows a later start;
+    a zombie (SIGKILLed, not reaped yet) is no process.
     Elsewhere: the process exists (start unknown: 0.0), or None.
     """
     try:
@@ -130,6 +131,8 @@ def process_started_at(pid: int) -> float | None:
         return 0.0
     # "pid (comm) state ppid ...": comm may hold spaces; starttime is field 22
     fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None  # a killed process not reaped yet (its parent died too): not running
     return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -108,3 +110,15 @@ def test_a_member_on_another_host_that_leaves_is_taken_over_one_that_stays_is_re
     monkeypatch.setattr(twins, "_SESSION_MARGIN_S", 0.0)
     with pytest.raises(TwinRunningError, match="is still in the group"):
         refuse([[remote]], {}, timeout_ms=0)
+
+
+def test_a_killed_process_not_reaped_yet_is_not_running() -> None:
+    zombie = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while "Z" not in Path(f"/proc/{zombie.pid}/stat").read_text().split(")")[1][:3]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        assert twins.process_started_at(zombie.pid) is None
+    finally:
+        zombie.wait()
