@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from confluent_kafka import Consumer, IsolationLevel, KafkaException, Producer, 
 from confluent_kafka.admin import AdminClient
 
 from streams.kafka import admin as admin_specs
+from streams.localstack.process import free_port
 from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import check_exactly_once, produce_numbered, read_committed
 from tests.integration.pipelines import build_copy
@@ -352,3 +355,61 @@ def test_a_rolling_restart_of_three_workers_under_load_loses_and_duplicates_noth
     check_exactly_once(read_committed(stage.cluster, stage.sink, PARTITIONS, expect=total), total)
     figures = {"records": total, "longest_no_progress_s": round(longest, 1)}
     _report("rolling restart", figures)
+
+
+# -- per-worker probes: --health-port P gives worker i P+i ------------------------------------
+
+
+def _status(port: int, path: str, timeout: float = 2.0) -> int | None:
+    """The HTTP status of a probe; None when it does not answer within ``timeout``."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, TimeoutError, ConnectionError):
+        return None
+
+
+def _worker_on_slot(run: Run, slot: int) -> int:
+    for pid in _children(run.process.pid):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if argv[argv.index(b"--slot") + 1] == str(slot).encode():
+            return pid
+    raise AssertionError(f"no worker on slot {slot}:\n{run.text()[-2000:]}")
+
+
+def test_each_worker_gets_its_port_a_sigstop_fails_its_livez_and_the_rebalance_fails_none(
+    stage: Stage,
+) -> None:
+    produce_numbered(stage.cluster, stage.source, 20_000)
+    base = free_port()
+    ports = [base, base + 1]
+    run = stage.start("probes", "--workers", "2", "--health-port", str(base), TEST_DELAY_MS="2")
+    _wait_for(lambda: all(_status(p, "/readyz") == 200 for p in ports), 90, "both /readyz", run)
+    listing = next(line for line in run.text().splitlines() if "health probes:" in line)
+    assert f"copy/0 http://127.0.0.1:{base}/livez" in listing
+    assert f"copy/1 http://127.0.0.1:{base + 1}/livez" in listing
+    stopped = _worker_on_slot(run, 1)
+
+    def assignments() -> int:  # worker 0's rebalances
+        return sum(
+            "[copy/0]" in line and "partitions assigned" in line for line in run.text().splitlines()
+        )
+
+    before = assignments()
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        # a stopped process answers nothing: the kubelet's probe times out, which fails it
+        assert _status(ports[1], "/livez", timeout=2.0) is None
+        # its session times out (6 s) and the group rebalances onto worker 0: never unlive
+        seen = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            seen.append(_status(ports[0], "/livez"))
+            time.sleep(0.3)
+        assert set(seen) == {200}, seen
+        assert assignments() > before, "the group rebalanced while the worker was stopped"
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    _wait_for(lambda: _status(ports[1], "/livez") == 200, 60, "liveness after SIGCONT", run)
