@@ -427,3 +427,24 @@ def test_no_publisher_no_records(clock: FakeTime) -> None:
 )
 def test_exit_reasons_name_the_worker_exit_codes(code: int, reason: str) -> None:
     assert exit_reason(code) == reason
+
+
+def test_chosen_slots_and_one_health_port_per_worker_in_order(clock: FakeTime) -> None:
+    sup = Supervisor(
+        "app:p", ["a", "b"], slots=[2, 3], health_port=9000, health_host="10.1.2.3", take_over=True
+    )
+
+    for worker in sup.slots:
+        sup._spawn(worker)
+
+    assert [(w.name, w.health_port) for w in sup.slots] == [
+        ("a/2", 9000),
+        ("a/3", 9001),
+        ("b/2", 9002),
+        ("b/3", 9003),
+    ]
+    argv = FakePopen.spawned[3].argv
+    assert argv[argv.index("--slot") + 1] == "3"
+    assert argv[argv.index("--health-port") + 1] == "9003"
+    assert argv[argv.index("--health-host") + 1] == "10.1.2.3"
+    assert "--take-over" in argv
