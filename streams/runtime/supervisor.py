@@ -5,6 +5,12 @@ A worker that crashes (exit 1 or killed by a signal) is restarted with exponenti
 record it cannot process (exit 3), is fenced (4) or cannot start (5) is not restarted: that
 needs an operator, and restarting would loop. SIGTERM to the supervisor is passed to every
 worker, which drains and commits; workers still running after the deadline are killed.
+SIGHUP restarts the workers one at a time (``streams.runtime.rolling``): a deploy of new code.
+
+**Slots and probes.** ``slots`` are the slots each stage runs (``streams.runtime.slots``;
+default 0..workers-1). Worker i serves ``/livez`` and ``/readyz`` on ``health_port + i``
+(listed in the log at start); without a health port each worker serves them on a free
+loopback port that only the supervisor uses (the rolling restart waits on ``/readyz``).
 
 **Seen from the monitor.** Given a publisher, the supervisor writes one ``SupervisorReport``
 per stage group to ``_streams.stats`` (``streams.stats`` has the shape) every
@@ -25,12 +31,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from signal import Signals
 from types import FrameType
 from typing import Any, Protocol
 
+from streams.runtime.rolling import Rollable, RollingRestart
 from streams.runtime.worker import (
     EXIT_CRASHED,
     EXIT_FENCED,
@@ -78,6 +87,13 @@ class RecordPublisher(Protocol):
     def close(self, timeout_s: float = 2.0) -> None: ...
 
 
+def _free_loopback_port() -> int:
+    """A port nothing listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM this worker if the supervisor dies (even by SIGKILL), so none is orphaned."""
     try:
@@ -101,10 +117,21 @@ class WorkerSlot:
     restart_at: float | None = None
     final_code: int | None = None
     history: list[int] = field(default_factory=list)
+    health_port: int | None = None  # its /livez and /readyz (the supervisor's own if not asked)
 
     @property
     def name(self) -> str:
         return f"{self.stage}/{self.slot}"
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def poll(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def send_signal(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
 
 
 class Supervisor:
@@ -116,6 +143,10 @@ class Supervisor:
         stages: list[str],
         *,
         workers: int = 1,
+        slots: Sequence[int] | None = None,
+        health_port: int | None = None,
+        health_host: str = "127.0.0.1",
+        take_over: bool = False,
         log_format: str = "text",
         shutdown_deadline_s: float = 35.0,
         groups: Mapping[str, str] | None = None,
@@ -125,7 +156,15 @@ class Supervisor:
     ) -> None:
         self.reference = reference
         self.stages = list(stages)
-        self.slots = [WorkerSlot(stage, slot) for stage in stages for slot in range(workers)]
+        chosen = list(slots) if slots is not None else list(range(workers))
+        self.slots = [WorkerSlot(stage, slot) for stage in stages for slot in chosen]
+        # worker i gets health_port + i; without --health-port each worker still serves its
+        # probes on a free loopback port, which the rolling restart waits on
+        self.health_host = health_host
+        self.health_given = health_port is not None
+        for index, worker in enumerate(self.slots):
+            worker.health_port = health_port + index if health_port is not None else None
+        self.take_over = take_over
         self.log_format = log_format
         self.shutdown_deadline_s = shutdown_deadline_s
         # stage -> its consumer group (the record's key and group); the stage name without one
@@ -137,6 +176,8 @@ class Supervisor:
         self._published_at: float | None = None
         self._publish_warned = False
         self._stopping = False
+        self._roll_requested = False
+        self._roll: RollingRestart | None = None
 
     def _spawn(self, worker: WorkerSlot) -> None:
         argv = [
@@ -151,6 +192,11 @@ class Supervisor:
             "--log-format",
             self.log_format,
         ]
+        if not self.health_given:
+            worker.health_port = _free_loopback_port()
+        argv += ["--health-port", str(worker.health_port), "--health-host", self._bind_host()]
+        if self.take_over:
+            argv.append("--take-over")
         worker.process = subprocess.Popen(
             argv,
             env=dict(os.environ),
@@ -166,6 +212,51 @@ class Supervisor:
     def request_stop(self, *_args: object) -> None:
         self._stopping = True
 
+    def request_roll(self, *_args: object) -> None:
+        """SIGHUP: restart the workers one at a time (``streams.runtime.rolling``)."""
+        self._roll_requested = True
+
+    def _bind_host(self) -> str:
+        return self.health_host if self.health_given else "127.0.0.1"
+
+    def _ready(self, worker: Rollable) -> bool:
+        """The worker's /readyz answers 200."""
+        assert isinstance(worker, WorkerSlot)  # noqa: S101 - the roll hands back our own
+        host = self._bind_host()
+        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
+        url = f"http://{host}:{worker.health_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as answer:
+                return int(answer.status) == 200  # noqa: PLR2004
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _respawn(self, worker: Rollable) -> None:
+        assert isinstance(worker, WorkerSlot)  # noqa: S101
+        worker.history.append(EXIT_OK)
+        worker.process = None
+        self._spawn(worker)
+
+    def _roll_turn(self) -> bool:
+        """Start a requested roll, advance the running one; True if a slot changed state."""
+        if self._roll_requested:
+            self._roll_requested = False
+            if self._roll is not None and not self._roll.done:
+                log.warning("SIGHUP during a rolling restart: ignored (one roll at a time)")
+            else:
+                log.info("SIGHUP: rolling restart of %d workers, one at a time", len(self.slots))
+                self._roll = RollingRestart(
+                    [w for w in self.slots if w.final_code is None],
+                    drain_deadline_s=self.shutdown_deadline_s,
+                    respawn=self._respawn,
+                    ready=self._ready,
+                )
+        if self._roll is None or self._roll.done:
+            return False
+        before = [w.process for w in self.slots]
+        self._roll.step()
+        return before != [w.process for w in self.slots]
+
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT or until every worker has ended; returns an exit code."""
 
@@ -174,11 +265,20 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, lambda *_: self.request_roll())
         for worker in self.slots:
             self._spawn(worker)
+        if self.health_given:
+            log.info(
+                "health probes: %s",
+                ", ".join(
+                    f"{w.name} http://{self.health_host}:{w.health_port}/livez" for w in self.slots
+                ),
+            )
         self.publish(force=True)
         while not self._stopping:
-            self.publish(force=self._tick())
+            changed = self._roll_turn()
+            self.publish(force=self._tick() or changed)
             if all(w.final_code is not None for w in self.slots):
                 break
             time.sleep(0.2)
@@ -251,9 +351,10 @@ class Supervisor:
         """Restart what is due and reap what ended; True if a slot changed state."""
         now = time.monotonic()
         changed = False
+        owned = self._roll.owned if self._roll is not None else None
         for worker in self.slots:
-            if worker.final_code is not None:
-                continue
+            if worker.final_code is not None or worker is owned:
+                continue  # the roll reaps the worker it stopped itself
             if worker.process is None:
                 if worker.restart_at is not None and now >= worker.restart_at:
                     self._spawn(worker)
@@ -287,9 +388,11 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         running = [w for w in self.slots if w.process is not None and w.process.poll() is None]
+        draining = self._roll.owned if self._roll is not None else None
         for worker in running:
             assert worker.process is not None  # noqa: S101
-            worker.process.send_signal(signal.SIGTERM)
+            if worker is not draining:  # a second SIGTERM would abort its drain
+                worker.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.shutdown_deadline_s
         for worker in running:
             assert worker.process is not None  # noqa: S101

@@ -2,7 +2,8 @@
 
 Exit codes (the supervisor restarts only on 1 and on signals):
 0 stopped on request; 1 crashed, or Kafka unreachable (restart); 3 stopped on a record it cannot
-process (needs an operator: see the error line); 4 fenced by another worker with the same slot;
+process (needs an operator: see the error line); 4 fenced by another worker with the same slot,
+or refused to start because a live worker runs it (``streams.stage.twins``);
 5 cannot start (configuration: missing topics, bad settings, a model that does not match its
 schema, unknown stage). An unreachable schema registry is never exit 5: the worker waits for
 it, saying so, and starts once it answers.
@@ -94,6 +95,7 @@ def run_worker(
     *,
     health_port: int | None = None,
     health_host: str = "127.0.0.1",
+    take_over: bool = False,
 ) -> int:
     kafka = KafkaSettings()
     # the first line says which cluster this worker dials, and why: a worker meant for a real
@@ -115,7 +117,13 @@ def run_worker(
     try:
         try:
             runner = _build_runner(
-                reference, stage=stage, slot=slot, kafka=kafka, publisher=publisher, stop=stop
+                reference,
+                stage=stage,
+                slot=slot,
+                kafka=kafka,
+                publisher=publisher,
+                stop=stop,
+                take_over=take_over,
             )
         except StreamsError as error:
             log.error("cannot start: %s", error, extra={"hint": error.hint})  # noqa: TRY400
@@ -170,6 +178,7 @@ def _build_runner(
     kafka: KafkaSettings,
     publisher: StatsPublisher,
     stop: _Stop,
+    take_over: bool = False,
 ) -> StageRunner | SinkRunner | None:
     """The worker's runner; waits (with backoff, saying so) while the registry is down.
 
@@ -183,7 +192,12 @@ def _build_runner(
         try:
             if spec.kind == "stage":
                 return StageRunner(
-                    spec, slot=slot, kafka=kafka, on_stats=publisher.publish, reference=reference
+                    spec,
+                    slot=slot,
+                    kafka=kafka,
+                    on_stats=publisher.publish,
+                    reference=reference,
+                    take_over=take_over,
                 )
             return SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
         except RegistryUnavailableError as error:
@@ -245,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default=LogSettings().log_level)
     parser.add_argument("--health-port", type=int, help="serve /livez and /readyz on this port")
     parser.add_argument("--health-host", default="127.0.0.1")
+    parser.add_argument(
+        "--take-over", action="store_true", help="start even if a live worker runs this slot"
+    )
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level, prefix=f"{args.stage}/{args.slot}")
     # `kill -USR1 <pid>` prints every thread's stack to the log: for a worker that seems stuck
@@ -256,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
             args.slot,
             health_port=args.health_port,
             health_host=args.health_host,
+            take_over=args.take_over,
         )
     )
 

@@ -37,6 +37,7 @@ from streams.config import KafkaSettings
 from streams.exceptions import FencedError, StreamsError, TransactionError
 from streams.kafka.errors import FENCED_NAMES
 from streams.kafka.transaction import Transaction
+from streams.stage.twins import local_host
 from streams.stats import StageStats
 
 __all__ = ["Recovery", "new_incarnation"]
@@ -52,8 +53,13 @@ _INCARNATION_SEP = "#"
 
 
 def new_incarnation() -> str:
-    """A worker process's mark: start time (ms, zero-padded: sorts as it compares), pid, random."""
-    return f"{time.time_ns() // 1_000_000:015d}-{os.getpid()}-{secrets.token_hex(4)}"
+    """A worker process's mark: start time (ms, zero-padded: sorts as it compares), pid, random.
+
+    Then ``@<host>`` (``streams.stage.twins.local_host``): a starting worker tells a dead
+    predecessor on its host from a live twin by it.
+    """
+    mark = f"{time.time_ns() // 1_000_000:015d}-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{mark}@{local_host()}"
 
 
 class Recovery:

@@ -1,6 +1,7 @@
 """A stage worker: its clients, built when it starts, and the loop that drives its batches.
 
-``StageRunner(spec, slot=N).run()`` checks the stage's topics, creates its transactional
+``StageRunner(spec, slot=N).run()`` checks the stage's topics, refuses to start if a live
+worker runs the slot (``streams.stage.twins``; ``take_over`` skips that), creates its transactional
 producer (``transactional.id`` ``P.S.N``) and its ``read_committed`` consumer, and runs
 ``streams.loop.WorkerLoop`` over a ``TransactionBatch`` until ``request_stop()`` (SIGTERM).
 What each failure leads to is in ``streams.stage.recovery``.
@@ -27,6 +28,7 @@ from streams.stage.batch import TransactionBatch
 from streams.stage.guard import Rejections
 from streams.stage.recovery import new_incarnation
 from streams.stage.serdes import StageSerdes
+from streams.stage.twins import refuse_live_twin
 from streams.stats import StageStats
 
 if TYPE_CHECKING:
@@ -55,8 +57,11 @@ class StageRunner:
         registry: SchemaRegistryClient | None = None,
         on_stats: Callable[[dict[str, Any]], None] | None = None,
         reference: str | None = None,
+        take_over: bool = False,
     ) -> None:
         self.spec = spec
+        # start even if a live worker runs this slot (it is fenced): streams run --take-over
+        self.take_over = take_over
         # MODULE:PIPELINE as the worker was started with it, for hints that name a command
         self.reference = reference or f"MODULE:{spec.pipeline}"
         self.slot = slot
@@ -98,6 +103,14 @@ class StageRunner:
                 read_topic_limits(self.kafka, self.spec.written_topics),
                 cap=self.settings.max_message_bytes,
             )
+            if not self.take_over:
+                # before init_transactions(), which would fence a live twin
+                refuse_live_twin(
+                    self.kafka,
+                    group_id=self.spec.group_id,
+                    client_id=self._consumer_config()["client.id"],
+                    session_timeout_ms=self.settings.session_timeout_ms,
+                )
             txn = self._transaction(rejections.add, limits)
         except BaseException:
             consumer.close()

@@ -114,7 +114,8 @@ def test_a_twin_on_the_same_slot_stops_the_older_worker_with_exit_4(
     logs = [tmp_path / "older.log", tmp_path / "newer.log"]
     older = start_worker(env, "copy", 0, log=logs[0])
     _wait_for(lambda: _committed(cluster, group, source) >= 500, 120, "progress")
-    newer = start_worker(env, "copy", 0, log=logs[1])
+    # --take-over: started without it, the newer one refuses (streams.stage.twins)
+    newer = start_worker(env, "copy", 0, log=logs[1], extra=("--take-over",))
     try:
         assert older.wait(timeout=90) == 4, logs[0].read_text()[-3000:]
         older_log = logs[0].read_text()

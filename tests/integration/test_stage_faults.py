@@ -183,7 +183,8 @@ def test_a_second_worker_on_the_same_slot_fences_the_first(
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     first = start_worker(env, "copy", 0, log=first_log)
     _wait_for(lambda: _committed(cluster, group, source) >= 1000, 120, "first progress")
-    second = start_worker(env, "copy", 0, log=second_log)  # same slot: same transactional.id
+    # same slot, same transactional.id; --take-over: without it the second refuses to start
+    second = start_worker(env, "copy", 0, log=second_log, extra=("--take-over",))
     assert first.wait(timeout=120) == 4, first_log.read_text()[-3000:]
     assert "fenced by another worker" in first_log.read_text()
     _wait_for(lambda: _committed(cluster, group, source) >= count, 180, "the stage to finish")

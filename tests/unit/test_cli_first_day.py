@@ -168,9 +168,9 @@ def test_run_help_names_the_reference_the_module_path_and_the_exit_codes(tmp_pat
     assert "looked up in the working directory first, then on PYTHONPATH" in " ".join(text.split())
     for line in (
         "    0  stopped on request (SIGTERM, Ctrl-C): every worker drained and committed",
-        "    2  bad usage (an unknown option, --stage with --all)",
+        "    2  bad usage (an unknown option, --stage with --all, a bad slot option)",
         "    3  a worker stopped on a record it cannot process (see its error line)",
-        "    4  a worker was fenced: another process runs the same slot",
+        "    4  another live worker runs the same slot (refused at start, or fenced)",
         "    5  a worker cannot start: missing topics (`streams topics create`), bad settings,",
     ):
         assert line in text.splitlines()

@@ -82,6 +82,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     fake_signal = SimpleNamespace(
         SIGTERM=signal.SIGTERM,
         SIGINT=signal.SIGINT,
+        SIGHUP=signal.SIGHUP,
         signal=lambda signum, _handler: installed.append(signum),
     )
     monkeypatch.setattr(supervisor, "signal", fake_signal)
@@ -117,6 +118,10 @@ def test_spawn_runs_the_worker_module_for_the_stage_and_slot(clock: FakeTime) ->
         "1",
         "--log-format",
         "json",
+        "--health-port",
+        str(sup.slots[1].health_port),  # a free loopback port: the rolling restart's probe
+        "--health-host",
+        "127.0.0.1",
     ]
     assert sup.slots[1].started_at == 500.0
 
@@ -422,3 +427,24 @@ def test_no_publisher_no_records(clock: FakeTime) -> None:
 )
 def test_exit_reasons_name_the_worker_exit_codes(code: int, reason: str) -> None:
     assert exit_reason(code) == reason
+
+
+def test_chosen_slots_and_one_health_port_per_worker_in_order(clock: FakeTime) -> None:
+    sup = Supervisor(
+        "app:p", ["a", "b"], slots=[2, 3], health_port=9000, health_host="10.1.2.3", take_over=True
+    )
+
+    for worker in sup.slots:
+        sup._spawn(worker)
+
+    assert [(w.name, w.health_port) for w in sup.slots] == [
+        ("a/2", 9000),
+        ("a/3", 9001),
+        ("b/2", 9002),
+        ("b/3", 9003),
+    ]
+    argv = FakePopen.spawned[3].argv
+    assert argv[argv.index("--slot") + 1] == "3"
+    assert argv[argv.index("--health-port") + 1] == "9003"
+    assert argv[argv.index("--health-host") + 1] == "10.1.2.3"
+    assert "--take-over" in argv
