@@ -24,6 +24,7 @@ from streams.deploy import (
     write_tree,
 )
 from streams.deploy.compose import compose_header
+from streams.deploy.plan import parse_environment
 from streams.exceptions import ConfigError, TopologyError
 from streams.pipeline import load_pipeline
 
@@ -44,6 +45,14 @@ def deploy() -> None:
 
 
 def _plan_options(func: Callable[..., R]) -> Callable[..., R]:
+    func = click.option(
+        "--env",
+        "environment",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="One more environment variable of every worker (repeatable), e.g. a service URL "
+        "the pipeline's handlers read.",
+    )(func)
     func = click.option(
         "--min-insync-replicas",
         type=click.IntRange(1),
@@ -92,6 +101,13 @@ def _plan(
             min_insync_replicas=min_insync_replicas,
         )
     except (ConfigError, TopologyError) as error:
+        _usage(error.message, error.hint)
+
+
+def _environment(values: tuple[str, ...]) -> dict[str, str]:
+    try:
+        return parse_environment(values)
+    except ConfigError as error:
         _usage(error.message, error.hint)
 
 
@@ -166,6 +182,7 @@ def kubernetes(**options: Any) -> None:
             sasl_mechanism=options["sasl_mechanism"],
             credentials_secret=options["credentials_secret"],
             database_secret=options["database_secret"],
+            environment=_environment(options["environment"]),
             keda=options["keda"],
             strimzi_cluster=cluster,
         ),
@@ -222,6 +239,7 @@ def compose(**options: Any) -> None:
         build=options["build"],
         bootstrap_servers=options["bootstrap_servers"],
         schema_registry_url=options["schema_registry_url"],
+        environment=_environment(options["environment"]),
     )
     text = to_yaml([compose_file(plan, settings)], header=compose_header(plan, settings))
     if options["out"] is None:
@@ -280,6 +298,7 @@ def systemd(**options: Any) -> None:
             user=options["user"],
             bootstrap_servers=options["bootstrap_servers"],
             schema_registry_url=options["schema_registry_url"],
+            environment=_environment(options["environment"]),
         ),
     )
     for path in write_tree(options["out"], files):

@@ -23,7 +23,7 @@ order in which the files are applied does not matter.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.deploy.names import resource_name, workload_name
@@ -62,6 +62,7 @@ class KubernetesOptions:
     # Secret with key `url` (STREAMS_SINK_DATABASE_URL) of the sinks [default P-database];
     # optional too: without it, a sink writes to its declared database (inside the pod)
     database_secret: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)  # more variables (the ConfigMap)
     keda: bool = False
     strimzi_cluster: str | None = None
     resources: Resources = WORKER_RESOURCES
@@ -124,6 +125,7 @@ def _config_map(plan: DeployPlan, options: KubernetesOptions) -> Manifest:
         data["STREAMS_SECURITY_PROTOCOL"] = options.security_protocol
     if options.sasl_mechanism:
         data["STREAMS_SASL_MECHANISM"] = options.sasl_mechanism
+    data |= options.environment
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -7,6 +7,7 @@ the worker command, the slot count of each stage and the time a worker gets to s
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ __all__ = [
     "STOP_MARGIN_S",
     "DeployPlan",
     "StagePlan",
+    "parse_environment",
     "parse_replicas",
     "plan_deployment",
 ]
@@ -31,6 +33,7 @@ MONITOR_PORT = 9308
 # Above the drain deadline: the supervisor stops after its workers, closes its stats publisher
 # and exits; without the margin a worker still committing at the deadline would be SIGKILLed.
 STOP_MARGIN_S = 15
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,20 @@ def parse_replicas(values: Iterable[str]) -> dict[str, int]:
                 f"--replicas {value!r} is not STAGE=N", hint="write for example --replicas enrich=3"
             )
         found[stage.strip()] = int(count)
+    return found
+
+
+def parse_environment(values: Iterable[str]) -> dict[str, str]:
+    """``["PRICING_URL=http://pricing:18090", ...]`` (``--env KEY=VALUE``) as a dict."""
+    found: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not _VARIABLE.match(key):
+            raise ConfigError(
+                f"--env {value!r} is not KEY=VALUE with a variable name as KEY",
+                hint="write for example --env PRICING_URL=http://pricing:18090",
+            )
+        found[key] = text
     return found
 
 

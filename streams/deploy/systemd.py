@@ -20,7 +20,7 @@ supervisor that failed, except for the exit codes it never restarts a worker for
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streams.deploy.plan import DeployPlan, StagePlan
 from streams.runtime.worker import EXIT_FENCED, EXIT_START_FAILED, EXIT_STOPPED_ON_RECORD
@@ -42,6 +42,7 @@ class SystemdOptions:
     user: str | None = None
     bootstrap_servers: str = "127.0.0.1:9092"
     schema_registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    environment: dict[str, str] = field(default_factory=dict)  # more variables (the env file)
 
 
 def unit_prefix(plan: DeployPlan) -> str:
@@ -159,6 +160,7 @@ def _environment_file(plan: DeployPlan, options: SystemdOptions) -> str:
         "# STREAMS_SASL_USERNAME=",
         "# STREAMS_SASL_PASSWORD=",
         "# STREAMS_SINK_DATABASE_URL=postgresql://user:password@host:5432/db",
+        *(f"{key}={value}" for key, value in options.environment.items()),
         "",
     ]
     return "\n".join(lines)

@@ -134,3 +134,24 @@ def test_topic_resource_names() -> None:
     assert stats.startswith("streams.stats-")
     assert topic_resource_name("Orders.Raw") != topic_resource_name("orders.raw")
     assert topic_resource_name("Orders_Raw") != topic_resource_name("orders-raw")
+
+
+def test_env_reaches_every_target(tmp_path: Path) -> None:
+    url = "PRICING_URL=http://pricing:18090"
+    assert _invoke("deploy", "k8s", ORDERS, "--image", IMAGE, "--out", str(tmp_path / "k"),
+                   "--env", url).exit_code == 0  # fmt: skip
+    config = yaml.safe_load((tmp_path / "k/config.yaml").read_text())
+    assert config["data"]["PRICING_URL"] == "http://pricing:18090"
+    compose = yaml.safe_load(_invoke("deploy", "compose", ORDERS, "--image", IMAGE,
+                                     "--env", url).stdout)  # fmt: skip
+    assert compose["services"]["enrich-0"]["environment"]["PRICING_URL"] == "http://pricing:18090"
+    assert _invoke("deploy", "systemd", ORDERS, "--out", str(tmp_path / "s"),
+                   "--env", url).exit_code == 0  # fmt: skip
+    assert f"{url}\n" in (tmp_path / "s/orders.env").read_text()
+
+
+@pytest.mark.parametrize("value", ["NOEQUALS", "1BAD=x", "=x"])
+def test_a_bad_env_is_one_line_and_exit_2(value: str) -> None:
+    result = _invoke("deploy", "compose", ORDERS, "--image", IMAGE, "--env", value)
+    assert result.exit_code == EXIT_USAGE
+    assert "is not KEY=VALUE" in _one_error_line(result)
