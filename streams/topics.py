@@ -39,9 +39,12 @@ __all__ = [
     "ensure_topics",
     "list_topics",
     "topic_roles",
+    "with_durability",
 ]
 
 _TIMEOUT_S = 30
+_BROKER_DEFAULT = -1
+_MIN_ISR = "min.insync.replicas"
 # The first request: a broker that has not answered in 10 s is not there (the command says so
 # at once rather than after half a minute).
 _REACH_TIMEOUT_S = 10
@@ -61,19 +64,34 @@ class TopicReport:
 
 
 def ensure_topics(
-    pipeline: Pipeline, *, kafka: KafkaSettings | None = None, replication_factor: int = 1
+    pipeline: Pipeline,
+    *,
+    kafka: KafkaSettings | None = None,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
 ) -> TopicReport:
     """Create missing topics; compare partitions and config of existing ones. Idempotent.
+
+    ``replication_factor`` None leaves it to the broker (``default.replication.factor``);
+    ``min_insync_replicas`` is set on every topic it creates (None: the broker's
+    ``min.insync.replicas``) and compared on existing ones like any declared config. A
+    replication factor above the cluster's broker count is refused before anything is created.
 
     Differences are reported, never changed silently: fewer partitions cannot be undone and
     more partitions move keys between partitions, so that is an operator's decision.
     """
     settings = kafka or KafkaSettings()
     admin = AdminClient(settings.client_config())
-    specs = pipeline.topic_specs()
+    specs = with_durability(pipeline.topic_specs(), min_insync_replicas)
     existing = _existing(admin, settings)
+    if replication_factor is not None:
+        _check_replication(admin, settings, replication_factor)
     report = TopicReport()
-    internal = [spec for spec in INTERNAL_TOPICS if spec.name not in existing]
+    internal = [
+        spec
+        for spec in with_durability(list(INTERNAL_TOPICS), min_insync_replicas)
+        if spec.name not in existing
+    ]
     if internal:
         internal_report = TopicReport()
         _create(admin, internal, replication_factor, internal_report)
@@ -97,15 +115,20 @@ def ensure_topics(
 
 
 def _create(
-    admin: AdminClient, missing: list[TopicSpec], replication_factor: int, report: TopicReport
+    admin: AdminClient,
+    missing: list[TopicSpec],
+    replication_factor: int | None,
+    report: TopicReport,
 ) -> set[str]:
     """Create the missing topics; returns those someone else created since the listing."""
+    # -1: the broker's default.replication.factor (CreateTopics v4+, Kafka 2.4+)
+    factor = _BROKER_DEFAULT if replication_factor is None else replication_factor
     futures = admin.create_topics(
         [
             NewTopic(
                 spec.name,
                 num_partitions=spec.partitions,
-                replication_factor=replication_factor,
+                replication_factor=factor,
                 config=dict(spec.config),
             )
             for spec in missing
@@ -123,6 +146,27 @@ def _create(
             continue
         report.created.append(name)
     return raced
+
+
+def with_durability(specs: list[TopicSpec], min_insync_replicas: int | None) -> list[TopicSpec]:
+    """``specs`` with ``min.insync.replicas`` added to their config when one is given."""
+    if min_insync_replicas is None:
+        return specs
+    value = str(min_insync_replicas)
+    return [
+        TopicSpec(spec.name, spec.partitions, {**spec.config, _MIN_ISR: value}) for spec in specs
+    ]
+
+
+def _check_replication(admin: AdminClient, settings: KafkaSettings, factor: int) -> None:
+    """Refuse a replication factor the cluster cannot place, before creating any topic."""
+    brokers = len(admin.list_topics(timeout=_REACH_TIMEOUT_S).brokers)
+    if factor > brokers:
+        raise KafkaClientError(
+            f"replication factor {factor} is above the {brokers} broker(s) of the cluster at "
+            f"{settings.bootstrap_servers}; no topic was created",
+            hint=f"give --replication-factor {brokers} or less, or add brokers",
+        )
 
 
 def _compare(admin: AdminClient, spec: TopicSpec, partitions: int) -> list[str]:

@@ -6,6 +6,7 @@ import click
 
 from streams import __version__
 from streams.cli.config import config
+from streams.cli.deploy import deploy
 from streams.cli.lag import lag
 from streams.cli.local import local
 from streams.cli.monitor import monitor
@@ -29,6 +30,7 @@ def cli() -> None:
 
 
 cli.add_command(config)
+cli.add_command(deploy)
 cli.add_command(lag)
 cli.add_command(local)
 cli.add_command(monitor)

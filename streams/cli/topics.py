@@ -9,7 +9,11 @@ import click
 from streams.cli.options import connection_options, pipeline_option
 from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail, fail_cleanly, say
 from streams.config import KafkaSettings
-from streams.pipeline import load_pipeline
+from streams.deploy.plan import check_durability
+from streams.deploy.render import to_yaml
+from streams.deploy.strimzi import kafka_topics
+from streams.exceptions import ConfigError
+from streams.pipeline import INTERNAL_TOPICS, load_pipeline
 from streams.topics import (
     TopicDetail,
     TopicRole,
@@ -22,6 +26,8 @@ from streams.topics import (
 
 __all__ = ["topics"]
 
+EXIT_USAGE = 2
+
 
 @click.group()
 def topics() -> None:
@@ -30,16 +36,61 @@ def topics() -> None:
 
 @topics.command()
 @click.argument("pipeline", metavar="MODULE:PIPELINE")
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(1),
+    help="Replication factor of the topics it creates [default: the broker's "
+    "default.replication.factor].",
+)
+@click.option(
+    "--min-insync-replicas",
+    type=click.IntRange(1),
+    help="min.insync.replicas set on the topics it creates [default: the broker's].",
+)
+@click.option(
+    "--emit",
+    type=click.Choice(["strimzi"]),
+    help="Print resources for an operator instead of creating anything: strimzi writes a "
+    "KafkaTopic per topic (retry, DLQ and internal ones included).",
+)
+@click.option("--cluster", metavar="NAME", help="The Strimzi Kafka cluster (with --emit strimzi).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @fail_cleanly
 @connection_options
-def create(pipeline: str, as_json: bool, kafka: KafkaSettings) -> None:
+def create(  # noqa: PLR0917 - one keyword parameter per option
+    pipeline: str,
+    replication_factor: int | None,
+    min_insync_replicas: int | None,
+    emit: str | None,
+    cluster: str | None,
+    as_json: bool,
+    kafka: KafkaSettings,
+) -> None:
     """Create every topic MODULE:PIPELINE needs (inputs, outputs, retry tiers, DLQs).
 
-    Idempotent. Existing topics that differ from the declaration (partitions, configs) are
-    reported, never altered: exit 3.
+    Idempotent. Existing topics that differ from the declaration (partitions, configs, a
+    --min-insync-replicas) are reported, never altered: exit 3. A --replication-factor above
+    the cluster's broker count creates nothing: exit 1.
+
+    With --emit strimzi --cluster C it contacts no broker and prints Strimzi KafkaTopic
+    resources; a topic name Kubernetes refuses (_streams.stats) goes in spec.topicName.
     """
-    report = ensure_topics(load_pipeline(pipeline), kafka=kafka)
+    _check_durability(replication_factor, min_insync_replicas)
+    if emit == "strimzi":
+        _emit_strimzi(pipeline, cluster, replication_factor, min_insync_replicas)
+        return
+    if cluster:
+        fail(
+            "--cluster is for --emit strimzi",
+            "add --emit strimzi, or drop --cluster",
+            code=EXIT_USAGE,
+        )
+    report = ensure_topics(
+        load_pipeline(pipeline),
+        kafka=kafka,
+        replication_factor=replication_factor,
+        min_insync_replicas=min_insync_replicas,
+    )
     if as_json:
         emit_json(
             {
@@ -134,6 +185,33 @@ def delete(names: tuple[str, ...], yes: bool, kafka: KafkaSettings) -> None:
         )
     for name in delete_topics(names, kafka):
         say(f"deleted   {name}")
+
+
+def _check_durability(replication_factor: int | None, min_insync_replicas: int | None) -> None:
+    if replication_factor is not None and min_insync_replicas is not None:
+        try:
+            check_durability(replication_factor, min_insync_replicas)
+        except ConfigError as error:
+            fail(error.message, error.hint, code=EXIT_USAGE)
+
+
+def _emit_strimzi(
+    pipeline: str,
+    cluster: str | None,
+    replication_factor: int | None,
+    min_insync_replicas: int | None,
+) -> None:
+    """Print a KafkaTopic per topic of the pipeline (and the internal ones); no broker."""
+    if not cluster:
+        fail("--emit strimzi needs --cluster", "name the Strimzi Kafka cluster", code=EXIT_USAGE)
+    declared = load_pipeline(pipeline)
+    resources = kafka_topics(
+        [*declared.topic_specs(), *INTERNAL_TOPICS],
+        cluster=cluster,
+        replication_factor=replication_factor,
+        min_insync_replicas=min_insync_replicas,
+    )
+    click.echo(to_yaml(resources), nl=False)
 
 
 def _roles(roles: tuple[TopicRole, ...]) -> str:

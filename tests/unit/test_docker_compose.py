@@ -24,12 +24,33 @@ def test_services_are_kafka_registry_and_the_pipeline_workers(compose: dict[str,
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     assert services["kafka"]["image"] != "apache/kafka:4.0.0"
     assert services["schema-registry"]["image"].startswith("apicurio/apicurio-registry:3.")
-    workers = [name for name, s in services.items() if "pipeline" in s.get("profiles", [])]
+    workers = [
+        name for name, s in services.items() if s.get("command", [])[:2] == ["streams", "run"]
+    ]
     assert workers, "no worker services: the pipeline has no room in the compose file"
     for name in workers:
-        command = services[name]["command"]
-        assert command[:2] == ["streams", "run"]
-        assert "--stage" in command
+        assert "pipeline" in services[name]["profiles"]
+        assert "--stage" in services[name]["command"]
+
+
+def _slot(command: list[str]) -> tuple[str, str]:
+    return command[command.index("--stage") + 1], command[command.index("--slot") + 1]
+
+
+def test_every_worker_runs_a_slot_of_its_own_after_the_topics_exist(
+    compose: dict[str, Any],
+) -> None:
+    """Regression: `--scale enrich=3` ran three slot-0 workers, each fencing the last (exit 4,
+    restarted, again), and on a fresh broker the workers exited 5 for the missing topics."""
+    services = compose["services"]
+    workers = {n: s for n, s in services.items() if s.get("command", [])[:2] == ["streams", "run"]}
+    slots = [_slot(service["command"]) for service in workers.values()]
+    assert len(set(slots)) == len(slots) == len(workers)
+    assert services["topics"]["command"][:3] == ["streams", "topics", "create"]
+    for service in workers.values():
+        assert service["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
+        assert "--scale" not in service.get("command", [])
+    assert "--scale enrich" not in (ROOT / "docker-compose.yml").read_text()
 
 
 def test_ports_match_the_local_stack(compose: dict[str, Any]) -> None:
