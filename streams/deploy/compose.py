@@ -134,6 +134,10 @@ def _worker_service(
 ) -> Service:
     service = _image(plan, options)
     service["restart"] = _RESTART
+    # a fixed hostname: a recreated container of this slot is known as the same home, so it
+    # takes over from its dead predecessor at once instead of waiting for the session timeout
+    # (see streams/stage/twins.py)
+    service["hostname"] = f"{stage.name}-{slot}"
     depends: dict[str, Any] = {"topics": {"condition": "service_completed_successfully"}}
     environment = _environment(plan, options)
     if options.stack:
