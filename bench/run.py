@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import importlib
 import json
 import os
 import platform
@@ -192,6 +193,19 @@ def build_settings(args: argparse.Namespace, run_id: str) -> RunSettings:
     )
 
 
+def prepare_contenders(contenders: list[Contender], unavailable: dict[str, str]) -> None:
+    """Run the build step of the contenders that have one (cached by the contender itself)."""
+    for contender in contenders:
+        if not contender.prepare or contender.name in unavailable:
+            continue
+        module = importlib.import_module(contender.module)
+        try:
+            print(module.prepare(), flush=True)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            unavailable[contender.name] = f"build failed: {exc}"
+            print(f"{contender.name}: not available ({exc})", flush=True)
+
+
 def run_rounds(
     args: argparse.Namespace,
     settings: RunSettings,
@@ -288,6 +302,7 @@ def main(argv: list[str]) -> int:
         for c in contenders
         if c.interpreter == "peers" and not Path(args.peers_python).exists()
     }
+    prepare_contenders(contenders, unavailable)
     admin = kafka.Broker(args.bootstrap)
     subjects: list[str] = []
     inputs: dict[Workload, WorkloadInput] = {}
