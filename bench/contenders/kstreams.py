@@ -137,12 +137,16 @@ def prepare() -> str:
 
 
 def run(spec: RunSpec) -> None:
+    # bench.run built it before the rounds; a build here (sources changed mid-run, or a child
+    # started by hand) would land in this run's "CPU-µs/rec process", so the report says so.
+    built_here = cached_build() is None
     ready = build()
     java = java_home() / "bin" / "java"
     spec_path = Path(spec.work_dir) / f"{spec.group_id}.kstreams-spec.json"
     spec_path.write_text(spec.to_json())
     spec.add_report(
         kstreams_build=str(ready.directory),
+        kstreams_built_in_this_process=built_here,
         jvm_options=list(JVM_OPTIONS),
         fetch_queue_backoff_ms_applied=False,
         exec_at=time.monotonic(),

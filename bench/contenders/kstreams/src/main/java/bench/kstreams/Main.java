@@ -8,6 +8,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Map;
 import java.util.Properties;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.UnaryOperator;
@@ -39,6 +40,8 @@ import org.apache.kafka.streams.kstream.Produced;
  * (a clean close commits the open transaction); records polled after the limit are dropped.
  */
 public final class Main {
+    private static final long CLOSE_TIMEOUT_S = 60;
+
     private Main() {}
 
     public static void main(String[] args) throws Exception {
@@ -75,8 +78,18 @@ public final class Main {
             state.done.countDown();
             return StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
         });
-        // SIGTERM (the harness's timeout) closes the client too; the shutdown hook waits for it.
-        Thread hook = new Thread(state.done::countDown);
+        // SIGTERM (the harness's timeout) closes the client too: the hook wakes main() and waits
+        // until main() has closed the client and written the report (the JVM halts once the
+        // hooks return).
+        CountDownLatch finished = new CountDownLatch(1);
+        Thread hook = new Thread(() -> {
+            state.done.countDown();
+            try {
+                finished.await(CLOSE_TIMEOUT_S + 15, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        });
         Runtime.getRuntime().addShutdownHook(hook);
 
         double startAt = RunState.monotonicSeconds();
@@ -84,7 +97,7 @@ public final class Main {
         state.done.await();
         double limitAt = RunState.monotonicSeconds();
         Map<String, Object> metrics = threadMetrics(streams);
-        boolean closed = streams.close(Duration.ofSeconds(60));
+        boolean closed = streams.close(Duration.ofSeconds(CLOSE_TIMEOUT_S));
         double closedAt = RunState.monotonicSeconds();
         String leftGroup = removeGroupMembers(spec);
 
@@ -117,8 +130,13 @@ public final class Main {
         }
         RunState.writeAtomically(
                 spec.reportPath(), new ObjectMapper().writerWithDefaultPrettyPrinter().writeValueAsString(report));
-        Runtime.getRuntime().removeShutdownHook(hook);
+        finished.countDown();
         boolean ok = failure.get() == null && state.forwarded == spec.records() && closed;
+        try {
+            Runtime.getRuntime().removeShutdownHook(hook);
+        } catch (IllegalStateException e) {
+            return; // a SIGTERM's shutdown is under way: the JVM exits when the hook returns
+        }
         System.exit(ok ? 0 : 1);
     }
 
