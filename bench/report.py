@@ -107,6 +107,35 @@ def summarize(
     return summaries
 
 
+# Start-up phases a contender may write into its report (kstreams: the JVM's), in seconds.
+STARTUP_PHASES = ("jvm_start_s", "main_to_running_s", "running_to_first_record_s")
+
+
+def startup_phases(results: Sequence[RunResult], workload: str) -> dict[str, dict[str, float]]:
+    """Per contender, the median of each start-up phase its runs reported (outside the window)."""
+    phases: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(r.contender for r in results if r.workload == workload):
+        ok = [r for r in results if r.workload == workload and r.contender == name and r.round > 0]
+        medians = {
+            phase: _median(
+                float(r.report[phase]) for r in ok if r.status == "ok" and phase in r.report
+            )
+            for phase in STARTUP_PHASES
+        }
+        present = {phase: v for phase, v in medians.items() if v is not None}
+        if present:
+            phases[name] = present
+    return phases
+
+
+def format_startup_phases(phases: dict[str, dict[str, float]]) -> str:
+    return "\n".join(
+        f"{name} start-up (medians, outside the window): "
+        + ", ".join(f"{phase} {value:.2f}" for phase, value in values.items())
+        for name, values in phases.items()
+    )
+
+
 def eos_ratios(results: Sequence[RunResult], workload: str) -> dict[str, list[float]]:
     """Exactly-once vs at-least-once, each ratio taken within a round."""
     return {
@@ -163,6 +192,9 @@ def main(argv: list[str]) -> int:
         print(f"\n### {workload}: {facts.get('records', '?'):,} records")
         print(format_table(summarize(results, workload, contenders)))
         text = format_eos_ratios(eos_ratios(results, workload))
+        if text:
+            print(text)
+        text = format_startup_phases(startup_phases(results, workload))
         if text:
             print(text)
     return 0

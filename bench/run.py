@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import importlib
 import json
 import os
 import platform
@@ -30,7 +31,14 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from bench import broker as kafka
 from bench.contenders import CONTENDERS, Contender
 from bench.execute import REPO_ROOT, RunResult, RunSettings, WorkloadInput, run_contender
-from bench.report import eos_ratios, format_eos_ratios, format_table, summarize
+from bench.report import (
+    eos_ratios,
+    format_eos_ratios,
+    format_startup_phases,
+    format_table,
+    startup_phases,
+    summarize,
+)
 from bench.spec import Workload
 from bench.workloads import ORDER_SCHEMA_STR, build_avro, build_raw
 
@@ -192,6 +200,19 @@ def build_settings(args: argparse.Namespace, run_id: str) -> RunSettings:
     )
 
 
+def prepare_contenders(contenders: list[Contender], unavailable: dict[str, str]) -> None:
+    """Run the build step of the contenders that have one (cached by the contender itself)."""
+    for contender in contenders:
+        if not contender.prepare or contender.name in unavailable:
+            continue
+        module = importlib.import_module(contender.module)
+        try:
+            print(module.prepare(), flush=True)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            unavailable[contender.name] = f"build failed: {exc}"
+            print(f"{contender.name}: not available ({exc})", flush=True)
+
+
 def run_rounds(
     args: argparse.Namespace,
     settings: RunSettings,
@@ -256,11 +277,13 @@ def print_and_summarize(
     for name, workload in inputs.items():
         rows = summarize(results, name, names)
         ratios = eos_ratios(results, name)
+        phases = startup_phases(results, name)
         summary[name] = {
             "records": workload.records,
             "mean_value_bytes": workload.mean_value_bytes,
             "contenders": [dataclasses.asdict(s) for s in rows],
             "eos_vs_alos": ratios,
+            "startup_phases": phases,
         }
         print(
             f"\n### {name}: {workload.records:,} records, {workload.mean_value_bytes:.0f} B mean "
@@ -268,9 +291,9 @@ def print_and_summarize(
             "(medians; ratios taken within each round)"
         )
         print(format_table(rows))
-        text = format_eos_ratios(ratios)
-        if text:
-            print(text)
+        for text in (format_eos_ratios(ratios), format_startup_phases(phases)):
+            if text:
+                print(text)
     return summary
 
 
@@ -288,6 +311,7 @@ def main(argv: list[str]) -> int:
         for c in contenders
         if c.interpreter == "peers" and not Path(args.peers_python).exists()
     }
+    prepare_contenders(contenders, unavailable)
     admin = kafka.Broker(args.bootstrap)
     subjects: list[str] = []
     inputs: dict[Workload, WorkloadInput] = {}

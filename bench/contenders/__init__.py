@@ -27,6 +27,9 @@ class Contender:
     # Overrides of the run's transaction bounds (None = use the run's --txn-records/--txn-interval).
     txn_max_records: int | None = None
     txn_interval_s: float | None = None
+    # True: the module has ``prepare() -> str``, which bench.run calls once before the rounds
+    # (a build step); it returns a line to print, and an exception makes it "not available".
+    prepare: bool = False
 
 
 CONTENDERS: dict[str, Contender] = {
@@ -72,6 +75,15 @@ CONTENDERS: dict[str, Contender] = {
             "main",
             stops_itself=True,
             description="this project's stage runtime (hook in bench/contenders/ours.py)",
+        ),
+        Contender(
+            "kstreams",
+            "bench.contenders.kstreams",
+            "main",
+            stops_itself=True,
+            description="Kafka Streams (Java) topology source -> processor -> sink, "
+            "processing.guarantee=exactly_once_v2 (sources in bench/contenders/kstreams/)",
+            prepare=True,
         ),
         Contender(
             "quix",
