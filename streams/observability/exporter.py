@@ -68,6 +68,7 @@ from streams.stats import SupervisorReport
 
 if TYPE_CHECKING:
     from streams.lag import GroupLag, PartitionLag, PipelineView
+    from streams.lag.scale import ScaleSignal
 
 __all__ = [
     "METRIC_NAMES",
@@ -136,6 +137,8 @@ class Snapshot:
     errors: int = 0
     error: str | None = None
     supervisors: tuple[SupervisorReport, ...] = ()
+    # the autoscaling signal of every stage of the monitor's pipelines (streams.lag.scale)
+    scale: tuple[ScaleSignal, ...] = ()
 
 
 def _owner_labels(partition: PartitionLag) -> tuple[str, str, str]:
