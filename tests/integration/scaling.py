@@ -11,11 +11,15 @@
   partitions a member owned; ``unowned_per_event`` turns that into the seconds each partition
   had no owner after each scale event. A partition is owned when the group is Stable and a
   member's assignment holds it (while a classic group rebalances, its members' assignments are
-  revoked and not reported).
+  revoked and not reported). It also reads the group's committed offsets at each sample:
+  ``stalled_per_event`` gives the longest time each partition's commit did not move after each
+  event (under a steady feed, the time it was not worked on: also when a stopped static member
+  still holds its partitions until its session times out, which its description hides).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import threading
@@ -24,12 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer
 from confluent_kafka.admin import AdminClient
 
 from tests.integration.eos import start_worker
 
-__all__ = ["Feeder", "OwnershipWatch", "ScaleEvent", "WorkerPool", "unowned_per_event"]
+__all__ = [
+    "Feeder",
+    "OwnershipWatch",
+    "ScaleEvent",
+    "WorkerPool",
+    "stalled_per_event",
+    "unowned_per_event",
+]
 
 KEYS = 50
 
@@ -139,7 +150,18 @@ class OwnershipWatch(threading.Thread):
         self.partitions = partitions
         self.interval_s = interval_s
         self.samples: list[tuple[float, frozenset[int]]] = []
+        self.commits: list[tuple[float, dict[int, int]]] = []
         self.stop = threading.Event()
+
+    def committed(self) -> dict[int, int]:
+        request = [ConsumerGroupTopicPartitions(self.group)]
+        future = self.admin.list_consumer_group_offsets(request, request_timeout=2)[self.group]
+        result = future.result(timeout=3)
+        return {
+            tp.partition: tp.offset
+            for tp in result.topic_partitions or ()
+            if tp.topic == self.topic and tp.offset >= 0
+        }
 
     def owned(self) -> frozenset[int]:
         future = self.admin.describe_consumer_groups([self.group], request_timeout=2)[self.group]
@@ -163,6 +185,8 @@ class OwnershipWatch(threading.Thread):
                 owned = None
             if owned is not None:
                 self.samples.append((began, owned))
+            with contextlib.suppress(Exception):  # as above
+                self.commits.append((began, self.committed()))
             self.stop.wait(max(0.0, self.interval_s - (time.monotonic() - began)))
 
     def all_owned_since(self, since: float) -> bool:
@@ -198,6 +222,41 @@ def unowned_per_event(
                 "to_workers": event.after,
                 "unowned_s": {str(p): round(s, 2) for p, s in seconds.items()},
                 "max_unowned_s": round(max(seconds.values(), default=0.0), 2),
+            }
+        )
+    return found
+
+
+def stalled_per_event(
+    commits: list[tuple[float, dict[int, int]]],
+    events: list[ScaleEvent],
+    partitions: int,
+    end: float,
+) -> list[dict[str, Any]]:
+    """Per scale event: the longest time each partition's committed offset did not move, from
+    the event until the next one (or ``end``)."""
+    found = []
+    bounds = [*(e.at for e in events[1:]), end]
+    for event, until in zip(events, bounds, strict=True):
+        longest = dict.fromkeys(range(partitions), 0.0)
+        before = [offsets for t, offsets in commits if t < event.at]
+        window = [c for c in commits if event.at <= c[0] < until]
+        last_seen = window[-1][0] if window else event.at
+        for partition in range(partitions):
+            last = before[-1].get(partition) if before else None
+            since = event.at
+            for t, offsets in window:
+                offset = offsets.get(partition)
+                if offset is not None and offset != last:
+                    longest[partition] = max(longest[partition], t - since)
+                    since, last = t, offset
+            longest[partition] = max(longest[partition], last_seen - since)
+        found.append(
+            {
+                "from_workers": event.before,
+                "to_workers": event.after,
+                "stalled_s": {str(p): round(s, 2) for p, s in longest.items()},
+                "max_stalled_s": round(max(longest.values(), default=0.0), 2),
             }
         )
     return found

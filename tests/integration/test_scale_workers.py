@@ -6,7 +6,8 @@ The test plays the autoscaler (KEDA's metrics-api trigger with ``targetValue: "1
 slots first). Numbered records are fed at a steady rate; a burst makes one worker fall behind.
 At the end every record is in the output exactly once and in key order, every stopped worker
 exited 0 and none was fenced; the seconds each partition had no owner after each scale event
-(consumer group descriptions every 100 ms) go to tests/chaos/results/scale-workers-*.json.
+(consumer group descriptions every 100 ms), and the longest time each partition's commit did
+not move, go to tests/chaos/results/scale-workers-*.json.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tests.integration.scaling import (
     OwnershipWatch,
     ScaleEvent,
     WorkerPool,
+    stalled_per_event,
     unowned_per_event,
 )
 
@@ -107,18 +109,19 @@ def test_scaling_one_four_one_driven_by_the_signal_keeps_exactly_once(
         monitor.start("127.0.0.1", 0)
         events, signals = _autoscale(f"{monitor.url}/api/scale/{group}", pool, feeder, watch)
         time.sleep(5)  # the last worker alone under the steady load
+        fed_until = time.monotonic()
         feeder.stop.set()
         feeder.join(120)
         fed = feeder.fed
         result = read_committed(cluster, sink, PARTITIONS, expect=fed, timeout_s=240)
-        end = time.monotonic()
     finally:
         feeder.stop.set()
         watch.stop.set()
         monitor.close()
         pool.close()
     watch.join(5)
-    unowned = unowned_per_event(watch.samples, events, PARTITIONS, end)
+    unowned = unowned_per_event(watch.samples, events, PARTITIONS, fed_until)
+    stalled = stalled_per_event(watch.commits, events, PARTITIONS, fed_until)
     write_result(
         "scale-workers",
         {
@@ -129,7 +132,7 @@ def test_scaling_one_four_one_driven_by_the_signal_keeps_exactly_once(
             "handler_delay_ms": float(DELAY_MS),
             "fed": fed,
             "read": len(result.values),
-            "scale_events": unowned,
+            "scale_events": [{**u, **s} for u, s in zip(unowned, stalled, strict=True)],
             "worker_exits": pool.exits,
             "signals": signals,
         },
