@@ -79,8 +79,6 @@ class DueLedger:
                 known.trim(start)
             if known.end < end:
                 to_read[tp] = (known.end, end)
-        for tp in set(self._known) - set(ranges):
-            del self._known[tp]
         for tp, scan in self._scan(to_read).items():
             self._record(tp, scan)
         return {tp: self._split(tp, start, end, now_ms) for tp, (start, end) in ranges.items()}

@@ -266,3 +266,14 @@ def test_retry_topics_of_a_stage_are_no_input() -> None:
     group = GroupLag("p.s", "Stable", 1, parts, Status.OK, "ok", 0, 0, None)
     signal = scale_signals([pipeline], {"p.s": group}, [], [], records_per_replica=1)["p.s"]
     assert (signal.lag, signal.suggested_replicas) == (0, 1)
+
+
+def test_one_pipeline_s_split_keeps_what_another_read() -> None:
+    """The monitor splits each pipeline's retry partitions in a call of its own."""
+    scanner = FakeDueScanner()
+    ledger = DueLedger(scanner)
+    ledger.split({("a", 0): (0, 50)}, now_ms=0)
+    ledger.split({("b", 0): (0, 50)}, now_ms=0)
+    split = ledger.split({("a", 0): (0, 50)}, now_ms=0)[("a", 0)]
+    assert scanner.reads == [(0, 50), (0, 50)]
+    assert split.not_due == 44  # 1..49 less the markers at 9, 19, ...; 0 is due at 0
