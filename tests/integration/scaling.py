@@ -46,17 +46,45 @@ KEYS = 50
 
 
 class Feeder(threading.Thread):
-    """Numbered records at ``rate`` per second until stopped; ``burst(n)`` adds n at once."""
+    """Numbered records at ``rate`` per second until stopped; ``burst(n)`` adds n at once.
+
+    ``errors`` lists the records whose delivery failed (a run with any is no test of the
+    stage: the record is missing from the input). The feeder starts once every partition of
+    the topic has a leader: a record produced to a topic created a moment ago was seen lost
+    (value 4 of a run, absent from the input topic, its delivery report unread).
+    """
 
     def __init__(self, config: dict[str, Any], topic: str, rate: float) -> None:
         super().__init__(daemon=True)
-        self.producer = Producer({**config, "enable.idempotence": True, "linger.ms": 5})
+        self.producer = Producer(
+            {
+                **config,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "on_delivery": self._delivered,
+            }
+        )
         self.topic = topic
         self.rate = rate
         self.fed = 0
+        self.errors: list[str] = []
         self._extra = 0
         self._lock = threading.Lock()
         self.stop = threading.Event()
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self.errors.append(f"{message.value()!r}: {error}")
+
+    def _wait_for_leaders(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            topic = self.producer.list_topics(self.topic, timeout=5).topics.get(self.topic)
+            ready = topic is not None and topic.error is None and bool(topic.partitions)
+            if ready and all(p.leader >= 0 and p.error is None for p in topic.partitions.values()):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.topic} has partitions without a leader after {timeout_s} s")
 
     def burst(self, count: int) -> None:
         with self._lock:
@@ -74,6 +102,7 @@ class Feeder(threading.Thread):
         self.fed += 1
 
     def run(self) -> None:
+        self._wait_for_leaders()
         began = time.monotonic()
         steady = 0
         while not self.stop.is_set():
