@@ -10,6 +10,7 @@ import click
 
 from streams.cli.output import fail_cleanly, say
 from streams.exceptions import ConfigError
+from streams.lag.scale import DEFAULT_RECORDS_PER_REPLICA
 from streams.observability.server import Monitor
 from streams.pipeline import load_pipeline
 from streams.runtime.logs import configure_logging
@@ -37,6 +38,14 @@ __all__ = ["monitor"]
     "--cluster-name", default="default", show_default=True, help="Value of label cluster_name."
 )
 @click.option(
+    "--scale-records-per-replica",
+    default=DEFAULT_RECORDS_PER_REPLICA,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Backlog (lag + due retries) one replica should work off: the divisor of "
+    "/api/scale/<group>'s suggested_replicas.",
+)
+@click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @fail_cleanly
@@ -46,9 +55,11 @@ def monitor(  # noqa: PLR0917 - click passes every option by keyword
     port: int,
     interval: float,
     cluster_name: str,
+    scale_records_per_replica: int,
     log_format: str,
 ) -> None:
-    """Serve /metrics (Prometheus), / (dashboard), /api/state and /health until Ctrl-C."""
+    """Serve /metrics (Prometheus), / (dashboard), /api/state, /api/scale/<group> (the
+    autoscaling signal of a stage of the --pipeline pipelines) and /health until Ctrl-C."""
     declared = [load_pipeline(reference) for reference in pipelines]
     configure_logging(log_format, prefix="monitor")
     stop = threading.Event()
@@ -58,7 +69,12 @@ def monitor(  # noqa: PLR0917 - click passes every option by keyword
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    with Monitor(declared, interval_s=interval, cluster_name=cluster_name) as running:
+    with Monitor(
+        declared,
+        interval_s=interval,
+        cluster_name=cluster_name,
+        records_per_replica=scale_records_per_replica,
+    ) as running:
         try:
             running.start(host, port)
         except OSError as error:

@@ -44,9 +44,12 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from streams import headers
 from streams.config import KafkaSettings
 from streams.exceptions import KafkaClientError
 from streams.kafka import admin as admin_specs
+from streams.kafka.messages import message_headers
+from streams.lag.due import DueScan
 from streams.lag.snapshot import TP, GroupMember, GroupSnapshot, PartitionOffsets
 from streams.lag.visible import Scan
 
@@ -75,6 +78,7 @@ class KafkaFetcher:
         self._admin: AdminClient | None = None
         self._reader: Consumer | None = None
         self._scanner: Consumer | None = None
+        self._due_scanner: Consumer | None = None
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -91,8 +95,8 @@ class KafkaFetcher:
 
     def close(self) -> None:
         """Close the reading consumers (an admin client has nothing to close)."""
-        readers = (self._reader, self._scanner)
-        self._reader = self._scanner = self._admin = None
+        readers = (self._reader, self._scanner, self._due_scanner)
+        self._reader = self._scanner = self._due_scanner = self._admin = None
         for reader in readers:
             if reader is not None:
                 reader.close()
@@ -285,6 +289,38 @@ class KafkaFetcher:
             scanner.unassign()
         return scans
 
+    def scan_due(self, ranges: Mapping[TP, tuple[int, int]]) -> dict[TP, DueScan]:
+        """Read each ``[start, end)`` with read_committed; (offset, due ms) of each record.
+
+        The due time is the ``streams.due.ms`` header (0 when absent: due at once). All
+        partitions at once, until each reaches its end or ``read_timeout_s`` passes (a partition
+        cut short reports how far it got). A consumer of its own: its position must not
+        interleave with ``scan_visible``'s.
+        """
+        wanted = {tp: end for tp, (start, end) in ranges.items() if end > start}
+        if not wanted:
+            return {}
+        scans = {tp: DueScan(start, start) for tp, (start, end) in ranges.items() if end > start}
+        if self._due_scanner is None:
+            self._due_scanner = self._consumer({"fetch.wait.max.ms": 10})
+        scanner = self._due_scanner
+        scanner.assign([TopicPartition(t, p, scans[(t, p)].start) for t, p in wanted])
+        deadline = time.monotonic() + self.read_timeout_s
+        paused: list[TopicPartition] = []
+        try:
+            while wanted and time.monotonic() < deadline:
+                for message in scanner.consume(num_messages=10_000, timeout=0.05):
+                    tp = (message.topic(), message.partition())
+                    if tp in wanted and _scanned_due(scans[tp], wanted[tp], message):
+                        del wanted[tp]
+                        paused.append(TopicPartition(*tp))
+                        scanner.pause(paused[-1:])
+        finally:
+            if paused:
+                scanner.resume(paused)
+            scanner.unassign()
+        return scans
+
     def _reader_consumer(self) -> Consumer:
         if self._reader is None:
             # one record per partition is all it needs: keep fetches small and quick
@@ -333,6 +369,25 @@ def _scanned(scan: Scan, end: int, message: Any) -> bool:
         offset += 1
     scan.to = offset
     return scan.to >= end or error is not None
+
+
+def _scanned_due(scan: DueScan, end: int, message: Any) -> bool:
+    """Add one consumed message (or event) to a partition's due scan; True once it is done."""
+    error = message.error()
+    if error is not None:
+        if error.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001
+            scan.failed = True
+            return True
+        scan.to = max(scan.to, min(message.offset(), end))
+        return True
+    offset = message.offset()
+    if offset < end:
+        due = headers.get_int(message_headers(message), headers.DUE_MS) or 0
+        scan.records.append((offset, due))
+        scan.to = offset + 1
+    else:
+        scan.to = end
+    return scan.to >= end
 
 
 def _member(member: Any) -> GroupMember:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from streams.config import KafkaSettings
+from streams.lag.due import DueLedger
 from streams.lag.fetch import KafkaFetcher, TimestampReader
 from streams.lag.snapshot import TP, GroupLag, GroupSnapshot, PartitionLag, PartitionOffsets
 from streams.lag.status import (
@@ -103,6 +104,7 @@ class LagMonitor:
         self._side = SideCounter(
             self._fetch.scan_visible, window_s=window_s, max_points=_HISTORY_MAX_SAMPLES
         )
+        self._due = DueLedger(self._fetch.scan_due)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -143,8 +145,8 @@ class LagMonitor:
         *,
         supervisors: Iterable[SupervisorReport] = (),
     ) -> PipelineView:
-        """Per stage: input lag and its age, retry backlog, DLQ depth and inflow, workers;
-        end-to-end lag.
+        """Per stage: input lag and its age, retry backlog (due now and not yet), DLQ depth and
+        inflow, workers; end-to-end lag.
 
         ``groups``: a sample to reuse (else the pipeline's groups are sampled now).
         ``supervisors``: the live supervisors' records (``StatsReader.supervisors()``). A
@@ -166,6 +168,13 @@ class LagMonitor:
             for stage in pipeline.stages
         }
         counts = self._side.count({tp: r for found in ranges.values() for tp, r in found.items()})
+        retries = {
+            tp: r
+            for stage in pipeline.stages
+            for tp, r in ranges[stage.name].items()
+            if tp[0] in stage.retry_topics
+        }
+        dues = self._due.split(retries, round(now * 1000))
         views: dict[str, StageView] = {}
         for stage in pipeline.stages:
             mine = {tp: counts[tp] for tp in ranges[stage.name]}
@@ -179,6 +188,7 @@ class LagMonitor:
                 mine,
                 inflow,
                 [r for r in reports if r.group == stage.group_id],
+                due={tp: dues[tp] for tp in ranges[stage.name] if tp in dues},
             )
         return PipelineView(
             pipeline=pipeline.name,

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from streams.lag.due import DueSplit
 from streams.lag.snapshot import TP, GroupLag, PartitionOffsets
 from streams.lag.status import Status
 from streams.pipeline import Pipeline
@@ -52,6 +53,9 @@ class StageView:
     # from the live supervisors' records (None: no supervisor reports this group)
     workers_desired: int | None = None
     workers_running: int | None = None
+    # the retry backlog split by the records' streams.due.ms at the sample (streams.lag.due)
+    retry_due: int = 0
+    retry_not_due: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -147,11 +151,14 @@ def stage_view(
     counts: Mapping[TP, tuple[int, bool]],
     dlq_inflow: float | None,
     supervisors: Sequence[SupervisorReport] = (),
+    *,
+    due: Mapping[TP, DueSplit] | None = None,
 ) -> StageView:
     """One stage's view from its group's lag, the visible records of its retry and DLQ
-    partitions (``counts``: (records, exact) over each of ``side_ranges``) and its live
-    supervisors' records. The stage takes the worse of its lag and workers verdicts (the
-    workers' on a tie: a slot that is down is the likelier cause)."""
+    partitions (``counts``: (records, exact) over each of ``side_ranges``), their retry
+    records split by due time (``due``) and its live supervisors' records. The stage takes
+    the worse of its lag and workers verdicts (the workers' on a tie: a slot that is down is
+    the likelier cause)."""
     partitions = group.partitions if group is not None else ()
     inputs = [p for p in partitions if p.topic in stage.inputs]
     input_lag = sum(p.lag or 0 for p in inputs)
@@ -184,6 +191,8 @@ def stage_view(
         counts_exact=all(exact for _, exact in counts.values()),
         workers_desired=workers[2] if workers else None,
         workers_running=workers[3] if workers else None,
+        retry_due=sum(split.due for split in (due or {}).values()),
+        retry_not_due=sum(split.not_due for split in (due or {}).values()),
     )
 
 

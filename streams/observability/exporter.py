@@ -35,6 +35,9 @@ Ours, from the lag monitor:
   them to ``_streams.stats``; NaN when no live supervisor reports the stage). Alert on
   running < desired.
 - ``streams_pipeline_end_to_end_lag_seconds{pipeline}``: the sum of the stages' time lags.
+- ``streams_stage_suggested_replicas{group}``, ``streams_stage_retry_due{group}`` and
+  ``streams_stage_retry_not_due{group}``: ``/api/scale/<group>``'s replica count and its
+  retry backlog split by due time (``streams.lag.scale``), for the stages of ``--pipeline``.
 
 From the workers (topic ``_streams.stats``, one series per live worker, ``slot`` is its slot):
 
@@ -68,6 +71,7 @@ from streams.stats import SupervisorReport
 
 if TYPE_CHECKING:
     from streams.lag import GroupLag, PartitionLag, PipelineView
+    from streams.lag.scale import ScaleSignal
 
 __all__ = [
     "METRIC_NAMES",
@@ -115,6 +119,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "streams_stage_workers_desired",
     "streams_stage_workers_running",
     "streams_pipeline_end_to_end_lag_seconds",
+    "streams_stage_suggested_replicas",
+    "streams_stage_retry_due",
+    "streams_stage_retry_not_due",
     *(f"{name}_total" for name in WORKER_COUNTERS.values()),
     "streams_stage_consumed_per_second",
     "streams_dependency_breaker_state",
@@ -136,6 +143,8 @@ class Snapshot:
     errors: int = 0
     error: str | None = None
     supervisors: tuple[SupervisorReport, ...] = ()
+    # the autoscaling signal of every stage of the monitor's pipelines (streams.lag.scale)
+    scale: tuple[ScaleSignal, ...] = ()
 
 
 def _owner_labels(partition: PartitionLag) -> tuple[str, str, str]:
@@ -299,6 +308,29 @@ class SnapshotCollector(Collector):
                 running.add_metric([view.pipeline, stage.group], _number(stage.workers_running))
             end_to_end.add_metric([view.pipeline], _number(view.end_to_end_lag_seconds))
         yield from (backlog, dlq, inflow, desired, running, end_to_end)
+        yield from self._scale(snapshot)
+
+    def _scale(self, snapshot: Snapshot) -> Iterator[Metric]:
+        suggested = GaugeMetricFamily(
+            "streams_stage_suggested_replicas",
+            "Replicas /api/scale/<group> suggests (lag and due retries, capped by partitions)",
+            labels=["group"],
+        )
+        due = GaugeMetricFamily(
+            "streams_stage_retry_due",
+            "Records of a stage's retry backlog that are due now",
+            labels=["group"],
+        )
+        not_due = GaugeMetricFamily(
+            "streams_stage_retry_not_due",
+            "Records of a stage's retry backlog that are not due yet (no work)",
+            labels=["group"],
+        )
+        for signal in snapshot.scale:
+            suggested.add_metric([signal.group], signal.suggested_replicas)
+            due.add_metric([signal.group], signal.retry_due)
+            not_due.add_metric([signal.group], signal.retry_not_due)
+        yield from (suggested, due, not_due)
 
     def _workers(self, workers: Iterable[WorkerStats]) -> Iterator[Metric]:
         counters = {

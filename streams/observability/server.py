@@ -8,6 +8,12 @@ the result is one immutable ``Snapshot``, swapped whole. The HTTP server only re
 - ``/metrics``: Prometheus text (``streams.observability.exporter``);
 - ``/api/state``: JSON for the dashboard (``?partitions=0`` leaves out the partitions);
 - ``/``: the dashboard (static files, no build step, nothing fetched from the internet);
+- ``/api/scale/<group>``: the autoscaling signal of a stage of the given pipelines
+  (``streams.observability.scaling``, the formula in ``streams.lag.scale``): 200 with
+  ``group, lag, retry_due, retry_not_due, partitions, breaker_open, current_replicas,
+  suggested_replicas, reason``; 404 with a JSON ``error`` for a group no stage has; 503 with
+  the last known values and an ``error`` while the last sample failed or the data is stale
+  (an autoscaler then keeps its replicas or uses its fallback: it never waits on Kafka);
 - ``/health``: 200 (``ok``) while the data is fresh; 503 with a JSON body saying why and how
   old the data is once the last *successful* sample is older than three intervals (an interval
   being ``interval_s`` plus the time the last sample took), or when there was none yet. Point a
@@ -31,11 +37,13 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from streams.config import KafkaSettings
 from streams.lag import LagMonitor, lag_hints
+from streams.lag.scale import DEFAULT_RECORDS_PER_REPLICA
 from streams.observability.exporter import MetricsExporter, Snapshot
+from streams.observability.scaling import scale_signals, unknown_group
 from streams.observability.state import (
     SampleHistory,
     clean,
@@ -65,6 +73,7 @@ _STATIC = {
 }
 # 360 samples: 30 minutes of history at the default 5 s interval, a few hundred KB of JSON
 HISTORY_SIZE = 360
+_SCALE = "/api/scale/"
 # missed samples tolerated before the data counts as stale (/health 503, the dashboard's banner)
 STALE_INTERVALS = 3
 
@@ -136,6 +145,7 @@ class Monitor:
         stats: WorkerSource | None = None,
         clock: Callable[[], float] = time.time,
         transaction_timeout_s: float = 30.0,
+        records_per_replica: int = DEFAULT_RECORDS_PER_REPLICA,
     ) -> None:
         settings = kafka or KafkaSettings()
         if lag is None:
@@ -143,6 +153,7 @@ class Monitor:
         self.pipelines = list(pipelines)
         self.interval_s = interval_s
         self.cluster_name = cluster_name
+        self.records_per_replica = records_per_replica
         self._lag = lag
         self._stats = stats if stats is not None else StatsReader(settings)
         self._clock = clock
@@ -182,9 +193,22 @@ class Monitor:
             views = [
                 self._lag.pipeline_view(p, groups, supervisors=supervisors) for p in self.pipelines
             ]
+            by_group = {g.group: g for g in groups}
+            # a stage whose group the cluster does not list yet: its input partitions still
+            # give the autoscaler the lag and the cap (kept out of the sample's groups)
+            missing = [g for g in self._hints if g not in by_group]
+            if missing:
+                extra = self._lag.sample(missing, topics={g: self._hints[g] for g in missing})
+                by_group.update({g.group: g for g in extra if g.group not in by_group})
+            scale = scale_signals(
+                self.pipelines,
+                by_group,
+                views,
+                workers,
+                records_per_replica=self.records_per_replica,
+            )
         except Exception as error:  # noqa: BLE001 - any failure: keep serving the last sample
             return self._failed(error)
-        by_group = {g.group: g for g in groups}
         with self._lock:
             throughput = {}
             for view in views:
@@ -209,6 +233,7 @@ class Monitor:
             supervisors=tuple(supervisors),
             sample_seconds=time.monotonic() - began,
             errors=previous_errors,
+            scale=tuple(scale.values()),
         )
         self._snapshot = snapshot
         return snapshot
@@ -297,6 +322,25 @@ class Monitor:
         }
         return HTTPStatus.SERVICE_UNAVAILABLE, dumps(body)
 
+    def scale(self, group: str) -> tuple[HTTPStatus, bytes]:
+        """``/api/scale/<group>``: 200 and the signal; 404 unknown; 503 + ``error`` if stale."""
+        if group not in self._hints:
+            return HTTPStatus.NOT_FOUND, dumps(unknown_group(group, self.pipelines))
+        snapshot = self._snapshot
+        signal = next((s for s in snapshot.scale if s.group == group), None) if snapshot else None
+        status, _ = self.health()
+        if status is HTTPStatus.OK and signal is not None and snapshot and snapshot.error is None:
+            return HTTPStatus.OK, dumps(signal.to_dict())
+        if snapshot is not None and snapshot.error is not None:
+            error = f"the last sample failed: {snapshot.error}"
+        elif signal is None:
+            error = "no successful sample yet"
+        else:
+            error = "the last successful sample is stale (see /health)"
+        body = {**(signal.to_dict() if signal else {"group": group}), "error": error}
+        body["taken_at"] = snapshot.taken_at if snapshot and snapshot.taken_at > 0 else None
+        return HTTPStatus.SERVICE_UNAVAILABLE, dumps(body)
+
     # process
 
     @property
@@ -358,6 +402,9 @@ def _handler_for(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 # the dashboard measures the data's age on the monitor's clock, not the browser's
                 served_at = {"X-Streams-Served-At": f"{monitor.clock():.3f}"}
                 self._send(body, "application/json", headers=served_at)
+            elif url.path.startswith(_SCALE):
+                status, body = monitor.scale(unquote(url.path[len(_SCALE) :]))
+                self._send(body, "application/json", status)
             elif url.path == "/health":
                 status, body = monitor.health()
                 kind = (

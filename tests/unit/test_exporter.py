@@ -25,6 +25,7 @@ from streams.lag import (
     Status,
 )
 from streams.lag.fetch import members_of
+from streams.lag.scale import ScaleSignal
 from streams.observability.exporter import METRIC_NAMES, MetricsExporter, Snapshot
 from streams.observability.server import Monitor, pipeline_topology
 from streams.observability.stats_reader import (
@@ -148,6 +149,19 @@ def _snapshot() -> Snapshot:
         views=(_view(hello, 7),),
         workers=(WORKER,),
         sample_seconds=0.25,
+        scale=(
+            ScaleSignal(
+                group="hello.price",
+                lag=7,
+                retry_due=4,
+                retry_not_due=9,
+                partitions=4,
+                breaker_open=False,
+                current_replicas=1,
+                suggested_replicas=1,
+                reason="test",
+            ),
+        ),
     )
 
 
@@ -210,6 +224,9 @@ def test_worker_and_pipeline_metrics() -> None:
     assert _sample(families, "streams_stage_dlq_depth", group="hello.price") == 2
     assert _sample(families, "streams_stage_retry_backlog", topic="hello.price.retry.5s") == 3
     assert _sample(families, "streams_pipeline_end_to_end_lag_seconds", pipeline="hello") == 3
+    assert _sample(families, "streams_stage_suggested_replicas", group="hello.price") == 1
+    assert _sample(families, "streams_stage_retry_due", group="hello.price") == 4
+    assert _sample(families, "streams_stage_retry_not_due", group="hello.price") == 9
 
 
 def test_metric_names_list_is_exactly_what_a_scrape_contains() -> None:
