@@ -166,7 +166,8 @@ class Connection:
 
     def executemany(self, sql: str, params: Iterable[Params]) -> int:
         """Run one statement once per mapping; returns the rows changed (if the driver says)."""
-        values = [dict(p) for p in params]
+        # a dict is passed as it is (the drivers only read it); other mappings are copied
+        values = [p if type(p) is dict else dict(p) for p in params]
         if self._sqlite is not None:
             lite = self._sqlite.executemany(sql, values)
             try:
@@ -241,6 +242,8 @@ class SinkTransaction:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._queued: dict[str, list[Params]] = {}
+        self._last_sql: str | None = None  # the statement of the last add() and its rows
+        self._last_rows: list[Params] = []
 
     @property
     def dialect(self) -> Dialect:
@@ -263,11 +266,15 @@ class SinkTransaction:
         at flush fails the whole batch, which is rolled back and retried, and cannot be pinned
         on one record as a failing ``execute`` can.
         """
-        self._queued.setdefault(sql, []).append(params)
+        if sql is not self._last_sql:  # a handler usually adds with one constant statement
+            self._last_sql = sql
+            self._last_rows = self._queued.setdefault(sql, [])
+        self._last_rows.append(params)
 
     def flush(self) -> None:
         """Send the queued writes (the runner calls this before it commits the batch)."""
         queued, self._queued = self._queued, {}
+        self._last_sql, self._last_rows = None, []
         for sql, rows in queued.items():
             self._connection.executemany(sql, rows)
 
