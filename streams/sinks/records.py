@@ -25,11 +25,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Message
-
 from streams.exceptions import SerializationError
 from streams.headers import Headers
-from streams.kafka.messages import message_headers
+from streams.kafka.messages import MessageLike, message_headers
 from streams.record import Record
 from streams.serde import BytesSerde, Serde, StringSerde
 
@@ -73,7 +71,7 @@ class KeptMessage:
         return (0, self._kept[5])
 
 
-MakeRecord = Callable[[Message | KeptMessage], "Record[Any] | None"]
+MakeRecord = Callable[[MessageLike], "Record[Any] | None"]
 
 # Record's fields in the order the slot setters below fill them.
 _FIELDS = ("value", "key", "topic", "partition", "offset", "timestamp_ms", "headers")
@@ -158,7 +156,7 @@ def record_maker(key: Serde[Any], value: Serde[Any]) -> MakeRecord:
     decode_value = _decoder(value)
     decode_key = _decoder(key)
 
-    def make(message: Message | KeptMessage) -> Record[Any] | None:
+    def make(message: MessageLike) -> Record[Any] | None:
         topic = message.topic() or ""
         data = message.value()
         decoded = data if value_raw and type(data) is bytes else decode_value(data, topic)
