@@ -98,6 +98,7 @@ class TimedSinkRunner(SinkRunner):
         self.first_at: float | None = None
         self.done_at: float | None = None
         self.cpu_first = self.cpu_done = 0.0
+        self.phases = Phases()
 
     def _batch(self, *args: Any) -> SqlBatch:
         batch = super()._batch(*args)
@@ -107,10 +108,12 @@ class TimedSinkRunner(SinkRunner):
             if messages and self.first_at is None:
                 self.first_at = time.perf_counter()
                 self.cpu_first = time.process_time()
-            process(messages)
+            with self.phases.timed("records"):
+                process(messages)
 
         def timed_commit(*, force: bool) -> None:
-            maybe_commit(force=force)
+            with self.phases.timed("write"):
+                maybe_commit(force=force)
             if self.done_at is None and self.stats.records_committed >= self.target:
                 self.done_at = time.perf_counter()
                 self.cpu_done = time.process_time()
@@ -121,6 +124,27 @@ class TimedSinkRunner(SinkRunner):
         return batch
 
 
+class Phases:
+    """CPU time of the main thread per phase: decode + handler ("records"), "write"."""
+
+    def __init__(self) -> None:
+        self.cpu_s: dict[str, float] = {"records": 0.0, "write": 0.0}
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            self.cpu_s[phase] += time.thread_time() - started
+
+    def per_record_us(self, records: int, cpu_total_s: float) -> dict[str, float]:
+        """µs per record of each phase; "rest" is consume, the loop and the client threads."""
+        costs = {phase: spent / records * 1e6 for phase, spent in self.cpu_s.items()}
+        costs["rest"] = cpu_total_s / records * 1e6 - sum(costs.values())
+        return costs
+
+
 @dataclass
 class SinkRun:
     mode: str
@@ -129,6 +153,7 @@ class SinkRun:
     per_s: float
     batches: int
     cpu_us_per_record: float
+    cpu_us_per_record_by_phase: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -209,6 +234,7 @@ def run_sink(
     cpu_us = (runner.cpu_done - runner.cpu_first) / records * 1e6
     return SinkRun(
         "sink", records, seconds, records / seconds, runner.stats.batches_committed, cpu_us,
+        runner.phases.per_record_us(records, runner.cpu_done - runner.cpu_first),
         runner.stats.snapshot(group=runner.spec.group_id, slot=0),
     )  # fmt: skip
 
@@ -251,6 +277,7 @@ def run_plain(  # noqa: PLR0915 - one timed loop, read top to bottom
         profiler.enable()
     first_at: float | None = None
     cpu_first = 0.0
+    phases = Phases()
     written = batches = 0
     rows: list[dict[str, Any]] = []
     started = 0.0
@@ -273,12 +300,14 @@ def run_plain(  # noqa: PLR0915 - one timed loop, read top to bottom
                 raise BenchError(f"plain loop idle for 30 s after {written} rows")
             if messages and not rows:
                 started = time.monotonic()
-            rows += _rows(messages)
+            with phases.timed("records"):
+                rows += _rows(messages)
             age = time.monotonic() - started
             if rows and (len(rows) >= settings.batch_max_records or age >= limit_s):
-                db.begin()
-                db.executemany(INSERT_SQL, rows)
-                db.commit()
+                with phases.timed("write"):
+                    db.begin()
+                    db.executemany(INSERT_SQL, rows)
+                    db.commit()
                 written += len(rows)
                 batches += 1
                 rows = []
@@ -294,7 +323,8 @@ def run_plain(  # noqa: PLR0915 - one timed loop, read top to bottom
     assert first_at is not None  # noqa: S101 - written > 0
     seconds = done_at - first_at
     cpu_us = (cpu_done - cpu_first) / records * 1e6
-    return SinkRun("plain", records, seconds, records / seconds, batches, cpu_us)
+    by_phase = phases.per_record_us(records, cpu_done - cpu_first)
+    return SinkRun("plain", records, seconds, records / seconds, batches, cpu_us, by_phase)
 
 
 def _verified(run: SinkRun, url: str, records: int) -> SinkRun:

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
@@ -192,24 +192,30 @@ class Connection:
         See ``_WriteShape``: positional parameters instead of named ones (the drivers bind a
         tuple faster than they look names up in a dict), and on PostgreSQL an ``INSERT`` of
         parameters only goes through ``COPY`` into a temporary table and one
-        ``INSERT ... SELECT``. A row that lacks a parameter is left to the driver's own
-        ``executemany``, so that the error is the driver's.
+        ``INSERT ... SELECT``. The tuples are made one at a time as the driver reads them (a
+        list of them would be traversed by the garbage collector). A row that lacks a
+        parameter fails the write with a ValueError naming it.
         """
         shape = _write_shape(sql, self.dialect)
+        values = shape.values(rows)
         try:
-            values = shape.values(rows)
-        except (KeyError, TypeError, IndexError):
-            values = None
-        if values is None:
-            self.executemany(sql, rows)
-        elif self._sqlite is not None:
-            self._sqlite.executemany(shape.positional, values).close()
-        elif shape.copy is not None and self._staging_ready(shape.copy):
-            self._copy_insert(shape.copy, values)
-        else:
-            assert self._postgres is not None  # noqa: S101
-            with self._postgres.cursor() as cursor:
-                cursor.executemany(shape.positional, values)
+            if values is None:
+                self.executemany(sql, rows)
+            elif self._sqlite is not None:
+                self._sqlite.executemany(shape.positional, values).close()
+            elif shape.copy is not None and self._staging_ready(shape.copy):
+                self._copy_insert(shape.copy, values)
+            else:
+                assert self._postgres is not None  # noqa: S101
+                with self._postgres.cursor() as cursor:
+                    cursor.executemany(shape.positional, values)
+        except KeyError as missing:
+            if values is None:
+                raise
+            raise ValueError(
+                f"a row queued with tx.add() for {sql!r} has no parameter {missing}: "
+                "every row needs every :name of its statement"
+            ) from missing
 
     def _staging_ready(self, copy: _CopyInsert) -> bool:
         """The temporary table ``copy`` stages its rows in exists (made now if need be).
@@ -233,7 +239,7 @@ class Connection:
         self._staging.add(copy.stage)  # visible after this transaction commits
         return True
 
-    def _copy_insert(self, copy: _CopyInsert, values: list[tuple[Any, ...]]) -> None:
+    def _copy_insert(self, copy: _CopyInsert, values: Iterator[tuple[Any, ...]]) -> None:
         assert self._postgres is not None  # noqa: S101
         with self._postgres.cursor() as cursor:
             with cursor.copy(copy.copy_sql) as writer:
@@ -340,14 +346,14 @@ class _WriteShape:
     names: tuple[str, ...]
     copy: _CopyInsert | None
 
-    def values(self, rows: list[Params]) -> list[tuple[Any, ...]] | None:
-        """Each row's parameters as a tuple; None when the statement is sent named."""
+    def values(self, rows: list[Params]) -> Iterator[tuple[Any, ...]] | None:
+        """Each row's parameters as a tuple, made as read; None when sent named."""
         if not self.names:
             return None
         if len(self.names) == 1:
             name = self.names[0]
-            return [(row[name],) for row in rows]
-        return list(map(itemgetter(*self.names), rows))
+            return ((row[name],) for row in rows)
+        return map(itemgetter(*self.names), rows)
 
 
 @lru_cache(maxsize=512)

@@ -168,9 +168,13 @@ def test_queued_rows_are_written_positionally_first_conflicting_row_winning(
     assert named == []  # no statement went through the named executemany
 
 
-def test_a_row_missing_a_parameter_gets_the_drivers_own_error(db: Connection) -> None:
-    with pytest.raises(sqlite3.ProgrammingError, match="binding"):
+def test_a_row_missing_a_parameter_fails_the_write_naming_it(db: Connection) -> None:
+    with pytest.raises(ValueError, match=r"has no parameter 'n'"):
         flushed(db, [(INSERT, {"origin": "a", "n": 1}), (INSERT, {"origin": "b"})])
+    db.rollback()
+    # the control: the driver's own executemany refuses the same rows
+    with pytest.raises(sqlite3.ProgrammingError, match="binding"):
+        db.executemany(INSERT, [{"origin": "a", "n": 1}, {"origin": "b"}])
 
 
 def test_sqlites_other_placeholders_are_left_to_the_driver(db: Connection) -> None:
