@@ -40,7 +40,10 @@ What happens on each kind of failure:
 - a fatal consumer error: the worker exits 1 and the supervisor restarts it.
 
 Modules: ``runner`` (``SinkRunner``: database, consumer, loop), ``batch`` (``SqlBatch``: the
-open database transaction), ``offsets`` (the offsets table, compare-and-set).
+open database transaction), ``offsets`` (the offsets table, compare-and-set), ``records``
+(messages to Records with few calls per message: raw and text codecs inline, what a batch
+keeps to redo its records). How ``tx.add`` rows are sent (positional, ``COPY`` on
+PostgreSQL) is ``SinkTransaction``'s, in ``streams.database``.
 
 The handler may run more than once for a record (a rolled-back batch is redone), but its writes
 are committed once. Writes to anything other than ``tx`` are not covered: key them with
