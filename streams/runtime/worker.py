@@ -20,6 +20,7 @@ import threading
 import time
 from types import FrameType
 
+from streams.aggregate import AggregateRunner
 from streams.config import KafkaSettings, LogSettings, StageSettings
 from streams.exceptions import (
     FencedError,
@@ -52,6 +53,9 @@ EXIT_START_FAILED = 5
 
 log = logging.getLogger("streams.worker")
 
+# what a worker runs, by the kind of its component (spec.kind)
+Runner = StageRunner | SinkRunner | AggregateRunner
+
 # How long a worker waits for an unreachable schema registry before it asks again: doubling
 # from 1 s to 30 s, like the supervisor's restarts.
 _REGISTRY_WAIT_START_S = 1.0
@@ -71,7 +75,7 @@ class _Stop:
 
     def __init__(self) -> None:
         self.since = 0.0
-        self.runner: StageRunner | SinkRunner | None = None
+        self.runner: Runner | None = None
         self.deadline_s = 30.0
 
     def __call__(self, signum: int, _frame: FrameType | None) -> None:
@@ -170,7 +174,7 @@ def _build_runner(
     kafka: KafkaSettings,
     publisher: StatsPublisher,
     stop: _Stop,
-) -> StageRunner | SinkRunner | None:
+) -> Runner | None:
     """The worker's runner; waits (with backoff, saying so) while the registry is down.
 
     An unreachable schema registry is a transient fault, not a configuration error: the
@@ -183,6 +187,8 @@ def _build_runner(
         try:
             if spec.kind == "stage":
                 return StageRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+            if spec.kind == "aggregate":
+                return AggregateRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
             return SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
         except RegistryUnavailableError as error:
             log.warning(
@@ -200,7 +206,7 @@ def _build_runner(
         wait_s = min(wait_s * 2, _REGISTRY_WAIT_MAX_S)
 
 
-def _start_watchdog(runner: StageRunner | SinkRunner, limit_s: float) -> None:
+def _start_watchdog(runner: Runner, limit_s: float) -> None:
     """End the process (exit 1, so the supervisor restarts it) if the loop stops turning.
 
     A client call that never returns (seen once: send_offsets_to_transaction hanging after a
