@@ -114,7 +114,9 @@ class AggregateChaos:
         self.stack = stack
         self.name = f"aggchaos{uuid.uuid4().hex[:8]}"
         self.pipeline = build(self.name, config.store)
-        self.spec = self.pipeline.component(STAGE)
+        spec = self.pipeline.component(STAGE)
+        assert spec.kind == "aggregate"
+        self.spec = spec
         self.log_path = workdir / f"{self.name}.log"
         self.worker: subprocess.Popen[bytes] | None = None
         self.faults: list[dict[str, Any]] = []
@@ -251,10 +253,14 @@ class AggregateChaos:
         self._start()
         feeder = threading.Thread(target=self._feed, daemon=True)
         feeder.start()
-        brokers = ["broker-clean" if i % 2 == 0 else "broker-hard" for i in range(self.cfg.broker_restarts)]
+        brokers = [
+            "broker-clean" if i % 2 == 0 else "broker-hard" for i in range(self.cfg.broker_restarts)
+        ]
         plan = ["sigkill"] * self.cfg.kills
         for i, broker in enumerate(brokers):
-            plan.insert(min(len(plan), (i + 1) * max(1, len(plan) // (len(brokers) + 1)) + i), broker)
+            plan.insert(
+                min(len(plan), (i + 1) * max(1, len(plan) // (len(brokers) + 1)) + i), broker
+            )
         try:
             for kind in plan:
                 found = self._offsets()
@@ -282,7 +288,7 @@ class AggregateChaos:
             self._revive()
             found = self._offsets()
             quiet = quiet + 1 if found is not None and found[1] == 0 else 0
-            if quiet >= 3:  # noqa: PLR2004
+            if quiet >= 3:
                 return
             time.sleep(1.0)
         raise AssertionError(
@@ -309,7 +315,7 @@ class AggregateChaos:
         planned = {n for n in range(self.cfg.records) if is_late(n)}
         restores = [
             float(found)
-            for found in re.findall(r'"seconds": ([0-9.]+)', self._restore_lines())
+            for found in re.findall(r'"?seconds"?[=:] ?([0-9.]+)', self._restore_lines())
         ]
         return AggregateChaosReport(
             config=self.cfg,

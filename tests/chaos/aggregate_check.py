@@ -123,7 +123,9 @@ def check(
         )
     if want.late != planned_late:
         found.append(
-            Violation("late", f"late records not as planned: {sorted(want.late ^ planned_late)[:10]}")
+            Violation(
+                "late", f"late records not as planned: {sorted(want.late ^ planned_late)[:10]}"
+            )
         )
     poison = [(n, reason) for n, reason in dead if reason != "late"]
     if sorted(poison) != sorted((n, "dead-letter") for n in want.poison):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, cast
 
-from streams.codecs import raw
 from streams.exceptions import DeadLetter
 from streams.pipeline import Pipeline
 from streams.record import Record
@@ -32,17 +31,17 @@ STAGE = "totals"
 def event_ms(n: int) -> int:
     if is_late(n):
         return BASE_MS + n * 10 - 5000
-    if n % 7 == 3:  # noqa: PLR2004 - out of order, within grace
+    if n % 7 == 3:
         return BASE_MS + n * 10 - 300
     return BASE_MS + n * 10
 
 
 def is_late(n: int) -> bool:
-    return n % 400 == 200  # noqa: PLR2004
+    return n % 400 == 200
 
 
 def is_poison(n: int) -> bool:
-    return n % 1000 == 500  # noqa: PLR2004
+    return n % 1000 == 500
 
 
 def topics(name: str) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from streams.kafka.messages import message_headers
 from streams.pipeline import Pipeline
 from streams.record import Record
 from streams.retry import RetryPolicy
+from streams.spec import AggregateSpec
 from streams.windows import Tumbling
 from tests.integration.conftest import Cluster, PipelineTopics
 from tests.integration.eos import read_topic
@@ -30,9 +31,14 @@ pytestmark = pytest.mark.integration
 BASE = 1_700_000_000_000  # in the past: brokers refuse timestamps over 1 h ahead
 
 
-def _runner(cluster: Cluster, pipeline: Pipeline, tmp_path: Path) -> AggregateRunner:
+def _spec(pipeline: Pipeline) -> AggregateSpec:
     spec = pipeline.component("sums")
     assert spec.kind == "aggregate"
+    return spec
+
+
+def _runner(cluster: Cluster, pipeline: Pipeline, tmp_path: Path) -> AggregateRunner:
+    spec = _spec(pipeline)
     return AggregateRunner(
         spec,
         kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
@@ -87,7 +93,7 @@ def test_records_within_grace_fold_and_beyond_it_go_to_the_dlq_as_late(
     outputs = [json.loads(m.value()) for m in read_topic(cluster.client_config(), sink, 1)]
     found = sorted((o["key"], o["start_ms"] - BASE, o["value"]) for o in outputs)
     assert found == [("a", 0, 5), ("a", 1000, 2), ("b", 1000, 8)]
-    dead = read_topic(cluster.client_config(), pipeline.component("sums").dlq_topic, 1)
+    dead = read_topic(cluster.client_config(), _spec(pipeline).dlq_topic, 1)
     assert [(m.value(), headers.get(message_headers(m), headers.ERROR_REASON)) for m in dead] == [
         (b"16", b"late")
     ]
@@ -134,7 +140,7 @@ def test_a_retried_fold_lands_in_its_window_while_open_and_is_late_once_closed(
     runner.run(max_records=6, idle_timeout_s=15)
     outputs = [json.loads(m.value()) for m in read_topic(cluster.client_config(), sink, 1)]
     assert [(o["start_ms"] - BASE, o["value"]) for o in outputs] == [(0, 1)]
-    dead = read_topic(cluster.client_config(), pipeline.component("sums").dlq_topic, 1)
+    dead = read_topic(cluster.client_config(), _spec(pipeline).dlq_topic, 1)
     reasons = sorted(
         (m.value(), headers.get(message_headers(m), headers.ERROR_REASON)) for m in dead
     )
