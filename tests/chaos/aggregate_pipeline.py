@@ -79,3 +79,30 @@ def parse_output(value: bytes) -> dict[str, Any]:
 
 
 pipeline = build(os.environ.get("CHAOS_NAME", "aggchaos"), os.environ.get("CHAOS_STORE", "rocksdb"))
+
+
+RUNNING_STAGE = "running"
+
+
+def add(total: int, record: Record[bytes]) -> int:
+    return total + int(record.value)
+
+
+def build_running(name: str, store: str = "rocksdb") -> Pipeline:
+    """A running sum per key (no window), written after every record (``emit="update"``)."""
+    running_pipeline = Pipeline(name, partitions=PARTITIONS)
+    source, sink = topics(name)
+    running_pipeline.aggregate(
+        RUNNING_STAGE,
+        inputs=[source],
+        outputs=[sink],
+        initial=0,
+        emit="update",
+        store=cast("Literal['memory', 'rocksdb', 'sqlite']", store),
+    )(add)
+    return running_pipeline
+
+
+running = build_running(
+    os.environ.get("CHAOS_NAME", "aggrunning"), os.environ.get("CHAOS_STORE", "rocksdb")
+)
