@@ -34,11 +34,13 @@ from streams.spec import (
     STATS_TOPIC,
     AggregateSpec,
     Component,
+    FaustSpec,
     Handler,
     SinkHandler,
     SinkSpec,
     StageSpec,
     TopicSpec,
+    faust_spec,
 )
 from streams.windows import Window, WindowSpec
 
@@ -239,18 +241,9 @@ class Pipeline:
         store: Literal["memory", "rocksdb", "sqlite"] = "rocksdb",
         retry: RetryPolicy | None = None,
     ) -> Callable[[Callable[[Any, Record[Any]], Any]], Callable[[Any, Record[Any]], Any]]:
-        """Declare an aggregate; use as a decorator on its fold ``fold(value, record) -> value``.
+        """Declare an aggregate; decorates its fold, ``fold(value, record) -> value``.
 
-        ``window``: ``Tumbling(size_s, grace_s)``, ``Hopping(size_s, step_s, grace_s)`` or None
-        (one running value per key). ``initial``: the value a key starts from (a callable is
-        called for each new key, e.g. ``dict``). ``emit="final"`` writes a window's value once,
-        when the watermark closes it; ``"update"`` after every record. Records are grouped by
-        their key, or by ``key(record)`` (then re-keyed through ``P.S.repartition`` first).
-        Event time is the record timestamp, or ``event_time(value)`` (ms or a datetime).
-        ``result(key, window, value)`` builds the output value. Late records (every window of
-        theirs closed) go to the DLQ with reason ``late``, or are counted and dropped
-        (``late="drop"``). ``store``: where the state lives between commits (see
-        ``streams.aggregate.store``); ``state``: a pydantic model for the value, else JSON.
+        Every choice is described on ``streams.spec.AggregateSpec``; README "Aggregates".
         """
 
         def register(
@@ -306,6 +299,22 @@ class Pipeline:
     def _partitions_of(self, topic: str) -> int:
         declared = self._topics.get(topic)
         return declared.partitions if declared is not None else self.default_partitions
+
+    def faust_stage(
+        self, name: str, *, app: Any, agent: Any, outputs: Iterable[str] = ()
+    ) -> FaustSpec:
+        """Run ``agent`` of the faust ``app`` as stage ``name`` (``streams.agents``).
+
+        The app's id must be the stage's group ``P.S``; ``outputs``: the topics the agent
+        writes (for ``topics create`` and the lag view).
+        """
+        spec = faust_spec(self.name, name, app, agent, tuple(outputs))
+        if name in self._stages:
+            raise TopologyError(f"pipeline {self.name!r} already has a stage {name!r}")
+        for topic in spec.own_topics:
+            self._topics[topic.name] = topic
+        self._stages[name] = spec
+        return spec
 
     @property
     def stages(self) -> list[Component]:

@@ -50,6 +50,7 @@ __all__ = [
     "AggregateSpec",
     "Component",
     "ComponentKind",
+    "FaustSpec",
     "Handler",
     "SinkHandler",
     "SinkSpec",
@@ -59,7 +60,7 @@ __all__ = [
 
 Handler = Callable[[Record[Any]], Any] | Callable[[Record[Any]], Awaitable[Any]]
 SinkHandler = Callable[[Record[Any], "SinkTransaction"], None]
-ComponentKind = Literal["stage", "sink", "aggregate"]
+ComponentKind = Literal["stage", "sink", "aggregate", "faust"]
 
 
 @dataclass(frozen=True)
@@ -299,4 +300,106 @@ class AggregateSpec(_Naming):
         )
 
 
-Component = StageSpec | SinkSpec | AggregateSpec
+@dataclass(frozen=True)
+class FaustSpec(_Naming):
+    """A faust agent run as a stage (``streams.agents``): group ``P.S``, our topic names, our DLQ.
+
+    faust has no delayed retries, so an event whose processing raises goes straight to
+    ``P.S.dlq`` (raw bytes, ``streams.*`` headers), inside the transaction of its source
+    partition. Built by ``Pipeline.faust_stage`` from the app and the agent.
+    """
+
+    kind: ClassVar[Literal["faust"]] = "faust"
+
+    pipeline: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: Mapping[str, Codec]
+    app: Any
+    agent: Any
+    changelogs: tuple[TopicSpec, ...] = ()
+    partitions: int = 1
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """No tiers: every failure is dead-lettered (reason from the error, as for a stage)."""
+        return RetryPolicy(tiers=(), max_attempts=1)
+
+    @property
+    def retry_topics(self) -> list[str]:
+        return []
+
+    @property
+    def dlq_topic(self) -> str:
+        return RetryPolicy.dlq_topic(self.group_id)
+
+    @property
+    def leader_topic(self) -> str:
+        """faust's assignor topic, ``<app id>-__assignor-__leader``."""
+        return f"{self.group_id}-__assignor-__leader"
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return list(self.inputs)
+
+    @property
+    def lag_topics(self) -> list[str]:
+        return self.subscriptions
+
+    @property
+    def state_topics(self) -> list[str]:
+        return [topic.name for topic in self.changelogs]
+
+    @property
+    def own_topics(self) -> list[TopicSpec]:
+        """The topics faust would create itself, declared here so ``topics create`` makes them."""
+        return [
+            *self.changelogs,
+            TopicSpec(self.leader_topic, 1),
+            TopicSpec(self.dlq_topic, self.partitions),
+        ]
+
+    @property
+    def written_topics(self) -> list[str]:
+        return [*self.outputs, self.dlq_topic, *self.state_topics, self.leader_topic]
+
+
+def faust_spec(
+    pipeline: str, name: str, app: Any, agent: Any, outputs: tuple[str, ...]
+) -> FaustSpec:
+    """The spec of a faust stage, from the app and agent objects (no faust import needed)."""
+    from streams.codecs import raw  # noqa: PLC0415 - codecs import nothing of ours back
+    from streams.exceptions import TopologyError  # noqa: PLC0415
+
+    group = f"{pipeline}.{name}"
+    app_id = getattr(getattr(app, "conf", None), "id", None)
+    if app_id != group:
+        raise TopologyError(
+            f"faust stage {name!r}: the app's id is {app_id!r}, not the stage's group {group!r}",
+            hint=f"create the app as faust.App({group!r}, ...): its id is the consumer group",
+        )
+    inputs = tuple(getattr(getattr(agent, "channel", None), "topics", ()) or ())
+    if not inputs:
+        raise TopologyError(f"faust stage {name!r}: the agent reads no topic")
+    default = int(getattr(app.conf, "topic_partitions", 1) or 1)
+    changelogs = tuple(
+        TopicSpec(
+            table.changelog_topic.get_topic_name(),
+            int(table.partitions or default),
+            {"cleanup.policy": "compact"},
+        )
+        for table in app.tables.values()
+    )
+    return FaustSpec(
+        pipeline=pipeline,
+        name=name,
+        inputs=inputs,
+        outputs=dict.fromkeys(outputs, raw()),
+        app=app,
+        agent=agent,
+        changelogs=changelogs,
+        partitions=default,
+    )
+
+
+Component = StageSpec | SinkSpec | AggregateSpec | FaustSpec

@@ -20,6 +20,7 @@ import threading
 import time
 from types import FrameType
 
+from streams.agents import FaustRunner
 from streams.aggregate import AggregateRunner
 from streams.config import KafkaSettings, LogSettings, StageSettings
 from streams.exceptions import (
@@ -54,7 +55,7 @@ EXIT_START_FAILED = 5
 log = logging.getLogger("streams.worker")
 
 # what a worker runs, by the kind of its component (spec.kind)
-Runner = StageRunner | SinkRunner | AggregateRunner
+Runner = StageRunner | SinkRunner | AggregateRunner | FaustRunner
 
 # How long a worker waits for an unreachable schema registry before it asks again: doubling
 # from 1 s to 30 s, like the supervisor's restarts.
@@ -189,6 +190,8 @@ def _build_runner(
                 return StageRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
             if spec.kind == "aggregate":
                 return AggregateRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+            if spec.kind == "faust":
+                return FaustRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
             return SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
         except RegistryUnavailableError as error:
             log.warning(
