@@ -99,6 +99,7 @@ class PartitionState:
         self.watermark = Watermark(window.grace_ms if window is not None else 0)
         self._committed_max: int | None = None
         self.next_close = MAX_TIME_MS
+        self._last_windows: tuple[int, int, list[Window]] | None = None
         self.reload()
 
     # -- the committed state -----------------------------------------------------------------
@@ -140,8 +141,16 @@ class PartitionState:
 
     def place(self, event_ms: int) -> tuple[list[Window], int]:
         """The record's windows that are still open, and how many of them have closed."""
-        windows = windows_of(self._window, event_ms)
+        cached = self._last_windows
+        if cached is not None and cached[0] <= event_ms < cached[1]:
+            windows = cached[2]  # the same window(s) as the record before: the common case
+        else:
+            windows = windows_of(self._window, event_ms)
+            if len(windows) == 1:
+                self._last_windows = (windows[0].start_ms, windows[0].end_ms, windows)
         watermark = self.watermark.value
+        if len(windows) == 1:
+            return (windows, 0) if watermark < windows[0].end_ms else ([], 1)
         open_ = [w for w in windows if watermark < w.end_ms]
         return open_, len(windows) - len(open_)
 
@@ -156,11 +165,14 @@ class PartitionState:
         self, key: bytes, windows: list[Window], fold: Callable[[Any], Any]
     ) -> list[tuple[Window, Any]]:
         """Fold into every window of ``windows``; all or none (``fold`` may raise)."""
-        results = [(w, fold(self.current(window_key(w, key)))) for w in windows]
-        for window, value in results:
-            self.dirty[window_key(window, key)] = value
-            self.next_close = min(self.next_close, window.end_ms)
-        return results
+        keys = [window_key(w, key) for w in windows]
+        values = [fold(self.current(k)) for k in keys]
+        dirty = self.dirty
+        for stored, value in zip(keys, values, strict=True):
+            dirty[stored] = value
+        end = windows[0].end_ms
+        self.next_close = min(self.next_close, end)  # windows[0] ends first
+        return list(zip(windows, values, strict=True))
 
     def observe(self, event_ms: int) -> None:
         self.watermark.observe(event_ms)
