@@ -92,6 +92,7 @@ class AggregateBatch:
         self._fold_topics = frozenset(spec.fold_topics)
         self._longest = spec.retry.longest_tier
         self._codec = StateCodec(spec.state_model)
+        self._emit_updates = spec.emit == "update"
         self.states: dict[int, PartitionState] = {}
         self.recovery = Recovery(
             txn=txn,
@@ -219,7 +220,10 @@ class AggregateBatch:
 
     def _fold(self, message: Message, record: Record[Any]) -> None:
         """Fold the record into its open windows, or send it aside as late or failed."""
-        state = self._state(message.partition() or 0)
+        partition = record.partition
+        state = self.states.get(partition)
+        if state is None:
+            state = self._state(partition)
         try:
             event_ms = self._event_ms(record)
         except Exception as error:  # noqa: BLE001 - the user's function: routed, never lost
@@ -229,12 +233,11 @@ class AggregateBatch:
         if not windows:
             self._paths.late(message)
             return
-        if not self.writer.open():
+        if not self._txn.is_open and not self.writer.open():
             return
-        key = bytes(message.key() or b"")
-        fold = self.spec.fold
+        key = message.key() or b""
         try:
-            results = state.fold(key, windows, lambda value: fold(value, record))
+            results = state.fold(key, windows, self.spec.fold, record)
         except Exception as error:  # noqa: BLE001 - every fold failure is routed, none lost
             state.observe(event_ms)
             self._paths.route(message, error)
@@ -242,11 +245,15 @@ class AggregateBatch:
         state.observe(event_ms)
         if closed:
             self.stats.late_windows += closed
-        if self.spec.emit == "update":
+        if self._emit_updates:
             for window, value in results:
                 if not self._emitter.emit(key, window, value, message=message):
                     return
-        self._paths.processed(message)
+        # OffsetBook.processed(), inline: this runs for every record
+        book = self._book
+        book.next[(record.topic, partition)] = record.offset + 1
+        book.in_batch += 1
+        self.stats.consumed += 1
 
     def _state(self, partition: int) -> PartitionState:
         state = self.states.get(partition)

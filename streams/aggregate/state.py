@@ -162,11 +162,18 @@ class PartitionState:
         return self._initial() if found is _DELETED else found
 
     def fold(
-        self, key: bytes, windows: list[Window], fold: Callable[[Any], Any]
+        self, key: bytes, windows: list[Window], fold: Callable[[Any, Any], Any], record: Any
     ) -> list[tuple[Window, Any]]:
-        """Fold into every window of ``windows``; all or none (``fold`` may raise)."""
+        """``fold(value, record)`` into every window of ``windows``; all or none (it may raise)."""
+        if len(windows) == 1:  # tumbling windows and tables: one window, the hot path
+            window = windows[0]
+            stored = window_key(window, key)
+            value = fold(self.current(stored), record)
+            self.dirty[stored] = value
+            self.next_close = min(self.next_close, window.end_ms)
+            return [(window, value)]
         keys = [window_key(w, key) for w in windows]
-        values = [fold(self.current(k)) for k in keys]
+        values = [fold(self.current(k), record) for k in keys]
         dirty = self.dirty
         for stored, value in zip(keys, values, strict=True):
             dirty[stored] = value

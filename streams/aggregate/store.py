@@ -38,12 +38,15 @@ __all__ = [
 
 StoreKind = Literal["memory", "rocksdb", "sqlite"]
 
-# RocksDB memory: 2 memtables of 8 MiB and a 16 MiB block cache (index and filter blocks in
-# it) keep one partition's store near 40 MiB whatever its size on disk.
-_ROCKS_WRITE_BUFFER = 8 * 1024 * 1024
+# RocksDB memory: 2 memtables of 4 MiB per partition, and one 16 MiB block cache (index and
+# filter blocks in it) shared by every partition of the process: a worker of 4 partitions
+# holds about 50 MiB of RocksDB memory whatever the state's size on disk. With 8 MiB memtables
+# and a cache per partition a million-key restore peaked at 136-158 MiB RSS (bench/README.md).
+_ROCKS_WRITE_BUFFER = 4 * 1024 * 1024
 _ROCKS_BLOCK_CACHE = 16 * 1024 * 1024
+_SHARED_CACHE: list[Any] = []  # the one block cache of this process, made on first use
 # SQLite page cache per partition store (negative: KiB).
-_SQLITE_CACHE_KIB = 16 * 1024
+_SQLITE_CACHE_KIB = 8 * 1024
 # Meta keys sort before every state key (those start with b"w" or b"m").
 _CHECKPOINT_KEY = b"\x00checkpoint"
 _CHECKPOINT = struct.Struct(">qq")  # changelog end offset, written at (epoch ms)
@@ -161,7 +164,9 @@ class RocksStore:
         options.set_write_buffer_size(_ROCKS_WRITE_BUFFER)
         options.set_max_write_buffer_number(2)
         table = BlockBasedOptions()
-        table.set_block_cache(Cache(_ROCKS_BLOCK_CACHE))
+        if not _SHARED_CACHE:
+            _SHARED_CACHE.append(Cache(_ROCKS_BLOCK_CACHE))
+        table.set_block_cache(_SHARED_CACHE[0])
         table.set_cache_index_and_filter_blocks(True)
         options.set_block_based_table_factory(table)
         self._options = options

@@ -24,7 +24,7 @@ def _add(state: PartitionState, key: bytes, event_ms: int, amount: int) -> bool:
     windows, _ = state.place(event_ms)
     if not windows:
         return False
-    state.fold(key, windows, lambda total: total + amount)
+    state.fold(key, windows, lambda total, n: total + n, amount)
     state.observe(event_ms)
     return True
 
@@ -97,7 +97,7 @@ def test_discard_drops_the_open_transaction_and_keeps_the_committed_state() -> N
     state.discard()
     assert state.watermark.max_event_ms == 5_000
     windows, _ = state.place(7_000)
-    state.fold(b"k", windows, lambda total: total)
+    state.fold(b"k", windows, lambda total, _record: total, None)
     assert state.current(next(iter(state.dirty))) == 1
 
 
@@ -106,14 +106,14 @@ def test_a_fold_that_raises_changes_nothing() -> None:
     windows, _ = state.place(15_000)
     calls: list[Any] = []
 
-    def fold(total: int) -> int:
+    def fold(total: int, _record: object) -> int:
         calls.append(total)
         if len(calls) == 2:
             raise ValueError("bad record")
         return total + 1
 
     with pytest.raises(ValueError, match="bad record"):
-        state.fold(b"k", windows, fold)
+        state.fold(b"k", windows, fold, None)
     assert state.dirty == {}
 
 

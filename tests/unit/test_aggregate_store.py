@@ -34,7 +34,7 @@ def test_a_disk_store_keeps_its_state_and_checkpoint_across_reopening(
     store = open_store(kind, tmp_path)
     state = PartitionState(0, store, window=Tumbling(10), codec=StateCodec(), initial=int)
     windows, _ = state.place(5_000)
-    state.fold(b"k", windows, lambda total: total + 7)
+    state.fold(b"k", windows, lambda total, n: total + n, 7)
     state.observe(5_000)
     state.commit(dict(state.changes()))
     store.set_checkpoint(Checkpoint(42, 1_000))
