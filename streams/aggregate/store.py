@@ -41,7 +41,8 @@ StoreKind = Literal["memory", "rocksdb", "sqlite"]
 # RocksDB memory: 2 memtables of 4 MiB per partition, and one 16 MiB block cache (index and
 # filter blocks in it) shared by every partition of the process: a worker of 4 partitions
 # holds about 50 MiB of RocksDB memory whatever the state's size on disk. With 8 MiB memtables
-# and a cache per partition a million-key restore peaked at 136-158 MiB RSS (bench/README.md).
+# and a cache per partition a million-key restore peaked at 136-158 MiB RSS
+# (bench/results/aggregate-20261202T010541Z.json).
 _ROCKS_WRITE_BUFFER = 4 * 1024 * 1024
 _ROCKS_BLOCK_CACHE = 16 * 1024 * 1024
 _SHARED_CACHE: list[Any] = []  # the one block cache of this process, made on first use
