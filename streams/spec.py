@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
-from streams.codecs import Codec
+from streams.codecs import Codec, raw
 from streams.record import Record
 from streams.retry import RetryPolicy
 from streams.windows import Window, WindowSpec
@@ -332,6 +332,15 @@ class FaustSpec(_Naming):
     @property
     def dlq_topic(self) -> str:
         return RetryPolicy.dlq_topic(self.group_id)
+
+    @property
+    def input_codec(self) -> Codec:
+        """Raw bytes: faust decodes its own events; its DLQ records keep the bytes it read."""
+        return raw()
+
+    @property
+    def key_codec(self) -> Codec:
+        return raw()
 
     @property
     def leader_topic(self) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from streams import headers
 from streams.aggregate.emit import Emitter
@@ -34,6 +34,7 @@ from streams.exceptions import (
 )
 from streams.kafka.clients import partition_names
 from streams.kafka.limits import TopicLimits
+from streams.kafka.starts import committed_starts
 from streams.kafka.transaction import Transaction
 from streams.offsets import OffsetBook
 from streams.record import Record
@@ -54,6 +55,10 @@ _IDLE_COMMIT_INTERVAL_S = 2.0  # as the plain stage: commit positions moved past
 # Re-keying a record is never retried: a record read back from a retry topic is folded, so
 # what fails before its re-keying goes to the DLQ at once.
 _NO_RETRY = RetryPolicy(tiers=(), max_attempts=1)
+# As the plain stage: how much longer than transaction.timeout.ms a new owner waits for pending
+# committed offsets (the coordinator's abort of a stopped worker's transaction comes within its
+# sweep interval).
+_START_MARGIN_S = 30.0
 
 
 class AggregateBatch:
@@ -76,8 +81,10 @@ class AggregateBatch:
         settings: StageSettings,
         stats: AggregateStats,
         restorer: Restorer,
+        eager: bool = True,
     ) -> None:
         self.spec = spec
+        self._eager = eager  # the assignor's protocol: assign() (eager) or incremental_assign()
         stage = spec.as_stage()
         self.stats = stats
         self.rewind_pending = False
@@ -96,7 +103,6 @@ class AggregateBatch:
         self.states: dict[int, PartitionState] = {}
         self.recovery = Recovery(
             txn=txn,
-            consumer=consumer,
             group_id=spec.group_id,
             client_id=client_id,
             kafka=kafka,
@@ -305,22 +311,45 @@ class AggregateBatch:
         if moved and self.writer.open():
             self._commit(between_batches=True)
 
-    def rewind(self, partitions: list[TopicPartition] | None = None) -> None:
+    def rewind(self) -> None:
         """Drop the open transaction's state changes; seek back to the committed offsets."""
         self.rewind_pending = False
         self._book.clear_batch()
         for state in self.states.values():
             state.discard()
-        targets = partitions if partitions is not None else self._consumer.assignment()
+        targets = self._consumer.assignment()
         if not targets:
             return
         self.stats.rewinds += 1
-        _seek_committed(self._consumer, targets)
+        for tp in self._starts(self._consumer, targets):
+            try:
+                self._consumer.seek(tp)
+            except KafkaException as error:
+                # not fetching yet: it starts at the offset it was assigned at anyway
+                log.debug("seek %s/%s skipped: %s", tp.topic, tp.partition, error)
+
+    def _starts(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The committed offsets, stable (see streams.kafka.starts), to start or rewind at."""
+        return committed_starts(
+            consumer,
+            partitions,
+            wait_s=self._settings.transaction_timeout_ms / 1000 + _START_MARGIN_S,
+            group_id=self.spec.group_id,
+        )
 
     # -- rebalance callbacks (run inside consume()) ------------------------------------------
 
-    def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Learn the stable committed starts, restore the state, then assign at those starts.
+
+        The starts come first: they wait while a stopped worker's transaction holds the
+        offsets, and that transaction's changelog records are part of the state only once it
+        has ended. The partitions are assigned at explicit offsets, never librdkafka's own
+        fetch, which can fall back to auto.offset.reset (streams.kafka.starts); no record of a
+        partition is fetched before its state is restored.
+        """
         log.info("partitions assigned: %s", partition_names(partitions))
+        starts = self._starts(consumer, partitions)
         wanted = {tp.partition for tp in partitions} - set(self.states)
         for partition, store in self._restorer.restore(wanted).items():
             self.states[partition] = PartitionState(
@@ -331,6 +360,10 @@ class AggregateBatch:
                 initial=self.spec.initial,
             )
         self.stats.state_partitions = len(self.states)
+        if self._eager:
+            consumer.assign(starts)  # an eager assignor hands over the whole assignment
+        else:
+            consumer.incremental_assign(starts)
 
     def on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", partition_names(partitions))
@@ -360,13 +393,3 @@ class AggregateBatch:
         for state in leaving.values():
             state.store.close()
         self.stats.state_partitions = len(self.states)
-
-
-def _seek_committed(consumer: Consumer, targets: list[TopicPartition]) -> None:
-    for tp in consumer.committed(targets, timeout=30):
-        offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-        try:
-            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-        except KafkaException as error:
-            # not fetching yet: it will start from the committed offset anyway
-            log.debug("seek %s/%s skipped: %s", tp.topic, tp.partition, error)

@@ -63,7 +63,7 @@ class Emitter:
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        headers: list[tuple[str, bytes]],
+        headers: list[tuple[str, bytes | None]],
         *,
         origin: Origin,
         partition: int | None = None,

@@ -29,6 +29,7 @@ from streams.kafka.transaction import Transaction
 from streams.loop import WorkerLoop
 from streams.spec import AggregateSpec
 from streams.stage.guard import Rejections
+from streams.stage.recovery import new_incarnation
 from streams.stage.serdes import StageSerdes
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ __all__ = ["AggregateRunner"]
 
 log = logging.getLogger("streams.aggregate")
 
-_TOPIC_WAIT_S = 20.0  # as the plain stage: topics just created may not be in the metadata yet
+_TOPIC_WAIT_S = 5.0  # as the plain stage: topics just created may not be in the metadata yet
 
 
 class AggregateRunner:
@@ -54,9 +55,14 @@ class AggregateRunner:
         state: StateSettings | None = None,
         registry: SchemaRegistryClient | None = None,
         on_stats: Callable[[dict[str, Any]], None] | None = None,
+        reference: str | None = None,
     ) -> None:
         self.spec = spec
         self.slot = slot
+        self.reference = reference or f"MODULE:{spec.pipeline}"
+        # one per worker process, in the consumer's client.id: how a fenced worker tells a
+        # newer twin on its slot from its own memberships (streams.stage.recovery)
+        self.incarnation = new_incarnation()
         self.kafka = kafka or KafkaSettings()
         self.settings = settings or StageSettings()
         self.state_settings = state or StateSettings()
@@ -92,7 +98,7 @@ class AggregateRunner:
         consumer = Consumer(self._consumer_config())
         rejections = Rejections()
         try:
-            _require_topics(consumer, self.spec, self.kafka)
+            _require_topics(consumer, self.spec, self.kafka, self.reference)
             limits = TopicLimits(
                 read_topic_limits(self.kafka, self.spec.written_topics),
                 cap=self.settings.max_message_bytes,
@@ -142,9 +148,11 @@ class AggregateRunner:
             progress=self.progress,
             on_progress=self._emit_stats,
         )
+        config = self._consumer_config()
         return AggregateBatch(
             spec=self.spec,
-            client_id=self.spec.client_id(self.slot),
+            client_id=config["client.id"],
+            eager="cooperative" not in str(config["partition.assignment.strategy"]),
             serdes=self.serdes,
             consumer=consumer,
             txn=txn,
@@ -173,9 +181,12 @@ class AggregateRunner:
             self.settings,
             group_id=self.spec.group_id,
             client_id=self.spec.client_id(self.slot),
+            incarnation=self.incarnation,
+            assignor="range",
         )
         # range gives partition p of every subscribed topic to one worker: the one that holds
-        # state partition p (all have the same partition count, checked at start-up)
+        # state partition p (all have the same partition count, checked at start-up); no
+        # kafka_extra setting may change that
         config["partition.assignment.strategy"] = "range"
         return config
 
@@ -198,7 +209,9 @@ class AggregateRunner:
             self._on_stats(snapshot)
 
 
-def _require_topics(consumer: Consumer, spec: AggregateSpec, kafka: KafkaSettings) -> None:
+def _require_topics(
+    consumer: Consumer, spec: AggregateSpec, kafka: KafkaSettings, reference: str
+) -> None:
     """Fail at start-up, clearly, if a topic is missing or has the wrong partition count."""
     needed = [*spec.subscriptions, *spec.written_topics]
     deadline = time.monotonic() + _TOPIC_WAIT_S
@@ -217,7 +230,7 @@ def _require_topics(consumer: Consumer, spec: AggregateSpec, kafka: KafkaSetting
     if missing:
         raise TopologyError(
             f"stage {spec.group_id}: missing topics {', '.join(sorted(set(missing)))}",
-            hint=f"create them: streams topics create MODULE:{spec.pipeline} "
+            hint=f"create them: streams topics create {reference} "
             "(the stage never creates topics by itself)",
         )
     keyed = [*spec.subscriptions, spec.changelog_topic]

@@ -58,9 +58,9 @@ log = logging.getLogger("streams.worker")
 Runner = StageRunner | SinkRunner | AggregateRunner | FaustRunner
 
 # How long a worker waits for an unreachable schema registry before it asks again: doubling
-# from 1 s to 30 s, like the supervisor's restarts.
+# from 1 s to 10 s (a registry that comes back is used within 10 s).
 _REGISTRY_WAIT_START_S = 1.0
-_REGISTRY_WAIT_MAX_S = 30.0
+_REGISTRY_WAIT_MAX_S = 10.0
 
 
 class _AbortNow(BaseException):
@@ -116,7 +116,7 @@ def run_worker(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     health = _health(health_host, health_port)
-    publisher = StatsPublisher(kafka)
+    publisher = StatsPublisher(kafka, reference=reference)
     try:
         try:
             runner = _build_runner(
@@ -187,9 +187,13 @@ def _build_runner(
     while True:
         try:
             if spec.kind == "stage":
-                return StageRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+                return StageRunner(
+                    spec, slot=slot, kafka=kafka, on_stats=publisher.publish, reference=reference
+                )
             if spec.kind == "aggregate":
-                return AggregateRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+                return AggregateRunner(
+                    spec, slot=slot, kafka=kafka, on_stats=publisher.publish, reference=reference
+                )
             if spec.kind == "faust":
                 return FaustRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
             return SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from streams import headers
 from streams.config import KafkaSettings, StageSettings
@@ -26,6 +26,7 @@ from streams.exceptions import (
 from streams.kafka.clients import partition_names
 from streams.kafka.limits import TopicLimits
 from streams.kafka.messages import message_headers
+from streams.kafka.starts import committed_starts
 from streams.kafka.transaction import Transaction
 from streams.offsets import TP, OffsetBook
 from streams.record import Record
@@ -45,6 +46,9 @@ log = logging.getLogger("streams.stage")
 
 # How often an idle worker looks for positions that moved past transaction markers alone.
 _IDLE_COMMIT_INTERVAL_S = 2.0
+# How much longer than transaction.timeout.ms a new owner waits for pending committed offsets
+# (the coordinator's abort of a stopped worker's transaction comes within its sweep interval).
+_START_MARGIN_S = 30.0
 
 
 class TransactionBatch:
@@ -66,8 +70,10 @@ class TransactionBatch:
         kafka: KafkaSettings,
         settings: StageSettings,
         stats: StageStats,
+        eager: bool,
     ) -> None:
         self.spec = spec
+        self._eager = eager  # the assignor's protocol: assign() (eager) or incremental_assign()
         self.stats = stats
         self.rewind_pending = False
         self._serdes = serdes
@@ -85,7 +91,6 @@ class TransactionBatch:
         )
         self.recovery = Recovery(
             txn=txn,
-            consumer=consumer,
             group_id=spec.group_id,
             client_id=client_id,
             kafka=kafka,
@@ -286,30 +291,46 @@ class TransactionBatch:
         if moved and self.writer.open():
             self._commit(between_batches=True)
 
-    def rewind(self, partitions: list[TopicPartition] | None = None) -> None:
+    def rewind(self) -> None:
         """Seek every assigned partition back to its committed offset."""
         self.rewind_pending = False
         self._book.clear_batch()
-        targets = partitions if partitions is not None else self._consumer.assignment()
+        targets = self._consumer.assignment()
         if not targets:
             return
         self.stats.rewinds += 1
-        for tp in self._consumer.committed(targets, timeout=30):
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+        starts = self._starts(self._consumer, targets)
+        for tp in starts:
             try:
-                self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+                self._consumer.seek(tp)
             except KafkaException as error:
                 # not fetching yet: it will start from the committed offset anyway
                 log.debug("seek %s/%s skipped: %s", tp.topic, tp.partition, error)
         if self._ordering is not None:
-            self._ordering.rebuild(self._consumer, self._consumer.assignment())
+            self._ordering.rebuild(starts)
+
+    def _starts(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The committed offsets, stable (see streams.kafka.starts), to start or rewind at."""
+        return committed_starts(
+            consumer,
+            partitions,
+            wait_s=self._settings.transaction_timeout_ms / 1000 + _START_MARGIN_S,
+            group_id=self.spec.group_id,
+        )
 
     # -- rebalance callbacks (run inside consume()) ------------------------------------------
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start every partition at an explicit, stable committed offset (never librdkafka's
+        own fetch, which can fall back to auto.offset.reset: streams.kafka.starts)."""
         log.info("partitions assigned: %s", partition_names(partitions))
+        starts = self._starts(consumer, partitions)
+        if self._eager:
+            consumer.assign(starts)  # an eager assignor hands over the whole assignment
+        else:
+            consumer.incremental_assign(starts)
         if self._ordering is not None:
-            self._ordering.rebuild(consumer, partitions)
+            self._ordering.rebuild(starts)
 
     def on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", partition_names(partitions))

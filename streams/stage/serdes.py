@@ -22,7 +22,7 @@ class Encoded(NamedTuple):
     topic: str
     value: bytes | None
     key: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
 
     @property
     def size(self) -> int:

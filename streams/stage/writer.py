@@ -158,7 +158,6 @@ class TransactionWriter:
         if routed.to_dlq:
             origin = origin_of(message)
             where = f"{origin[0]}/{origin[1]}@{origin[2]}"
-            self.dead_letters.add(routed.reason, where)
             log.debug(
                 "record dead-lettered",
                 extra={
@@ -210,6 +209,8 @@ class TransactionWriter:
             self.stats.parked += 1
         elif routed.to_dlq:
             self.stats.dead_lettered += 1
+            origin = origin_of(message)
+            self.dead_letters.add(routed.reason, f"{origin[0]}/{origin[1]}@{origin[2]}")
         elif routed.reason == "retry":
             self.stats.retried += 1
         self._processed(origin_of(message))
@@ -248,7 +249,7 @@ class TransactionWriter:
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        output_headers: list[tuple[str, bytes]],
+        output_headers: list[tuple[str, bytes | None]],
         *,
         origin: Origin,
         partition: int | None = None,

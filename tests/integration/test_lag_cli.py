@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.cli.main import cli
@@ -20,6 +20,7 @@ from streams.pipeline import Pipeline
 from tests.integration.cli_pipelines import declared
 from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import produce_numbered
+from tests.integration.groups import commit_group_offsets
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +30,7 @@ EXIT_CHECK_FAILED = 3
 
 def _group_with_commit(admin: AdminClient, topic: str, offset: int) -> str:
     group = f"lag-cli-{uuid.uuid4().hex[:8]}"
-    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, offset)])
-    for future in admin.alter_consumer_group_offsets([request]).values():
-        future.result(timeout=30)
+    commit_group_offsets(admin, group, {(topic, 0): offset})
     return group
 
 
@@ -181,11 +180,7 @@ def test_pipeline_of_a_caught_up_stage_is_ok_and_exits_0(
 ) -> None:
     env, pipeline = _pipeline_env(pipeline_topics)
     spec = pipeline.get("copy")
-    request = ConsumerGroupTopicPartitions(
-        spec.group_id, [TopicPartition(env["TEST_INPUT"], p, 0) for p in range(3)]
-    )
-    for future in admin.alter_consumer_group_offsets([request]).values():
-        future.result(timeout=30)
+    commit_group_offsets(admin, spec.group_id, {(env["TEST_INPUT"], p): 0 for p in range(3)})
     reference = "tests.integration.cli_pipelines:pipeline"
     done = _lag_subprocess(cluster, "--pipeline", reference, "--json", env=env)
     assert done.returncode == 0, done.stderr

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -36,6 +36,7 @@ from streams.observability.stats_reader import StatsReader
 from streams.runtime.publish import StatsPublisher
 from streams.spec import STATS_TOPIC
 from tests.chaos.harness import private_stack
+from tests.integration.groups import commit_group_offsets
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -82,27 +83,6 @@ def _topics(admin: AdminClient, *names: str) -> None:
         future.result(timeout=60)
 
 
-def _commit(bootstrap: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
-    """Commit with a fresh client, retrying while the restarted coordinator loads."""
-    request = ConsumerGroupTopicPartitions(
-        group, [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        try:
-            (future,) = admin.alter_consumer_group_offsets([request]).values()
-            # a loading coordinator answers with an error per partition, not with an exception
-            failed = [tp.error for tp in future.result(timeout=10).topic_partitions if tp.error]
-        except (KafkaException, TimeoutError) as error:
-            failed = [error]
-        if not failed:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"cannot commit {offsets} for {group}: {failed}")
-        time.sleep(1)
-
-
 def _setup(bootstrap: str) -> tuple[str, str]:
     topic, group = f"restart-{uuid.uuid4().hex[:6]}", f"restart-g-{uuid.uuid4().hex[:6]}"
     _topics(AdminClient({"bootstrap.servers": bootstrap}), topic, STATS_TOPIC)
@@ -110,7 +90,7 @@ def _setup(bootstrap: str) -> tuple[str, str]:
     for n in range(20):
         producer.produce(topic, b"x", partition=n % 2)
     assert producer.flush(30) == 0
-    _commit(bootstrap, group, {(topic, 0): 3, (topic, 1): 4})
+    commit_group_offsets(bootstrap, group, {(topic, 0): 3, (topic, 1): 4})
     return topic, group
 
 
@@ -151,7 +131,7 @@ def test_monitor_samples_again_after_a_broker_restart(stack: LocalStack) -> None
         _restart(stack)
         restarted_at = time.time()
         # what only a sample taken after the restart can show
-        _commit(bootstrap, group, {(topic, 0): 10, (topic, 1): 10})
+        commit_group_offsets(bootstrap, group, {(topic, 0): 10, (topic, 1): 10})
         _publish(bootstrap, f"{group}.stage", consumed=77)
         errors: list[str] = []
         deadline = time.monotonic() + RECOVERY_S
@@ -217,7 +197,7 @@ def test_streams_monitor_recovers_from_clean_and_hard_broker_restarts(
             _restart(stack, hard=hard)
             restarted_at = time.time()
             committed = 5 + n
-            _commit(bootstrap, group, {(topic, 0): committed, (topic, 1): committed})
+            commit_group_offsets(bootstrap, group, {(topic, 0): committed, (topic, 1): committed})
             deadline = time.monotonic() + RECOVERY_S
             state: dict[str, Any] = {}
             while time.monotonic() < deadline:
