@@ -199,7 +199,7 @@ class AggregateRunner:
         stats.restores_full = progress.full_restores
         stats.restores_from_checkpoint = progress.checkpoint_restores
         if self.batch is not None:
-            stats.state_keys = sum(s.store.count() for s in self.batch.states.values())
+            stats.state_keys = sum(s.key_count() for s in self.batch.states.values())
         snapshot = stats.snapshot(group=self.spec.group_id, slot=self.slot)
         snapshot["changelog_topic"] = self.spec.changelog_topic
         moved = stats.consumed != self._logged_consumed or progress.restoring

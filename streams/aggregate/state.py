@@ -117,6 +117,12 @@ class PartitionState:
             return split_key(stored)[0].end_ms
         return MAX_TIME_MS
 
+    def key_count(self) -> int:
+        """Window and table keys held: the store's count (RocksDB: an estimate), less the
+        partition's watermark entry."""
+        meta = 1 if self.store.get(_WATERMARK_KEY) is not None else 0
+        return max(0, self.store.count() - meta)
+
     def discard(self) -> None:
         """The transaction aborted: its changes are gone."""
         self.reload()

@@ -28,7 +28,7 @@ class AggregateStats(StageStats):
     changelog_records: int = 0
     changelog_bytes: int = 0
     state_partitions: int = 0
-    state_keys: int = 0  # keys in the stores of this worker's partitions (RocksDB: an estimate)
+    state_keys: int = 0  # window/table keys in this worker's stores (RocksDB: an estimate)
     restoring: int = 0
     restore_to_restore: int = 0
     restore_restored: int = 0

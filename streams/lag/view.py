@@ -12,7 +12,7 @@ CLI and ``LagMonitor.pipeline_view`` all ask it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from streams.stats import SupervisorReport
 __all__ = [
     "PipelineView",
     "StageView",
+    "StateProgress",
     "end_to_end",
     "lag_hints",
     "side_ranges",
@@ -32,6 +33,28 @@ __all__ = [
     "stage_view",
     "workers_verdict",
 ]
+
+
+@dataclass(frozen=True)
+class StateProgress:
+    """An aggregate's state as its live workers report it in their stats: keys held, and the
+    restore in progress (changelog records restored of the offsets to restore)."""
+
+    keys: int = 0
+    restoring: bool = False
+    restored: int = 0
+    to_restore: int = 0
+
+    @classmethod
+    def of(cls, counters: Iterable[Mapping[str, float]]) -> StateProgress:
+        """Summed over the workers' counters (``state_keys``, ``restoring``, ``restore_*``)."""
+        found = list(counters)
+        return cls(
+            keys=int(sum(c.get("state_keys", 0) for c in found)),
+            restoring=any(c.get("restoring", 0) for c in found),
+            restored=int(sum(c.get("restore_restored", 0) for c in found)),
+            to_restore=int(sum(c.get("restore_to_restore", 0) for c in found)),
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +75,10 @@ class StageView:
     # from the live supervisors' records (None: no supervisor reports this group)
     workers_desired: int | None = None
     workers_running: int | None = None
+    # an aggregate's changelog (empty for other stages), and its state from the workers' stats
+    # (None: no live worker reports it)
+    state_topics: tuple[str, ...] = ()
+    state: StateProgress | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -147,11 +174,14 @@ def stage_view(
     counts: Mapping[TP, tuple[int, bool]],
     dlq_inflow: float | None,
     supervisors: Sequence[SupervisorReport] = (),
+    *,
+    state: StateProgress | None = None,
 ) -> StageView:
     """One stage's view from its group's lag, the visible records of its retry and DLQ
     partitions (``counts``: (records, exact) over each of ``side_ranges``) and its live
-    supervisors' records. The stage takes the worse of its lag and workers verdicts (the
-    workers' on a tie: a slot that is down is the likelier cause)."""
+    supervisors' records (``state``: an aggregate's, from its workers' stats). The stage
+    takes the worse of its lag and workers verdicts (the workers' on a tie: a slot that is
+    down is the likelier cause)."""
     partitions = group.partitions if group is not None else ()
     inputs = [p for p in partitions if p.topic in stage.inputs]
     input_lag = sum(p.lag or 0 for p in inputs)
@@ -184,6 +214,8 @@ def stage_view(
         counts_exact=all(exact for _, exact in counts.values()),
         workers_desired=workers[2] if workers else None,
         workers_running=workers[3] if workers else None,
+        state_topics=tuple(stage.state_topics),
+        state=state if stage.state_topics else None,
     )
 
 

@@ -62,6 +62,7 @@ def test_closing_emits_in_end_order_and_tombstones_the_window() -> None:
     assert state.close_due() == []
     assert state.next_close == 50_000
     assert state.store.count() == 2  # window [40, 50) of z, and the watermark
+    assert state.key_count() == 1  # what the stats report as state_keys: the watermark is no key
 
 
 def test_a_table_never_closes_and_keeps_a_running_value() -> None:
@@ -72,6 +73,15 @@ def test_a_table_never_closes_and_keeps_a_running_value() -> None:
     assert state.close_due() == []
     _commit(state)
     assert state.current(b"w" + _table_bytes() + b"k") == 200
+
+
+def test_key_count_is_the_keys_held_not_the_stores_entries() -> None:
+    state = _state(None)
+    assert state.key_count() == 0  # nothing folded: no watermark entry either
+    for n, key in enumerate((b"a", b"b", b"c", b"a")):
+        _add(state, key, n * 1000, 1)
+    _commit(state)
+    assert (state.store.count(), state.key_count()) == (4, 3)
 
 
 def _table_bytes() -> bytes:
