@@ -152,8 +152,8 @@ class KafkaBroker:
             "kafka.tools.StorageTool",
             "format",
             "--ignore-formatted",
-            "-t",
-            cluster_id,
+            # one argument: an id that starts with "-" (base64 does, 1 in 64) is not an option
+            f"--cluster-id={cluster_id}",
             "-c",
             str(self.config_dir / "server.properties"),
         ]
