@@ -26,7 +26,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, SecretStr
 from pydantic.fields import FieldInfo
@@ -51,6 +51,7 @@ __all__ = [
     "SchemaSettings",
     "SinkSettings",
     "StageSettings",
+    "StateSettings",
     "TerminalSettings",
     "default_home",
     "export_connection",
@@ -438,6 +439,17 @@ class SinkSettings(BaseSettings):
     # SQLite allows one writer at a time; 30 s lets a second worker wait out a batch commit
     # instead of failing with "database is locked".
     sqlite_busy_timeout_ms: int = 30000
+
+
+class StateSettings(BaseSettings):
+    """Where aggregate stages keep their local state. Environment: ``STREAMS_STATE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_STATE_", frozen=True, extra="ignore")
+
+    # One folder per stage and slot below it; a cache of the changelog, safe to delete.
+    dir: Path = Path(".streams-state")
+    # Overrides the store an aggregate declares (memory, rocksdb or sqlite), e.g. for tests.
+    store: Literal["memory", "rocksdb", "sqlite"] | None = None
 
 
 class SchemaSettings(BaseSettings):

@@ -24,6 +24,7 @@
         ├── RetryLater        "try this record again later" -> the stage's delayed retry topics
         │   └── DependencyUnavailable  a dependency timed out, refused, or its breaker is open
         └── DeadLetter        "this record can never succeed" -> the stage's dead-letter topic
+            └── LateRecord    an aggregate's record whose every window has closed (reason late)
 
 Every error carries a ``hint``: one sentence saying what the operator should do next.
 The command line prints ``error: <message>`` and, on the next line, ``hint: <hint>``.
@@ -38,6 +39,7 @@ __all__ = [
     "FencedError",
     "HandlerSignal",
     "KafkaClientError",
+    "LateRecord",
     "LocalStackError",
     "OutputRejectedError",
     "OutputTopicError",
@@ -273,3 +275,11 @@ class DeadLetter(HandlerSignal):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class LateRecord(DeadLetter):
+    """An aggregate's record arrived after every window it belongs to had closed.
+
+    It goes to the stage's DLQ with reason ``late`` (or is counted and dropped with
+    ``late="drop"``). Raise the window's grace if such records are expected.
+    """

@@ -17,7 +17,7 @@ streams.hold.until.ms          retry records of a ``RetryLater(delay_s)`` longer
                                the longest tier: re-parked in that tier until then
 streams.error.reason           retry, or: deserialization | validation | handler |    utf-8
                                dead-letter | retries-exhausted | output-rejected |
-                               unroutable
+                               unroutable | late (an aggregate's window had closed)
 streams.error.class            the exception's class (module.Name)                     utf-8
 streams.error.message          its message, at most 1,000 bytes                        utf-8
 streams.error.stack            DLQ records: the traceback, at most 4,000 bytes         utf-8

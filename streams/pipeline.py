@@ -16,6 +16,7 @@ value (written to the stage's only output with the input key), an ``Output`` or 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import re
@@ -24,24 +25,33 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from streams.codecs import Codec, raw, text
 from streams.exceptions import TopologyError
+from streams.record import Record
 from streams.retry import RetryPolicy
 from streams.spec import (
     INTERNAL_TOPICS,
     STATS_TOPIC,
+    AggregateSpec,
     Component,
+    FaustSpec,
     Handler,
     SinkHandler,
     SinkSpec,
     StageSpec,
     TopicSpec,
+    faust_spec,
 )
+from streams.windows import Window, WindowSpec
 
 __all__ = [
     "INTERNAL_TOPICS",
     "STATS_TOPIC",
+    "AggregateSpec",
     "Handler",
     "Pipeline",
     "SinkSpec",
@@ -215,6 +225,101 @@ class Pipeline:
 
         return register
 
+    # Over 50 lines: a declaration with one keyword per choice; the checks are in _aggregate.
+    def aggregate(
+        self,
+        name: str,
+        *,
+        inputs: Iterable[str],
+        outputs: Mapping[str, Codec] | Iterable[str],
+        initial: Any,
+        window: WindowSpec | None = None,
+        emit: Literal["final", "update"] = "final",
+        late: Literal["dlq", "drop"] = "dlq",
+        input: Codec | None = None,  # noqa: A002
+        key: Callable[[Record[Any]], Any] | None = None,
+        key_codec: Codec | None = None,
+        event_time: Callable[[Any], Any] | None = None,
+        result: Callable[[Any, Window, Any], Any] | None = None,
+        state: type[BaseModel] | None = None,
+        store: Literal["memory", "rocksdb", "sqlite"] = "rocksdb",
+        retry: RetryPolicy | None = None,
+    ) -> Callable[[Callable[[Any, Record[Any]], Any]], Callable[[Any, Record[Any]], Any]]:
+        """Declare an aggregate; decorates its fold, ``fold(value, record) -> value``.
+
+        Every choice is described on ``streams.spec.AggregateSpec``; README "Aggregates".
+        """
+
+        def register(
+            fold: Callable[[Any, Record[Any]], Any],
+        ) -> Callable[[Any, Record[Any]], Any]:
+            self._aggregate(
+                AggregateSpec(
+                    pipeline=self.name,
+                    name=name,
+                    inputs=tuple(inputs) if not isinstance(inputs, str) else (inputs,),
+                    input_codec=input or raw(),
+                    key_codec=key_codec or text(),
+                    outputs=(
+                        dict(outputs)
+                        if isinstance(outputs, Mapping)
+                        else dict.fromkeys(outputs, _result_codec())
+                    ),
+                    fold=fold,
+                    initial=initial if callable(initial) else (lambda: initial),
+                    partitions=0,  # set by _aggregate from the inputs
+                    window=window,
+                    emit=emit,
+                    late=late,
+                    result=result,
+                    event_time=event_time,
+                    key=key,
+                    state_model=state,
+                    store=store,
+                    retry=retry or RetryPolicy(),
+                ),
+                inputs,
+            )
+            return fold
+
+        return register
+
+    def _aggregate(self, spec: AggregateSpec, inputs: object) -> None:
+        if spec.name in self._stages:
+            raise TopologyError(f"pipeline {self.name!r} already has a stage {spec.name!r}")
+        counts = {t: self._partitions_of(t) for t in spec.inputs}
+        _check_aggregate(spec, inputs, counts)
+        spec = dataclasses.replace(spec, partitions=next(iter(counts.values())))
+        for topic in spec.written_topics:
+            if topic in spec.outputs:
+                continue
+            config = dict(self.default_topic_config)
+            if topic == spec.changelog_topic:
+                # compaction keeps each key's latest value; a tombstone deletes a closed window
+                config = {**config, "cleanup.policy": "compact"}
+            self._topics[topic] = TopicSpec(topic, spec.partitions, config)
+        self._stages[spec.name] = spec
+
+    def _partitions_of(self, topic: str) -> int:
+        declared = self._topics.get(topic)
+        return declared.partitions if declared is not None else self.default_partitions
+
+    def faust_stage(
+        self, name: str, *, app: Any, agent: Any, outputs: Iterable[str] = ()
+    ) -> FaustSpec:
+        """Run ``agent`` of the faust ``app`` as stage ``name`` (``streams.agents``).
+
+        The app's id must be the stage's group ``P.S``; ``outputs``: the topics the agent
+        writes (for ``topics create`` and the lag view).
+        """
+        spec = faust_spec(self.name, name, app, agent, tuple(outputs))
+        if name in self._stages:
+            raise TopologyError(f"pipeline {self.name!r} already has a stage {name!r}")
+        for topic in spec.own_topics:
+            self._topics[topic.name] = topic
+        self._stages[name] = spec
+        return spec
+
     @property
     def stages(self) -> list[Component]:
         return list(self._stages.values())
@@ -271,6 +376,14 @@ class Pipeline:
         """Every topic the pipeline reads or writes, with its declared or default settings."""
         names: dict[str, None] = {}
         for stage in self._stages.values():
+            if stage.kind == "aggregate":
+                counts = {t: self._partitions_of(t) for t in stage.inputs}
+                if any(count != stage.partitions for count in counts.values()):
+                    raise TopologyError(
+                        f"aggregate {stage.name!r} was declared for {stage.partitions} "
+                        f"partitions, its inputs now have {counts}",
+                        hint="declare topics with pipeline.topic() before the aggregate",
+                    )
             names.update(dict.fromkeys(stage.inputs))
             names.update(dict.fromkeys(stage.written_topics))  # none for a sink
         return [
@@ -279,6 +392,59 @@ class Pipeline:
             )
             for name in names
         ]
+
+
+def _check_aggregate(spec: AggregateSpec, inputs: object, counts: dict[str, int]) -> None:
+    """Refuse what an aggregate cannot do, naming the mistake."""
+    name = spec.name
+    if not _NAME.match(name):
+        raise TopologyError(f"aggregate name {name!r} must be letters, digits, '_' or '-'")
+    if isinstance(inputs, str):
+        raise TopologyError(f"aggregate {name!r}: inputs take a list of topics, not a string")
+    if not spec.inputs or not spec.outputs:
+        raise TopologyError(f"aggregate {name!r} needs inputs=[...] and outputs=[...]")
+    for topic in (*spec.inputs, *spec.outputs):
+        _check_topic(topic)
+    if set(spec.inputs) & set(spec.outputs):
+        raise TopologyError(f"aggregate {name!r} writes to its own input")
+    if spec.retry.key_ordered:
+        raise TopologyError(
+            f"aggregate {name!r}: key-ordered retries are not available on an aggregate",
+            hint="a retried record folds into its window if the window is still open and is "
+            "late otherwise; drop key_ordered=True from its RetryPolicy",
+        )
+    _check_aggregate_choices(spec, counts)
+
+
+def _check_aggregate_choices(spec: AggregateSpec, counts: dict[str, int]) -> None:
+    name = spec.name
+    if inspect.iscoroutinefunction(spec.fold):
+        raise TopologyError(f"aggregate {name!r}: the fold must be a plain function")
+    if spec.window is not None and spec.window.grace_ms < 0:
+        raise TopologyError(f"aggregate {name!r}: a negative grace")
+    if spec.emit not in {"final", "update"} or spec.late not in {"dlq", "drop"}:
+        raise TopologyError(f"aggregate {name!r}: emit is final|update, late is dlq|drop")
+    if len(set(counts.values())) > 1:
+        raise TopologyError(
+            f"aggregate {name!r}: its inputs have different partition counts {counts}",
+            hint="state is kept per input partition: declare the inputs with one count "
+            "(pipeline.topic(name, partitions=N))",
+        )
+
+
+def _result_codec() -> Codec:
+    from streams.codecs import json as json_codec  # noqa: PLC0415 - a name taken by the module
+
+    return json_codec(WindowResult)
+
+
+class WindowResult(BaseModel):
+    """The default output value of an aggregate: its key, window and value."""
+
+    key: Any
+    start_ms: int
+    end_ms: int
+    value: Any
 
 
 def _check_topic(name: str) -> None:

@@ -5,11 +5,14 @@ A pipeline is made of *components*, each a consumer group of its own:
 - a **stage** (``StageSpec``) reads topics and writes topics, exactly once, with retry tiers
   and a dead-letter topic;
 - a **sink** (``SinkSpec``) reads topics and writes rows to a SQL database, its offsets stored
-  with the rows.
+  with the rows;
+- an **aggregate** (``AggregateSpec``) folds records into per-key state, per window or not,
+  its changelog ``P.S.changelog`` written in the stage's own transaction (``streams.aggregate``).
 
-Both have the same shape: ``kind``, ``group_id``, ``inputs``, ``outputs``, ``retry_topics``,
-``dlq_topic`` (None for a sink), ``subscriptions`` and ``lag_topics``, so that tools (lag, the
-monitor, topic creation, replay) read one shape and never ask which kind they hold. Naming:
+All have the same shape: ``kind``, ``group_id``, ``inputs``, ``outputs``, ``retry_topics``,
+``dlq_topic`` (None for a sink), ``subscriptions``, ``lag_topics`` and ``state_topics``, so
+that tools (lag, the monitor, topic creation, replay) read one shape and never ask which kind
+they hold. Naming:
 
 =======================  =========================================================
 consumer group           ``P.S`` (pipeline ``P``, component ``S``)
@@ -17,6 +20,8 @@ consumer client.id       ``P.S.N`` for the worker in slot ``N``
 transactional.id         ``P.S.N`` (stable across restarts, unique among live workers)
 retry topics             ``P.S.retry.<delay>``, one per tier (``streams.retry``)
 dead-letter topic        ``P.S.dlq``
+state changelog          ``P.S.changelog`` (aggregates: compacted, the inputs' partitions)
+repartition topic        ``P.S.repartition`` (aggregates with a ``key`` function)
 =======================  =========================================================
 
 This module holds declarations only: it imports no Kafka client and no runner.
@@ -29,9 +34,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from streams.codecs import Codec
+from pydantic import BaseModel
+
+from streams.codecs import Codec, raw
 from streams.record import Record
 from streams.retry import RetryPolicy
+from streams.windows import Window, WindowSpec
 
 if TYPE_CHECKING:
     from streams.database import SinkTransaction
@@ -39,8 +47,10 @@ if TYPE_CHECKING:
 __all__ = [
     "INTERNAL_TOPICS",
     "STATS_TOPIC",
+    "AggregateSpec",
     "Component",
     "ComponentKind",
+    "FaustSpec",
     "Handler",
     "SinkHandler",
     "SinkSpec",
@@ -50,7 +60,7 @@ __all__ = [
 
 Handler = Callable[[Record[Any]], Any] | Callable[[Record[Any]], Awaitable[Any]]
 SinkHandler = Callable[[Record[Any], "SinkTransaction"], None]
-ComponentKind = Literal["stage", "sink"]
+ComponentKind = Literal["stage", "sink", "aggregate", "faust"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,11 @@ class StageSpec(_Naming):
         return self.subscriptions
 
     @property
+    def state_topics(self) -> list[str]:
+        """Topics holding this component's state (an aggregate's changelog; none here)."""
+        return []
+
+    @property
     def written_topics(self) -> list[str]:
         """Every topic a worker of this stage writes to: outputs, retry tiers, the DLQ."""
         return [*self.outputs, *self.retry_topics, self.dlq_topic]
@@ -180,8 +195,220 @@ class SinkSpec(_Naming):
         return self.subscriptions
 
     @property
+    def state_topics(self) -> list[str]:
+        return []
+
+    @property
     def written_topics(self) -> list[str]:
         return []
 
 
-Component = StageSpec | SinkSpec
+def _never_called(record: Record[Any]) -> None:
+    raise AssertionError(f"an aggregate has no handler (record {record.coordinates})")
+
+
+@dataclass(frozen=True)
+class AggregateSpec(_Naming):
+    """A stateful stage: folds each record into its key's value, per window or not.
+
+    Built by ``Pipeline.aggregate``, which checks it; the runtime is ``streams.aggregate``.
+    ``fold(value, record)`` returns the key's new value; ``result(key, window, value)`` the
+    output record's value (None: ``{"key", "start_ms", "end_ms", "value"}``).
+    """
+
+    kind: ClassVar[Literal["aggregate"]] = "aggregate"
+
+    pipeline: str
+    name: str
+    inputs: tuple[str, ...]
+    input_codec: Codec
+    key_codec: Codec
+    outputs: Mapping[str, Codec]
+    fold: Callable[[Any, Record[Any]], Any]
+    initial: Callable[[], Any]
+    partitions: int  # of every input, retry topic and the changelog
+    window: WindowSpec | None = None
+    emit: Literal["final", "update"] = "final"
+    late: Literal["dlq", "drop"] = "dlq"
+    result: Callable[[Any, Window, Any], Any] | None = None
+    event_time: Callable[[Any], Any] | None = None
+    key: Callable[[Record[Any]], Any] | None = None
+    state_model: type[BaseModel] | None = None
+    store: Literal["memory", "rocksdb", "sqlite"] = "rocksdb"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def changelog_topic(self) -> str:
+        """``P.S.changelog``: every state change, compacted, one partition per input partition."""
+        return f"{self.group_id}.changelog"
+
+    @property
+    def repartition_topic(self) -> str | None:
+        """``P.S.repartition`` when a ``key`` function re-keys the input, else None."""
+        return f"{self.group_id}.repartition" if self.key is not None else None
+
+    @property
+    def retry_topics(self) -> list[str]:
+        return self.retry.retry_topics(self.group_id)
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.retry.dlq_topic(self.group_id)
+
+    @property
+    def fold_topics(self) -> list[str]:
+        """The topics whose records are folded (the others are re-keyed first)."""
+        first = [self.repartition_topic] if self.repartition_topic else list(self.inputs)
+        return [*first, *self.retry_topics]
+
+    @property
+    def subscriptions(self) -> list[str]:
+        repartition = [self.repartition_topic] if self.repartition_topic else []
+        return [*self.inputs, *repartition, *self.retry_topics]
+
+    @property
+    def lag_topics(self) -> list[str]:
+        return self.subscriptions
+
+    @property
+    def state_topics(self) -> list[str]:
+        """Topics that hold this stage's state (the lag view shows their size, not a lag)."""
+        return [self.changelog_topic]
+
+    @property
+    def written_topics(self) -> list[str]:
+        repartition = [self.repartition_topic] if self.repartition_topic else []
+        return [
+            *self.outputs,
+            *repartition,
+            self.changelog_topic,
+            *self.retry_topics,
+            self.dlq_topic,
+        ]
+
+    def as_stage(self) -> StageSpec:
+        """The plain stage this one routes failures and encodes outputs like."""
+        return StageSpec(
+            pipeline=self.pipeline,
+            name=self.name,
+            inputs=self.inputs,
+            input_codec=self.input_codec,
+            key_codec=self.key_codec,
+            outputs=self.outputs,
+            handler=_never_called,
+            retry=self.retry,
+        )
+
+
+@dataclass(frozen=True)
+class FaustSpec(_Naming):
+    """A faust agent run as a stage (``streams.agents``): group ``P.S``, our topic names, our DLQ.
+
+    faust has no delayed retries, so an event whose processing raises goes straight to
+    ``P.S.dlq`` (raw bytes, ``streams.*`` headers), inside the transaction of its source
+    partition. Built by ``Pipeline.faust_stage`` from the app and the agent.
+    """
+
+    kind: ClassVar[Literal["faust"]] = "faust"
+
+    pipeline: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: Mapping[str, Codec]
+    app: Any
+    agent: Any
+    changelogs: tuple[TopicSpec, ...] = ()
+    partitions: int = 1
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """No tiers: every failure is dead-lettered (reason from the error, as for a stage)."""
+        return RetryPolicy(tiers=(), max_attempts=1)
+
+    @property
+    def retry_topics(self) -> list[str]:
+        return []
+
+    @property
+    def dlq_topic(self) -> str:
+        return RetryPolicy.dlq_topic(self.group_id)
+
+    @property
+    def input_codec(self) -> Codec:
+        """Raw bytes: faust decodes its own events; its DLQ records keep the bytes it read."""
+        return raw()
+
+    @property
+    def key_codec(self) -> Codec:
+        return raw()
+
+    @property
+    def leader_topic(self) -> str:
+        """faust's assignor topic, ``<app id>-__assignor-__leader``."""
+        return f"{self.group_id}-__assignor-__leader"
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return list(self.inputs)
+
+    @property
+    def lag_topics(self) -> list[str]:
+        return self.subscriptions
+
+    @property
+    def state_topics(self) -> list[str]:
+        return [topic.name for topic in self.changelogs]
+
+    @property
+    def own_topics(self) -> list[TopicSpec]:
+        """The topics faust would create itself, declared here so ``topics create`` makes them."""
+        return [
+            *self.changelogs,
+            TopicSpec(self.leader_topic, 1),
+            TopicSpec(self.dlq_topic, self.partitions),
+        ]
+
+    @property
+    def written_topics(self) -> list[str]:
+        return [*self.outputs, self.dlq_topic, *self.state_topics, self.leader_topic]
+
+
+def faust_spec(
+    pipeline: str, name: str, app: Any, agent: Any, outputs: tuple[str, ...]
+) -> FaustSpec:
+    """The spec of a faust stage, from the app and agent objects (no faust import needed)."""
+    from streams.codecs import raw  # noqa: PLC0415 - codecs import nothing of ours back
+    from streams.exceptions import TopologyError  # noqa: PLC0415
+
+    group = f"{pipeline}.{name}"
+    app_id = getattr(getattr(app, "conf", None), "id", None)
+    if app_id != group:
+        raise TopologyError(
+            f"faust stage {name!r}: the app's id is {app_id!r}, not the stage's group {group!r}",
+            hint=f"create the app as faust.App({group!r}, ...): its id is the consumer group",
+        )
+    inputs = tuple(getattr(getattr(agent, "channel", None), "topics", ()) or ())
+    if not inputs:
+        raise TopologyError(f"faust stage {name!r}: the agent reads no topic")
+    default = int(getattr(app.conf, "topic_partitions", 1) or 1)
+    changelogs = tuple(
+        TopicSpec(
+            table.changelog_topic.get_topic_name(),
+            int(table.partitions or default),
+            {"cleanup.policy": "compact"},
+        )
+        for table in app.tables.values()
+    )
+    return FaustSpec(
+        pipeline=pipeline,
+        name=name,
+        inputs=inputs,
+        outputs=dict.fromkeys(outputs, raw()),
+        app=app,
+        agent=agent,
+        changelogs=changelogs,
+        partitions=default,
+    )
+
+
+Component = StageSpec | SinkSpec | AggregateSpec | FaustSpec

@@ -19,7 +19,15 @@ from typing import Any
 import click
 
 from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say
-from streams.lag import GroupLag, LagMonitor, PartitionLag, PipelineView, Status, lag_hints
+from streams.lag import (
+    GroupLag,
+    LagMonitor,
+    PartitionLag,
+    PipelineView,
+    StateProgress,
+    Status,
+    lag_hints,
+)
 from streams.observability.stats_reader import StatsReader
 from streams.pipeline import Pipeline, load_pipeline
 
@@ -82,10 +90,12 @@ def _snapshot(
         wanted = list(dict.fromkeys([*hints, *groups]))
         sampled = monitor.sample(wanted, topics=hints)
         supervisors = []
+        states: dict[str, StateProgress] = {}
         if stats is not None:
             stats.catch_up()
             supervisors = stats.supervisors()
-        view = monitor.pipeline_view(pipeline, sampled, supervisors=supervisors)
+            states = _states(stats)
+        view = monitor.pipeline_view(pipeline, sampled, supervisors=supervisors, states=states)
     else:
         sampled = monitor.sample(groups or None)
     if as_json:
@@ -100,6 +110,14 @@ def _snapshot(
             _print_view(view, colour=watch)
     stages = view.stages if view is not None else ()
     return any(g.status in _FAILING for g in sampled) or any(s.status in _FAILING for s in stages)
+
+
+def _states(stats: StatsReader) -> dict[str, StateProgress]:
+    """group -> an aggregate's state as its live workers report it."""
+    counters: dict[str, list[dict[str, float]]] = {}
+    for worker in stats.workers():  # the live ones
+        counters.setdefault(worker.group, []).append(worker.counters)
+    return {group: StateProgress.of(found) for group, found in counters.items()}
 
 
 def _style(status: Status, text: str, *, colour: bool) -> str:
@@ -151,6 +169,16 @@ def _print_view(view: PipelineView, *, colour: bool) -> None:
             f"  {stage.group}: input lag {stage.input_lag} ({_seconds(stage.input_lag_seconds)}), "
             f"retry backlog {retry}, DLQ {stage.dlq_depth}{workers}: {status} {stage.rule}"
         )
+        if stage.state_topics:
+            say(f"    state {', '.join(stage.state_topics)}: {_state(stage.state)}")
+
+
+def _state(state: StateProgress | None) -> str:
+    if state is None:
+        return "no live worker reports it"
+    if state.restoring:
+        return f"{state.keys:,} keys, restoring {state.restored:,} / {state.to_restore:,} records"
+    return f"{state.keys:,} keys"
 
 
 def _seconds(value: float | None) -> str:

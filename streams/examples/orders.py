@@ -9,9 +9,16 @@
                         an outage parks records in orders.enrich.retry.{2s,10s,30s}
     orders.priced      --store-->     a SQL table, rows and offsets in one DB transaction
                         (SQLite by default; PostgreSQL with STREAMS_SINK_DATABASE_URL)
+    orders.priced      --totals-->    orders.customer_totals (JSON CustomerTotal)
+                        revenue per customer in tumbling windows of event time (placed_at),
+                        re-keyed by customer through orders.totals.repartition; state in
+                        orders.totals.changelog; orders later than the grace go to
+                        orders.totals.dlq (reason "late"). streams.examples.totals checks it.
 
 Environment: ``PRICING_URL`` (default http://127.0.0.1:18090), ``ORDERS_DATABASE_URL`` (the
-sink's default database; ``STREAMS_SINK_DATABASE_URL`` overrides it as for every sink).
+sink's default database; ``STREAMS_SINK_DATABASE_URL`` overrides it as for every sink),
+``ORDERS_TOTALS_WINDOW_S`` and ``ORDERS_TOTALS_GRACE_S`` (the totals' window, default 60 s,
+and grace, default 10 s: a demo of a minute uses shorter ones so that windows close in it).
 """
 
 from __future__ import annotations
@@ -25,10 +32,14 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field
 
 from streams import DeadLetter, Dependency, Pipeline, Record, RetryPolicy, SinkTransaction, codecs
+from streams.windows import Tumbling, Window
 
 RAW = "orders.raw"
 PLACED = "orders.placed"
 PRICED = "orders.priced"
+TOTALS = "orders.customer_totals"
+TOTALS_WINDOW_S = float(os.environ.get("ORDERS_TOTALS_WINDOW_S", "60"))
+TOTALS_GRACE_S = float(os.environ.get("ORDERS_TOTALS_GRACE_S", "10"))
 PLACED_SCHEMA = "orders/order_placed.v1.avsc"
 PRICED_SCHEMA = "orders/order_priced.v1.avsc"
 MAX_QUANTITY = 100
@@ -198,3 +209,39 @@ def store(record: Record[OrderPriced], tx: SinkTransaction) -> None:
             "priced_at": order.priced_at.isoformat(),
         },
     )
+
+
+class CustomerTotal(BaseModel):
+    """One customer's revenue in one window of ``placed_at`` (``orders.customer_totals``)."""
+
+    customer_id: str
+    window_start: datetime
+    window_end: datetime
+    orders: int
+    total_cents: int
+
+
+def _customer_total(customer_id: str, window: Window, value: list[int]) -> CustomerTotal:
+    return CustomerTotal(
+        customer_id=customer_id,
+        window_start=datetime.fromtimestamp(window.start_ms / 1000, UTC),
+        window_end=datetime.fromtimestamp(window.end_ms / 1000, UTC),
+        orders=value[0],
+        total_cents=value[1],
+    )
+
+
+@pipeline.aggregate(
+    "totals",
+    inputs=[PRICED],
+    input=codecs.avro(OrderPriced, PRICED_SCHEMA),
+    outputs={TOTALS: codecs.json(CustomerTotal)},
+    # orders.priced is keyed by order: regroup by customer (through orders.totals.repartition)
+    key=lambda record: record.value.customer_id,
+    window=Tumbling(TOTALS_WINDOW_S, grace_s=TOTALS_GRACE_S),
+    event_time=lambda order: order.placed_at,
+    initial=lambda: [0, 0],  # [orders, total_cents]
+    result=_customer_total,
+)
+def totals(value: list[int], record: Record[OrderPriced]) -> list[int]:
+    return [value[0] + 1, value[1] + record.value.total_cents]

@@ -61,7 +61,7 @@ from streams.lag.snapshot import (
     PartitionOffsets,
 )
 from streams.lag.status import Observation, Status, evaluate_partition, worst
-from streams.lag.view import PipelineView, StageView, lag_hints
+from streams.lag.view import PipelineView, StageView, StateProgress, lag_hints
 
 __all__ = [
     "GroupLag",
@@ -74,6 +74,7 @@ __all__ = [
     "PartitionOffsets",
     "PipelineView",
     "StageView",
+    "StateProgress",
     "Status",
     "evaluate_partition",
     "lag_hints",

@@ -24,6 +24,7 @@ from streams.lag.status import (
 from streams.lag.view import (
     PipelineView,
     StageView,
+    StateProgress,
     end_to_end,
     lag_hints,
     side_ranges,
@@ -144,6 +145,7 @@ class LagMonitor:
         groups: list[GroupLag] | None = None,
         *,
         supervisors: Iterable[SupervisorReport] = (),
+        states: Mapping[str, StateProgress] | None = None,
     ) -> PipelineView:
         """Per stage: input lag and its age, retry backlog (due now and not yet), DLQ depth and
         inflow, workers; end-to-end lag.
@@ -152,6 +154,8 @@ class LagMonitor:
         ``supervisors``: the live supervisors' records (``StatsReader.supervisors()``). A
         stage's status is its group's; WARN if the group is OK but its DLQ grew in the window;
         WARN or ERR when its workers are below their desired count (``view.workers_verdict``).
+        ``states``: group -> an aggregate's state as its workers report it (the CLI reads them
+        from the stats topic), shown next to its changelog topic.
         """
         if groups is None:
             hints = lag_hints(pipeline)
@@ -189,6 +193,7 @@ class LagMonitor:
                 inflow,
                 [r for r in reports if r.group == stage.group_id],
                 due={tp: dues[tp] for tp in ranges[stage.name] if tp in dues},
+                state=(states or {}).get(stage.group_id),
             )
         return PipelineView(
             pipeline=pipeline.name,

@@ -12,7 +12,7 @@ CLI and ``LagMonitor.pipeline_view`` all ask it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from streams.stats import SupervisorReport
 __all__ = [
     "PipelineView",
     "StageView",
+    "StateProgress",
     "end_to_end",
     "lag_hints",
     "side_ranges",
@@ -33,6 +34,28 @@ __all__ = [
     "stage_view",
     "workers_verdict",
 ]
+
+
+@dataclass(frozen=True)
+class StateProgress:
+    """An aggregate's state as its live workers report it in their stats: keys held, and the
+    restore in progress (changelog records restored of the offsets to restore)."""
+
+    keys: int = 0
+    restoring: bool = False
+    restored: int = 0
+    to_restore: int = 0
+
+    @classmethod
+    def of(cls, counters: Iterable[Mapping[str, float]]) -> StateProgress:
+        """Summed over the workers' counters (``state_keys``, ``restoring``, ``restore_*``)."""
+        found = list(counters)
+        return cls(
+            keys=int(sum(c.get("state_keys", 0) for c in found)),
+            restoring=any(c.get("restoring", 0) for c in found),
+            restored=int(sum(c.get("restore_restored", 0) for c in found)),
+            to_restore=int(sum(c.get("restore_to_restore", 0) for c in found)),
+        )
 
 
 @dataclass(frozen=True)
@@ -56,6 +79,10 @@ class StageView:
     # the retry backlog split by the records' streams.due.ms at the sample (streams.lag.due)
     retry_due: int = 0
     retry_not_due: int = 0
+    # an aggregate's changelog (empty for other stages), and its state from the workers' stats
+    # (None: no live worker reports it)
+    state_topics: tuple[str, ...] = ()
+    state: StateProgress | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -153,12 +180,13 @@ def stage_view(
     supervisors: Sequence[SupervisorReport] = (),
     *,
     due: Mapping[TP, DueSplit] | None = None,
+    state: StateProgress | None = None,
 ) -> StageView:
     """One stage's view from its group's lag, the visible records of its retry and DLQ
     partitions (``counts``: (records, exact) over each of ``side_ranges``), their retry
-    records split by due time (``due``) and its live supervisors' records. The stage takes
-    the worse of its lag and workers verdicts (the workers' on a tie: a slot that is down is
-    the likelier cause)."""
+    records split by due time (``due``) and its live supervisors' records (``state``: an
+    aggregate's, from its workers' stats). The stage takes the worse of its lag and workers
+    verdicts (the workers' on a tie: a slot that is down is the likelier cause)."""
     partitions = group.partitions if group is not None else ()
     inputs = [p for p in partitions if p.topic in stage.inputs]
     input_lag = sum(p.lag or 0 for p in inputs)
@@ -193,6 +221,8 @@ def stage_view(
         workers_running=workers[3] if workers else None,
         retry_due=sum(split.due for split in (due or {}).values()),
         retry_not_due=sum(split.not_due for split in (due or {}).values()),
+        state_topics=tuple(stage.state_topics),
+        state=state if stage.state_topics else None,
     )
 
 

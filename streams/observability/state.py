@@ -57,6 +57,7 @@ def pipeline_topology(pipeline: Pipeline) -> dict[str, Any]:
                 "outputs": list(stage.outputs),
                 "retry_topics": list(stage.retry_topics),
                 "dlq_topic": stage.dlq_topic,
+                "state_topics": list(stage.state_topics),  # an aggregate's changelog
                 "layer": layer[stage.name],
                 "row": row,
                 "external_inputs": [t for t in stage.inputs if t not in producers],
@@ -204,4 +205,9 @@ def _stage_state(
         "workers_running": stage.workers_running,
         "consumed": sum(w.counters.get("consumed", 0) for w in workers),
         "breakers": sorted(breakers.items()),
+        # aggregates: keys held and the restore in progress (or the last one), from the stats
+        "state_keys": sum(w.counters.get("state_keys", 0) for w in workers),
+        "restoring": any(w.counters.get("restoring", 0) for w in workers),
+        "restore_restored": sum(w.counters.get("restore_restored", 0) for w in workers),
+        "restore_to_restore": sum(w.counters.get("restore_to_restore", 0) for w in workers),
     }

@@ -21,6 +21,8 @@ import threading
 import time
 from types import FrameType
 
+from streams.agents import FaustRunner
+from streams.aggregate import AggregateRunner
 from streams.config import KafkaSettings, LogSettings, StageSettings
 from streams.exceptions import (
     FencedError,
@@ -53,6 +55,9 @@ EXIT_START_FAILED = 5
 
 log = logging.getLogger("streams.worker")
 
+# what a worker runs, by the kind of its component (spec.kind)
+Runner = StageRunner | SinkRunner | AggregateRunner | FaustRunner
+
 # How long a worker waits for an unreachable schema registry before it asks again: doubling
 # from 1 s to 10 s (a registry that comes back is used within 10 s).
 _REGISTRY_WAIT_START_S = 1.0
@@ -72,7 +77,7 @@ class _Stop:
 
     def __init__(self) -> None:
         self.since = 0.0
-        self.runner: StageRunner | SinkRunner | None = None
+        self.runner: Runner | None = None
         self.deadline_s = 30.0
 
     def __call__(self, signum: int, _frame: FrameType | None) -> None:
@@ -179,7 +184,7 @@ def _build_runner(
     publisher: StatsPublisher,
     stop: _Stop,
     take_over: bool = False,
-) -> StageRunner | SinkRunner | None:
+) -> Runner | None:
     """The worker's runner; waits (with backoff, saying so) while the registry is down.
 
     An unreachable schema registry is a transient fault, not a configuration error: the
@@ -199,6 +204,17 @@ def _build_runner(
                     reference=reference,
                     take_over=take_over,
                 )
+            if spec.kind == "aggregate":
+                return AggregateRunner(
+                    spec,
+                    slot=slot,
+                    kafka=kafka,
+                    on_stats=publisher.publish,
+                    reference=reference,
+                    take_over=take_over,
+                )
+            if spec.kind == "faust":
+                return FaustRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
             return SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
         except RegistryUnavailableError as error:
             log.warning(
@@ -216,7 +232,7 @@ def _build_runner(
         wait_s = min(wait_s * 2, _REGISTRY_WAIT_MAX_S)
 
 
-def _start_watchdog(runner: StageRunner | SinkRunner, limit_s: float) -> None:
+def _start_watchdog(runner: Runner, limit_s: float) -> None:
     """End the process (exit 1, so the supervisor restarts it) if the loop stops turning.
 
     A client call that never returns (seen once: send_offsets_to_transaction hanging after a

@@ -423,3 +423,44 @@ def _lag_row(group: str) -> PartitionLag:
         data_loss=False,
         hanging_transaction=False,
     )
+
+
+def test_an_aggregate_shows_its_changelog_and_the_restore_its_workers_report() -> None:
+    from streams.cli.lag import _print_view  # noqa: PLC0415 - the CLI's rendering of the view
+    from streams.examples.orders import pipeline as orders  # noqa: PLC0415 - has an aggregate
+    from streams.lag import PipelineView, StateProgress  # noqa: PLC0415
+
+    totals = orders.component("totals")
+    workers = [
+        {"state_keys": 700, "restoring": 1, "restore_restored": 1200, "restore_to_restore": 5000},
+        {"state_keys": 300, "restoring": 0, "restore_restored": 0, "restore_to_restore": 0},
+    ]
+    state = StateProgress.of(workers)
+    assert state == StateProgress(keys=1000, restoring=True, restored=1200, to_restore=5000)
+    view = stage_view(totals, None, {}, None, state=state)
+    assert view.state_topics == ("orders.totals.changelog",)
+    assert view.to_dict()["state"] == {
+        "keys": 1000,
+        "restoring": True,
+        "restored": 1200,
+        "to_restore": 5000,
+    }
+    plain = stage_view(hello.get("validate"), None, {}, None, state=state)
+    assert (plain.state_topics, plain.state) == ((), None)  # no state: nothing shown
+
+    lines: list[str] = []
+    import streams.cli.lag as cli_lag  # noqa: PLC0415
+
+    shown = PipelineView("orders", (view, plain), None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli_lag, "say", lines.append)
+        _print_view(shown, colour=False)
+    assert "    state orders.totals.changelog: 1,000 keys, restoring 1,200 / 5,000 records" in lines
+    assert sum("state" in line for line in lines) == 1
+    done = replace(view, state=StateProgress(keys=1000))
+    lines.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli_lag, "say", lines.append)
+        _print_view(PipelineView("orders", (done, replace(view, state=None)), None), colour=False)
+    assert "    state orders.totals.changelog: 1,000 keys" in lines
+    assert "    state orders.totals.changelog: no live worker reports it" in lines

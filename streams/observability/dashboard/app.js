@@ -142,7 +142,11 @@ function drawGraph(pipeline) {
       if (label === "retry backlog" && retryTitle) v.append(el("title", {}, retryTitle));
       g.append(v);
     });
-    const tip = el("title", {}, `${s.group}\nrule: ${st.rule || "–"}`);
+    const stateLine = (s.state_topics || []).length
+      ? `\nstate: ${s.state_topics.join(", ")}, ${fmtCount(st.state_keys)} keys`
+        + (st.restoring ? `, restoring ${fmtCount(st.restore_restored)} / ${fmtCount(st.restore_to_restore)}` : "")
+      : "";
+    const tip = el("title", {}, `${s.group}\nrule: ${st.rule || "–"}${stateLine}`);
     g.append(tip);
     svg.append(g);
   });
