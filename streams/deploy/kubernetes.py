@@ -208,6 +208,9 @@ def _probe(path: str, period_s: int, failures: int) -> Manifest:
     }
 
 
+_STATE_PATH = "/var/lib/streams/state"
+
+
 def _stateful_set(plan: DeployPlan, stage: StagePlan, options: KubernetesOptions) -> Manifest:
     name = workload_name(plan.pipeline, stage.name)
     command = plan.run_command(
@@ -218,6 +221,27 @@ def _stateful_set(plan: DeployPlan, stage: StagePlan, options: KubernetesOptions
         "--health-host",
         "0.0.0.0",  # noqa: S104 - the kubelet probes the pod's own address
     )
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": plan.image,
+        "command": command,
+        "ports": [{"name": _HEALTH, "containerPort": HEALTH_PORT}],
+        **_environment(plan, options, sink=stage.kind == "sink"),
+        "startupProbe": _probe("/livez", _STARTUP_PERIOD_S, _STARTUP_FAILURES),
+        "livenessProbe": _probe("/livez", 10, 3),
+        "readinessProbe": _probe("/readyz", 5, 3),
+        "resources": options.resources.to_manifest(),
+    }
+    volumes: list[Manifest] = []
+    if stage.kind == "aggregate":
+        # the local store is a cache of the changelog: an emptyDir is enough (a new pod
+        # restores its partitions from the changelog before it folds a record)
+        container["env"] = [
+            *container.get("env", []),
+            {"name": "STREAMS_STATE_DIR", "value": _STATE_PATH},
+        ]
+        container["volumeMounts"] = [{"name": "state", "mountPath": _STATE_PATH}]
+        volumes.append({"name": "state", "emptyDir": {}})
     spec: dict[str, Any] = {"serviceName": name}
     if not options.keda:  # with KEDA the HPA owns the count; apply must not reset it
         spec["replicas"] = stage.replicas
@@ -237,19 +261,8 @@ def _stateful_set(plan: DeployPlan, stage: StagePlan, options: KubernetesOptions
                     }
                 ],
                 "initContainers": [_wait_for_topics(plan, options)],
-                "containers": [
-                    {
-                        "name": "worker",
-                        "image": plan.image,
-                        "command": command,
-                        "ports": [{"name": _HEALTH, "containerPort": HEALTH_PORT}],
-                        **_environment(plan, options, sink=stage.kind == "sink"),
-                        "startupProbe": _probe("/livez", _STARTUP_PERIOD_S, _STARTUP_FAILURES),
-                        "livenessProbe": _probe("/livez", 10, 3),
-                        "readinessProbe": _probe("/readyz", 5, 3),
-                        "resources": options.resources.to_manifest(),
-                    }
-                ],
+                "containers": [container],
+                **({"volumes": volumes} if volumes else {}),
             },
         },
     }

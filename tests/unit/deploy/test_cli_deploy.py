@@ -34,7 +34,7 @@ def _one_error_line(result: Result) -> str:
 @pytest.mark.parametrize(
     ("replicas", "message"),
     [
-        ("nosuch=2", "has no stage 'nosuch' (stages: validate, enrich, store)"),
+        ("nosuch=2", "has no stage 'nosuch' (stages: validate, enrich, store, totals)"),
         ("enrich=5", "--replicas enrich=5 is above the 4 partitions of stage enrich's input"),
         ("enrich=0", "a stage needs at least 1 worker"),
         ("enrich", "is not STAGE=N"),
