@@ -26,6 +26,7 @@ from streams.exceptions import TopologyError
 from streams.retry import RetryPolicy
 from streams.spec import (
     INTERNAL_TOPICS,
+    REPLAY_LEDGER_TOPIC,
     STATS_TOPIC,
     Component,
     Handler,
@@ -37,6 +38,7 @@ from streams.spec import (
 
 __all__ = [
     "INTERNAL_TOPICS",
+    "REPLAY_LEDGER_TOPIC",
     "STATS_TOPIC",
     "Handler",
     "Pipeline",

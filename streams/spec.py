@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INTERNAL_TOPICS",
+    "REPLAY_LEDGER_TOPIC",
     "STATS_TOPIC",
     "Component",
     "ComponentKind",
@@ -64,8 +65,14 @@ class TopicSpec:
 
 # the compacted topic of worker counters (streams.runtime.publish writes, the monitor reads)
 STATS_TOPIC = "_streams.stats"
+# the compacted topic of replay tasks (redrives, copies, resets) and their progress, one record
+# per task id (streams.replay.ledger): what was moved, what a second redrive must refuse
+REPLAY_LEDGER_TOPIC = "_streams.replay"
 # Topics every installation needs besides the pipelines' own; `topics create` makes them too.
-INTERNAL_TOPICS = (TopicSpec(STATS_TOPIC, 1, {"cleanup.policy": "compact"}),)
+INTERNAL_TOPICS = (
+    TopicSpec(STATS_TOPIC, 1, {"cleanup.policy": "compact"}),
+    TopicSpec(REPLAY_LEDGER_TOPIC, 1, {"cleanup.policy": "compact"}),
+)
 
 
 class _Naming:

@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from streams.exceptions import StreamsError
+from streams.exceptions import RefusedError, StreamsError
 
 __all__ = ["EXIT_CHECK_FAILED", "EXIT_FAILED", "emit_json", "fail_cleanly", "say"]
 
@@ -35,16 +35,21 @@ def emit_json(payload: Any) -> None:
 
 
 def fail_cleanly(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a StreamsError into `error: ...` / `hint: ...` on stderr and exit code 1."""
+    """Turn a StreamsError into `error: ...` / `hint: ...` on stderr and exit code 1.
+
+    A ``RefusedError`` (a safety rule said no; nothing was changed) prints `refused: ...` and
+    exits 3.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except StreamsError as error:
-            click.echo(f"error: {error.message}", err=True)
+            refused = isinstance(error, RefusedError)
+            click.echo(f"{'refused' if refused else 'error'}: {error.message}", err=True)
             if error.hint:
                 click.echo(f"hint: {error.hint}", err=True)
-            sys.exit(EXIT_FAILED)
+            sys.exit(EXIT_CHECK_FAILED if refused else EXIT_FAILED)
 
     return wrapper

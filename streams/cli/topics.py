@@ -7,10 +7,15 @@ import sys
 import click
 
 from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say
-from streams.pipeline import load_pipeline
+from streams.pipeline import REPLAY_LEDGER_TOPIC, STATS_TOPIC, load_pipeline
 from streams.topics import ensure_topics
 
 __all__ = ["topics"]
+
+_INTERNAL = {
+    STATS_TOPIC: "worker stats for `streams monitor`",
+    REPLAY_LEDGER_TOPIC: "the replay ledger of `streams dlq` and `streams replay`",
+}
 
 
 @click.group()
@@ -35,7 +40,7 @@ def create(pipeline: str, as_json: bool) -> None:
         )
     else:
         for name in report.internal_created:
-            say(f"created   {name} (internal: worker stats for `streams monitor`)")
+            say(f"created   {name} (internal: {_INTERNAL.get(name, 'framework state')})")
         for name in report.created:
             say(f"created   {name}")
         for name in report.unchanged:

@@ -238,8 +238,12 @@ class Transaction:
         *,
         origin: tuple[str, int, int] | None = None,
         partition: int | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
         """Produce in the open transaction; ``partition`` None lets the partitioner choose.
+
+        ``timestamp_ms`` None stamps the record with the time of the write (a replay passes
+        the record's original timestamp).
 
         Raises ``OutputRejectedError`` (the transaction still open and usable) when the client
         refuses the record itself, before queueing it: too large for ``message.max.bytes``.
@@ -255,6 +259,7 @@ class Transaction:
                     partition=-1 if partition is None else partition,  # -1: partitioner's
                     headers=list(headers) if headers else None,
                     on_delivery=functools.partial(self._on_delivery, origin),
+                    timestamp=timestamp_ms or 0,  # 0: the client's clock
                 )
             except BufferError:
                 self._producer.poll(_QUEUE_FULL_POLL_S)
