@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from streams import __version__
+from streams.cli.dlq import dlq
 from streams.cli.lag import lag
 from streams.cli.local import local
 from streams.cli.monitor import monitor
+from streams.cli.replay import replay
 from streams.cli.run import run
 from streams.cli.schemas import schemas
 from streams.cli.topics import topics
@@ -25,9 +27,11 @@ def cli() -> None:
     quiet_clients()
 
 
+cli.add_command(dlq)
 cli.add_command(lag)
 cli.add_command(local)
 cli.add_command(monitor)
+cli.add_command(replay)
 cli.add_command(run)
 cli.add_command(schemas)
 cli.add_command(topics)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import click
 
 from streams.exceptions import RefusedError, StreamsError
 
-__all__ = ["EXIT_CHECK_FAILED", "EXIT_FAILED", "emit_json", "fail_cleanly", "say"]
+__all__ = ["EXIT_CHECK_FAILED", "EXIT_FAILED", "emit_json", "fail_cleanly", "say", "table"]
 
 EXIT_FAILED = 1
 EXIT_CHECK_FAILED = 3
@@ -28,6 +28,16 @@ R = TypeVar("R")
 
 def say(message: str = "", *, err: bool = False) -> None:
     click.echo(message, err=err)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[object]], *, indent: str = "") -> None:
+    """Columns left-aligned, as wide as their widest cell."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    for row in [list(columns), *cells]:
+        say(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def emit_json(payload: Any) -> None:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from streams.exceptions import BadArgumentError
+from streams.replay.timespec import format_ms
 
 if TYPE_CHECKING:
     from streams.replay.letters import Letter
@@ -73,9 +74,20 @@ class Filters:
         return self == Filters()
 
     def describe(self) -> str:
-        """``reason=handler, key=k1`` (or ``none``) for tables and logs."""
-        parts = [f"{name}={value}" for name, value in self.to_dict().items() if value]
-        return ", ".join(parts) or "none"
+        """``since 2026-12-01T10:00:00.000Z, reasons handler`` (or ``none``), for people."""
+        parts = []
+        for name, value in self.to_dict().items():
+            if value is None or value == ():
+                continue
+            shown = value
+            if name.endswith("_ms"):
+                shown = format_ms(value)
+            elif name == "headers":
+                shown = ", ".join(f"{n}={v}" for n, v in value)
+            elif isinstance(value, tuple):
+                shown = ", ".join(value)
+            parts.append(f"{name.removesuffix('_ms')} {shown}")
+        return "; ".join(parts) or "none"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
