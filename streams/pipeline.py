@@ -224,7 +224,8 @@ class Pipeline:
         except KeyError:
             known = ", ".join(self._stages) or "none"
             raise TopologyError(
-                f"pipeline {self.name!r} has no stage {name!r} (stages: {known})"
+                f"pipeline {self.name!r} has no stage {name!r} (stages: {known})",
+                hint="name one of its stages (the S of the consumer group P.S)",
             ) from None
 
     def get(self, name: str) -> StageSpec:

@@ -71,7 +71,18 @@ REPLAY_LEDGER_TOPIC = "_streams.replay"
 # Topics every installation needs besides the pipelines' own; `topics create` makes them too.
 INTERNAL_TOPICS = (
     TopicSpec(STATS_TOPIC, 1, {"cleanup.policy": "compact"}),
-    TopicSpec(REPLAY_LEDGER_TOPIC, 1, {"cleanup.policy": "compact"}),
+    # A running task writes its progress with every transaction: small segments, cleaned soon,
+    # keep what a reader must read from the start (every command does) near one per task.
+    TopicSpec(
+        REPLAY_LEDGER_TOPIC,
+        1,
+        {
+            "cleanup.policy": "compact",
+            "segment.bytes": "1048576",
+            "segment.ms": "600000",
+            "min.cleanable.dirty.ratio": "0.1",
+        },
+    ),
 )
 
 

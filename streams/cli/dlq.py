@@ -186,9 +186,10 @@ def _print_record(record: ShownRecord) -> None:
 @click.option(
     "--timestamp",
     type=click.Choice(["original", "now"]),
-    default="original",
+    default="now",
     show_default=True,
-    help="The redriven record's timestamp.",
+    help="The redriven record's timestamp: the time of the write, or its original one "
+    "(refused where the destination's retention would delete it at once).",
 )
 @click.option(
     "--drop-header",

@@ -26,12 +26,13 @@ from streams.config import KafkaSettings, StageSettings
 from streams.exceptions import BadArgumentError, RefusedError, TopologyError
 from streams.kafka.messages import message_headers
 from streams.pipeline import Pipeline
+from streams.replay.destinations import DestinationLimits
 from streams.replay.ledger import LedgerState, read_ledger, require_ledger
 from streams.replay.letters import copied_headers
 from streams.replay.mover import now_ms
 from streams.replay.plan import PartitionPlan, Plan
 from streams.replay.rules import Move
-from streams.replay.runner import DestinationLimits, Stopper, run_task
+from streams.replay.runner import Stopper, run_task
 from streams.replay.scan import NO_PROGRESS, Progress, Reader
 from streams.replay.task import ACTIVE, Status, Task, new_task_id
 
@@ -53,18 +54,23 @@ class CopyRequest:
 
 
 class CopyDecider:
-    """Every record of the range moves: same key, value, headers (+ provenance), timestamp."""
+    """Every record of the range moves: same key, value, headers (+ provenance), timestamp.
 
-    def __init__(self, task: Task) -> None:
+    Unless the destination would refuse it or delete it at once (``too-large``, ``too-old``):
+    a plan with such records is refused.
+    """
+
+    def __init__(self, task: Task, limits: DestinationLimits) -> None:
         assert task.destination_topic is not None  # noqa: S101 - a copy names its destination
         self._topic = task.destination_topic
         self._task_id = task.id
         self._same_partition = task.keep_partition
+        self._limits = limits
 
-    def __call__(self, message: Message) -> Move:
+    def __call__(self, message: Message) -> Move | str:
         p = message.partition() or 0
         source = f"{message.topic()}/{p}@{message.offset()}"
-        return Move(
+        move = Move(
             topic=self._topic,
             partition=p if self._same_partition else None,
             key=message.key(),
@@ -72,6 +78,7 @@ class CopyDecider:
             headers=copied_headers(message_headers(message), task_id=self._task_id, source=source),
             timestamp_ms=message.timestamp()[1],
         )
+        return self._limits.check(move, now_ms()) or move
 
 
 def _earlier(ledger: LedgerState, task: Task) -> list[Task]:
@@ -136,7 +143,9 @@ def plan_copy(
         plan = Plan(task=task, partitions=[PartitionPlan(p, s, e) for p, (s, e) in ranges.items()])
         _check_destination(plan, pipeline, request, reader, count)
         ledger = read_ledger(kafka)
-        ends = _scan(reader, plan, _earlier(ledger, task), request, progress)
+        # a destination that is missing or not allowed: counted only, it is refused anyway
+        decide = None if plan.refused else CopyDecider(task, DestinationLimits(kafka))
+        ends = _scan(reader, plan, _earlier(ledger, task), request, progress, decide)
     task = plan.task.model_copy(
         update={
             "ranges": {p: (ranges[p][0], ends[p]) for p in ranges},
@@ -177,8 +186,13 @@ def _check_destination(
         plan.hints.append("pass --by-key to place records by key (the producer's partitioner)")
 
 
-def _scan(
-    reader: Reader, plan: Plan, earlier: list[Task], request: CopyRequest, progress: Progress
+def _scan(  # noqa: PLR0917 - private, called once
+    reader: Reader,
+    plan: Plan,
+    earlier: list[Task],
+    request: CopyRequest,
+    progress: Progress,
+    decide: CopyDecider | None,
 ) -> dict[int, int]:
     """Count the range, stop each partition at --until; returns the end offsets."""
     parts = {p.partition: p for p in plan.partitions}
@@ -186,7 +200,8 @@ def _scan(
 
     def on_record(message: Message) -> None:
         p, offset = message.partition() or 0, message.offset() or 0
-        parts[p].note(offset, "move")
+        found = "move" if decide is None else decide(message)
+        parts[p].note(offset, found if isinstance(found, str) else "move")
         for other in earlier:
             start, _end = other.ranges.get(p, (0, 0))
             if start <= offset < other.covered_end(p):
@@ -202,6 +217,16 @@ def _scan(
         request.source, ranges, on_record, progress=progress, stop_partition=past_until
     )
     progress.finish()
+    for reason, why in (
+        ("too-old", "timestamps older than its retention.ms allows (deleted or refused at once)"),
+        ("too-large", "records over its max.message.bytes"),
+    ):
+        if plan.skipped[reason]:
+            plan.refusals.append(
+                f"{plan.skipped[reason]} records of the range would have "
+                f"{why} in {request.destination}"
+            )
+            plan.hints.append("raise the destination's limit, or copy a narrower or newer range")
     if overlap and not request.again:
         tasks = ", ".join(f"{t} ({n})" for t, n in overlap.most_common(5))
         plan.refusals.append(
@@ -224,9 +249,13 @@ def plan_copy_resume(pipeline: Pipeline, task_id: str, *, kafka: KafkaSettings) 
     ]
     plan = Plan(task=task, partitions=parts, resumed=True)
     plan.notes.append(f"{task.moved} of {task.to_move} copied so far")
-    if status not in {Status.INTERRUPTED, Status.FAILED}:
-        plan.refusals.append(
-            f"task {task_id} is {status.value}: only an INTERRUPTED or FAILED task can be resumed"
+    if status in {Status.COMPLETED, Status.CANCELLED, Status.CANCELLING}:
+        plan.refusals.append(f"task {task_id} is {status.value}: it cannot be resumed")
+        plan.hints.append("start a new task for the records it did not move")
+    elif status is Status.RUNNING:
+        plan.notes.append(
+            f"task {task_id} wrote progress {(now_ms() - task.updated_ms) / 1000:.0f} s ago: if "
+            "its process still runs, resuming fences it (it stops; nothing is written twice)"
         )
     return plan
 
@@ -252,7 +281,7 @@ def execute_copy(
     limits = DestinationLimits(kafka, [task.destination_topic or ""])
     return run_task(
         task,
-        CopyDecider(task),
+        CopyDecider(task, limits),
         kafka=kafka,
         settings=settings or StageSettings(),
         limits=limits,

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from pydantic import ValidationError
 
 from streams.config import KafkaSettings
-from streams.exceptions import KafkaClientError, RefusedError
+from streams.exceptions import BadArgumentError, KafkaClientError, RefusedError
 from streams.kafka.clients import reader_config
 from streams.replay.task import Status, Task, status_of
 from streams.spec import REPLAY_LEDGER_TOPIC
@@ -58,7 +58,7 @@ class LedgerState:
         try:
             return self.tasks[task_id]
         except KeyError:
-            raise RefusedError(
+            raise BadArgumentError(
                 f"the replay ledger has no task {task_id!r}",
                 hint="`streams dlq tasks MODULE:PIPELINE --stage S` lists the tasks",
             ) from None

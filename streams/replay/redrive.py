@@ -25,12 +25,13 @@ from confluent_kafka import Message
 from streams.config import KafkaSettings, StageSettings
 from streams.exceptions import BadArgumentError, RefusedError, TopologyError
 from streams.pipeline import Pipeline, StageSpec
+from streams.replay.destinations import DestinationLimits
 from streams.replay.ledger import LedgerState, read_ledger, require_ledger
 from streams.replay.letters import Letter, read_letter
 from streams.replay.mover import now_ms
 from streams.replay.plan import PartitionPlan, Plan
 from streams.replay.rules import ALREADY_REDRIVEN, Move, RedriveHistory, RedriveRules, verdict
-from streams.replay.runner import DestinationLimits, Stopper, run_task
+from streams.replay.runner import Stopper, run_task
 from streams.replay.scan import NO_PROGRESS, Progress, Reader
 from streams.replay.selection import Filters, Ranges, restrict
 from streams.replay.task import ACTIVE, Status, Task, new_task_id
@@ -46,6 +47,8 @@ _HINTS = {
     "until retention: `streams replay reset` the stage to reprocess them",
     "too-large": "records larger than their destination's max.message.bytes: raise it, or "
     "redrive them elsewhere (--to TOPIC)",
+    "too-old": "records whose original timestamp the destination would refuse or delete at "
+    "once (retention.ms): redrive them with --timestamp now",
     ALREADY_REDRIVEN: "left out by --skip-redriven: the ledger records them as redriven",
 }
 
@@ -64,7 +67,7 @@ class RedriveRequest:
     skip_redriven: bool = False
     allow_topics: tuple[str, ...] = ()
     rate: float | None = None
-    timestamp: str = "original"
+    timestamp: str = "now"
     drop_headers: tuple[str, ...] = ()
 
 
@@ -85,8 +88,9 @@ class RedriveDecider:
         if found != "move":
             return letter, found, None, movers
         move = self._rules.move(letter, len(movers))
-        if not self._limits.fits(move):
-            return letter, "too-large", None, movers
+        refused = self._limits.check(move, now_ms())
+        if refused is not None:
+            return letter, refused, None, movers
         return letter, found, move, movers
 
     def __call__(self, message: Message) -> Move | str | None:
@@ -184,8 +188,6 @@ def plan_redrive(
     return plan
 
 
-# Over 50 lines: the per-record accounting of a plan (counts, examples, destinations, the
-# records kept for --max-records) is one closure over the plan it fills.
 def _scan(
     reader: Reader,
     task: Task,
@@ -221,6 +223,13 @@ def _scan(
     progress.start(f"reading {task.source}", total=sum(e - s for s, e in task.ranges.values()))
     reader.read_range(task.source, task.ranges, on_record, progress=progress)
     progress.finish()
+    _conclude(plan, movers, examples)
+    return plan, kept
+
+
+def _conclude(plan: Plan, movers: Counter[str], examples: list[str]) -> None:
+    """The notes, hints and ledger refusals of a scanned plan."""
+    task = plan.task
     for reason, count in sorted(plan.skipped.items()):
         if reason == ALREADY_REDRIVEN and not task.skip_redriven:
             continue
@@ -228,6 +237,11 @@ def _scan(
         plan.hints.append(_HINTS.get(reason, reason))
     if examples:
         plan.notes.append(f"unroutable records, e.g. {', '.join(examples)}")
+    if plan.skipped["too-old"]:
+        plan.refusals.append(
+            f"{plan.skipped['too-old']} records would keep timestamps their destination deletes "
+            "or refuses (older than its retention.ms)"
+        )
     if plan.skipped[ALREADY_REDRIVEN] and not (task.again or task.skip_redriven):
         tasks = ", ".join(f"{t} ({n})" for t, n in movers.most_common(5))
         plan.refusals.append(
@@ -237,7 +251,6 @@ def _scan(
             "pass --again to redrive them once more (their redrive count goes up), "
             "--skip-redriven to leave them out, or narrow the selection (--offsets, filters)"
         )
-    return plan, kept
 
 
 def _cut(ranges: Ranges, kept: dict[int, list[tuple[int, int]]], limit: int) -> Ranges:
@@ -330,11 +343,14 @@ def plan_resume(pipeline: Pipeline, stage: str, task_id: str, *, kafka: KafkaSet
     plan.notes.append(
         f"{task.moved} of {task.to_move} moved so far; skipped {dict(task.skipped) or 'none'}"
     )
-    if status not in {Status.INTERRUPTED, Status.FAILED}:
-        plan.refusals.append(
-            f"task {task_id} is {status.value}: only an INTERRUPTED or FAILED task can be resumed"
+    if status in {Status.COMPLETED, Status.CANCELLED, Status.CANCELLING}:
+        plan.refusals.append(f"task {task_id} is {status.value}: it cannot be resumed")
+        plan.hints.append("start a new task for the records it did not move")
+    elif status is Status.RUNNING:
+        plan.notes.append(
+            f"task {task_id} wrote progress {(now_ms() - task.updated_ms) / 1000:.0f} s ago: if "
+            "its process still runs, resuming fences it (it stops; nothing is written twice)"
         )
-        plan.hints.append("`streams dlq status` shows it; start a new redrive for more records")
     return plan
 
 

@@ -10,7 +10,6 @@ aborts whatever the killed process left open before anything else is written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer
@@ -18,17 +17,16 @@ from confluent_kafka import Consumer
 from streams.config import KafkaSettings, StageSettings
 from streams.exceptions import StreamsError, TaskFailedError, TransactionError
 from streams.kafka.clients import transactional_producer_config
-from streams.kafka.limits import TopicLimits, read_topic_limits, record_size
 from streams.kafka.transaction import Transaction
 from streams.loop import WorkerLoop
+from streams.replay.destinations import DestinationLimits
 from streams.replay.ledger import CancelWatch, task_key, write_task
 from streams.replay.mover import Decide, MoveBatch, RateLimiter, now_ms, start_offsets
-from streams.replay.rules import Move
 from streams.replay.scan import Progress
 from streams.replay.task import Status, Task
 from streams.spec import REPLAY_LEDGER_TOPIC
 
-__all__ = ["DestinationLimits", "Stopper", "run_task", "task_consumer_config"]
+__all__ = ["Stopper", "run_task", "task_consumer_config"]
 
 log = logging.getLogger("streams.replay")
 
@@ -49,19 +47,6 @@ class Stopper:
         self.requested = True
         if self._loop is not None:
             self._loop.request_stop()
-
-
-class DestinationLimits:
-    """The largest record each destination topic takes, read once per topic when first met."""
-
-    def __init__(self, kafka: KafkaSettings, topics: Iterable[str] = ()) -> None:
-        self._kafka = kafka
-        self.limits = TopicLimits(read_topic_limits(kafka, [*topics, REPLAY_LEDGER_TOPIC]))
-
-    def fits(self, move: Move) -> bool:
-        if move.topic not in self.limits.per_topic:
-            self.limits.update(read_topic_limits(self._kafka, [move.topic]))
-        return record_size(move.key, move.value, move.headers) <= self.limits.limit(move.topic)
 
 
 def task_consumer_config(kafka: KafkaSettings, task: Task) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class Task(BaseModel):
     max_redrives: int = 3
     again: bool = False
     skip_redriven: bool = False
-    timestamp: Literal["original", "now"] = "original"
+    timestamp: Literal["original", "now"] = "now"
     drop_headers: list[str] = []
     rate: float | None = None
     status: Status = Status.RUNNING
