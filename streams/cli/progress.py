@@ -73,7 +73,8 @@ class BarProgress:
 
 
 class LineProgress:
-    """One plain line every 5 s, and one at the end (not a terminal)."""
+    """One plain line every 5 s, and one at the end (not a terminal); work shorter than 5 s
+    prints nothing, so that short commands in scripts stay quiet."""
 
     def __init__(self) -> None:
         self._description = ""
@@ -83,6 +84,7 @@ class LineProgress:
         self._start_done = 0
         self._last = 0.0
         self._active = False
+        self._said = False
 
     def start(self, description: str, total: int | None, done: int = 0) -> None:
         self.finish()
@@ -90,15 +92,17 @@ class LineProgress:
         self._start_done = done
         self._began = self._last = time.monotonic()
         self._active = True
+        self._said = False
 
     def advance(self, count: int) -> None:
         self._done += count
         if time.monotonic() - self._last >= _LINE_INTERVAL_S:
             self._say()
+            self._said = True
             self._last = time.monotonic()
 
     def finish(self) -> None:
-        if self._active and self._done > self._start_done:
+        if self._active and self._said:
             self._say(final=True)
         self._active = False
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource  # the public re-export is untyped
 
@@ -52,6 +52,9 @@ class DestinationLimits:
             try:
                 entries = futures[resource].result(timeout=_TIMEOUT_S)
             except KafkaException as error:
+                if _missing(error):  # the plan refuses a missing destination, with its name
+                    self._oldest[name] = None
+                    continue
                 raise KafkaClientError(
                     f"cannot read the configuration of {name}: {error}"
                 ) from error
@@ -76,6 +79,11 @@ class DestinationLimits:
         ):
             return "too-old"
         return None
+
+
+def _missing(error: KafkaException) -> bool:
+    found = error.args[0] if error.args else None
+    return isinstance(found, KafkaError) and found.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
 
 def _oldest_kept(values: dict[str, str | None]) -> int | None:

@@ -21,6 +21,7 @@ from streams.exceptions import SerializationError, TopologyError
 from streams.pipeline import Pipeline, StageSpec
 from streams.replay.ledger import read_ledger
 from streams.replay.letters import Letter, escaped, read_letter
+from streams.replay.plan import require_stage
 from streams.replay.rules import RedriveHistory
 from streams.replay.scan import NO_PROGRESS, Progress, Reader
 from streams.replay.selection import Filters, restrict
@@ -109,7 +110,7 @@ def _stamp(found: tuple[int, str] | None) -> dict[str, Any] | None:
 
 
 def _dlq_of(pipeline: Pipeline, stage: str, dlq: str | None) -> tuple[StageSpec, str]:
-    spec = pipeline.get(stage)
+    spec = require_stage(pipeline, stage)
     return spec, dlq or spec.dlq_topic
 
 

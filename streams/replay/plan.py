@@ -11,9 +11,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.exceptions import TopologyError
+from streams.pipeline import Pipeline, StageSpec
 from streams.replay.task import Task
 
-__all__ = ["PartitionPlan", "Plan"]
+__all__ = ["PartitionPlan", "Plan", "require_stage"]
+
+
+def require_stage(pipeline: Pipeline, name: str) -> StageSpec:
+    """The stage called ``name`` (a sink has no DLQ: said so, with a hint)."""
+    found = pipeline.component(name)
+    if not isinstance(found, StageSpec):
+        stages = ", ".join(c.name for c in pipeline.stages if isinstance(c, StageSpec))
+        raise TopologyError(
+            f"{name!r} of pipeline {pipeline.name!r} is a sink: it has no DLQ",
+            hint=f"name a stage ({stages or 'none'}); `streams replay reset` resets a sink",
+        )
+    return found
 
 
 @dataclass

@@ -29,7 +29,7 @@ from streams.replay.destinations import DestinationLimits
 from streams.replay.ledger import LedgerState, read_ledger, require_ledger
 from streams.replay.letters import Letter, read_letter
 from streams.replay.mover import now_ms
-from streams.replay.plan import PartitionPlan, Plan
+from streams.replay.plan import PartitionPlan, Plan, require_stage
 from streams.replay.rules import ALREADY_REDRIVEN, Move, RedriveHistory, RedriveRules, verdict
 from streams.replay.runner import Stopper, run_task
 from streams.replay.scan import NO_PROGRESS, Progress, Reader
@@ -151,7 +151,7 @@ def plan_redrive(
     progress: Progress = NO_PROGRESS,
 ) -> Plan:
     """What ``request`` would do, read from the broker; nothing is written."""
-    spec = pipeline.get(stage)
+    spec = require_stage(pipeline, stage)
     source = request.dlq or spec.dlq_topic
     task = _draft(pipeline, spec, request, source)
     with Reader(kafka) as reader:
@@ -327,7 +327,7 @@ def _refuse(
 
 def plan_resume(pipeline: Pipeline, stage: str, task_id: str, *, kafka: KafkaSettings) -> Plan:
     """The rest of an interrupted (or failed) task, from its last committed transaction."""
-    spec = pipeline.get(stage)
+    spec = require_stage(pipeline, stage)
     ledger = read_ledger(kafka)
     task = ledger.get(task_id)
     if task.stage != spec.group_id or task.kind != "redrive":
