@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy streams tests
+	$(BIN)/mypy streams tests bench
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
@@ -45,8 +45,12 @@ integration: $(STAMP) deps
 	$(BIN)/pytest tests/integration -q
 
 # The broker-restart chaos run is left to `make chaos` (it takes minutes and restarts a broker).
+# One broker and registry for the whole run (tests/stack.py), shared by TEST_WORKERS parallel
+# pytest processes; a test module runs in one process (--dist loadfile).
+TEST_WORKERS ?= 3
 test: deps lint typecheck
-	$(BIN)/pytest tests -q -m "not chaos_broker"
+	$(BIN)/python -m tests.stack -- $(BIN)/pytest tests -q -m "not chaos_broker" \
+		-n $(TEST_WORKERS) --dist loadfile
 
 up: $(STAMP)
 	$(BIN)/streams local up

@@ -61,6 +61,7 @@ from streams.pipeline import Pipeline
 from streams.record import Output, Record
 from streams.retry import RetryPolicy
 from streams.stage import StageRunner
+from streams.stage.batch import TransactionBatch
 from streams.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,25 +232,31 @@ class TimedStageRunner(StageRunner):
         self.all_done_at: float | None = None
         self._main_committed: dict[int, int] = {}
 
-    def _process(self, messages: list[Message]) -> None:
-        if messages and self.first_at is None:
-            self.first_at = time.perf_counter()
-        super()._process(messages)
+    def _batch(self, *args: Any) -> TransactionBatch:
+        batch = super()._batch(*args)
+        process, maybe_commit = batch.process, batch.maybe_commit
 
-    def _commit(self, *, between_batches: bool = False) -> bool:
-        pending = {p: o for (t, p), o in self._next_offset.items() if t == self.main_topic}
-        done = super()._commit(between_batches=between_batches)
-        if not done:
-            return done
-        now = time.perf_counter()
-        for partition, offset in pending.items():
-            self._main_committed[partition] = max(self._main_committed.get(partition, 0), offset)
-        if self.main_done_at is None and sum(self._main_committed.values()) >= self.main_end:
-            self.main_done_at = now
-        if self.all_done_at is None and self.stats.produced >= self.expected_outputs:
-            self.all_done_at = now
-            self.request_stop()
-        return done
+        def timed_process(messages: list[Message]) -> None:
+            if messages and self.first_at is None:
+                self.first_at = time.perf_counter()
+            process(messages)
+
+        def timed_commit(*, force: bool) -> None:
+            maybe_commit(force=force)
+            now = time.perf_counter()
+            for (topic, partition), offset in batch.committed.items():
+                if topic == self.main_topic:
+                    seen = self._main_committed.get(partition, 0)
+                    self._main_committed[partition] = max(seen, offset)
+            if self.main_done_at is None and sum(self._main_committed.values()) >= self.main_end:
+                self.main_done_at = now
+            if self.all_done_at is None and self.stats.produced >= self.expected_outputs:
+                self.all_done_at = now
+                self.request_stop()
+
+        batch.process = timed_process  # type: ignore[method-assign]
+        batch.maybe_commit = timed_commit  # type: ignore[method-assign]
+        return batch
 
 
 @dataclass
@@ -319,7 +326,8 @@ def run_copy(
             profiler.disable()
             profiler.dump_stats(profile)
         if runner.first_at is None or runner.main_done_at is None or runner.all_done_at is None:
-            raise BenchError(f"copy run did not finish: {runner.stats.snapshot()}")
+            stats = runner.stats.snapshot(group=runner.spec.group_id, slot=0)
+            raise BenchError(f"copy run did not finish: {stats}")
         waited = tier_s <= WAIT_FOR_RETRIES_S or not failing
         _verify_copy(bootstrap, spec.group_id, source, sink, spec.retry_topics[0], spec.dlq_topic,
                      records, expected_failing, all_out=waited,
@@ -331,7 +339,7 @@ def run_copy(
             main_s=main_s,
             all_s=runner.all_done_at - runner.first_at,
             main_per_s=records / main_s,
-            stats=runner.stats.snapshot(),
+            stats=runner.stats.snapshot(group=runner.spec.group_id, slot=0),
         )
     finally:
         delete_all(bootstrap, topics, [spec.group_id])

@@ -62,6 +62,7 @@ from streams.database import Database
 from streams.pipeline import Pipeline
 from streams.record import Record
 from streams.sinks import SinkRunner, SinkSpec, SinkTransaction
+from streams.sinks.batch import SqlBatch
 from streams.topics import ensure_topics
 from tests.integration.postgres import PostgresUnavailableError, create_database
 from tests.integration.postgres import postgres_server as test_postgres_server
@@ -92,17 +93,24 @@ class TimedSinkRunner(SinkRunner):
         self.first_at: float | None = None
         self.done_at: float | None = None
 
-    def _process(self, messages: list[Message]) -> None:
-        if messages and self.first_at is None:
-            self.first_at = time.perf_counter()
-        super()._process(messages)
+    def _batch(self, *args: Any) -> SqlBatch:
+        batch = super()._batch(*args)
+        process, maybe_commit = batch.process, batch.maybe_commit
 
-    def _commit(self, *, between_batches: bool = False) -> bool:
-        done = super()._commit(between_batches=between_batches)
-        if done and self.done_at is None and self.stats.records_committed >= self.target:
-            self.done_at = time.perf_counter()
-            self.request_stop()
-        return done
+        def timed_process(messages: list[Message]) -> None:
+            if messages and self.first_at is None:
+                self.first_at = time.perf_counter()
+            process(messages)
+
+        def timed_commit(*, force: bool) -> None:
+            maybe_commit(force=force)
+            if self.done_at is None and self.stats.records_committed >= self.target:
+                self.done_at = time.perf_counter()
+                self.request_stop()
+
+        batch.process = timed_process  # type: ignore[method-assign]
+        batch.maybe_commit = timed_commit  # type: ignore[method-assign]
+        return batch
 
 
 @dataclass
@@ -186,11 +194,12 @@ def run_sink(
     finally:
         delete_all(bootstrap, [], [spec.group_id])
     if runner.first_at is None or runner.done_at is None:
-        raise BenchError(f"sink did not commit {records} rows: {runner.stats.snapshot()}")
+        stats = runner.stats.snapshot(group=runner.spec.group_id, slot=0)
+        raise BenchError(f"sink did not commit {records} rows: {stats}")
     seconds = runner.done_at - runner.first_at
     return SinkRun(
         "sink", records, seconds, records / seconds, runner.stats.batches_committed,
-        runner.stats.snapshot(),
+        runner.stats.snapshot(group=runner.spec.group_id, slot=0),
     )  # fmt: skip
 
 

@@ -1,21 +1,49 @@
-"""Typed, frozen settings, read from the environment here and nowhere else.
+"""Typed, frozen settings, read from the environment and the settings files here and nowhere else.
 
-Every setting has an environment variable named ``STREAMS_<FIELD>`` (upper case). Values given
-as arguments win over the environment. Raw librdkafka settings, for anything not modelled here,
-go through ``STREAMS_KAFKA_EXTRA`` as JSON (for example ``{"security.protocol": "SSL"}``).
+Every setting has an environment variable named ``STREAMS_<FIELD>`` (upper case). Raw
+librdkafka settings, for anything not modelled here, go through ``STREAMS_KAFKA_EXTRA`` as JSON
+(for example ``{"security.protocol": "SSL"}``).
+
+The connection settings (``KafkaSettings``) can also come from files. Highest first:
+
+1. a value given as an argument (the command line's ``--bootstrap-servers``);
+2. the environment (``STREAMS_BOOTSTRAP_SERVERS``, ...);
+3. the selected profile (``--profile NAME`` or ``STREAMS_PROFILE``): the table
+   ``[profiles.NAME]`` of the project file, else ``[NAME]`` of the user's profiles file
+   (``$XDG_CONFIG_HOME/streams/profiles.toml``, default ``~/.config/streams/profiles.toml``);
+4. the top-level keys of the project file: ``streams.toml`` in the working directory or the
+   nearest folder above it (``STREAMS_CONFIG`` names another file);
+5. the defaults: the local stack (``streams local up``).
+
+A key a file does not know (a typo) is an error that names it, never silently ignored.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from streams.exceptions import ConfigError
 
 __all__ = [
     "CLIENT_LOGGER",
+    "PROJECT_FILE",
+    "ConfigFileSettings",
     "JavaSettings",
     "KafkaSettings",
     "LocalStackSettings",
@@ -23,7 +51,9 @@ __all__ = [
     "SchemaSettings",
     "SinkSettings",
     "StageSettings",
+    "TerminalSettings",
     "default_home",
+    "export_connection",
 ]
 
 
@@ -80,11 +110,148 @@ class LocalStackSettings(BaseSettings):
         return f"{self.registry_base_url}/apis/ccompat/v7"
 
 
+PROJECT_FILE = "streams.toml"
+
+
+class ConfigFileSettings(BaseSettings):
+    """Where the settings files are. Environment: ``STREAMS_CONFIG``, ``XDG_CONFIG_HOME``."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
+
+    # the project file; unset: streams.toml in the working directory or the nearest parent
+    config: Path | None = None
+    xdg_config_home: Path | None = Field(default=None, validation_alias="XDG_CONFIG_HOME")
+
+    def project_file(self) -> Path | None:
+        if self.config is not None:
+            if not self.config.is_file():
+                raise ConfigError(
+                    f"STREAMS_CONFIG names {self.config}, which is not a file",
+                    hint="point STREAMS_CONFIG at a streams.toml, or unset it",
+                )
+            return self.config
+        here = Path.cwd()
+        for folder in (here, *here.parents):
+            candidate = folder / PROJECT_FILE
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def profiles_file(self) -> Path:
+        return (self.xdg_config_home or Path.home() / ".config") / "streams" / "profiles.toml"
+
+
+@dataclass(frozen=True)
+class _FileValues:
+    """Connection settings read from the files, and where each came from."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(
+            f"{path} is not valid TOML: {error}", hint="fix the file, or move it away"
+        ) from error
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from error
+
+
+def _checked(table: Any, where: str) -> dict[str, Any]:
+    """The table's keys, each one a connection setting (a typo is an error naming it)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} is not a table of settings")
+    known = [name for name in KafkaSettings.model_fields if name != "profile"]
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(
+                f"{where}: unknown setting {key!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else ""),
+                hint=f"the settings a file can hold: {', '.join(known)}",
+            )
+    return dict(table)
+
+
+def _file_values(profile: str | None) -> _FileValues:
+    """The project file's top-level keys, overlaid with the selected profile's."""
+    files = ConfigFileSettings()
+    project = files.project_file()
+    data = _read_toml(project) if project is not None else {}
+    found = _FileValues()
+    top = {key: value for key, value in data.items() if key != "profiles"}
+    for key, value in _checked(top, str(project)).items():
+        found.values[key] = value
+        found.origins[key] = f"{key} in {project}"
+    if not profile:
+        return found
+    table, where = _profile_table(profile, project, data, files.profiles_file())
+    for key, value in _checked(table, f"profile {profile!r} in {where}").items():
+        found.values[key] = value
+        found.origins[key] = f"{key} of profile {profile!r} in {where}"
+    return found
+
+
+def _profile_table(
+    name: str, project: Path | None, project_data: dict[str, Any], user_file: Path
+) -> tuple[Any, Path]:
+    """The table of profile ``name``: the project file's first, else the user's file."""
+    project_profiles = project_data.get("profiles", {})
+    if project is not None and isinstance(project_profiles, dict) and name in project_profiles:
+        return project_profiles[name], project
+    user_profiles = _read_toml(user_file) if user_file.is_file() else {}
+    if name in user_profiles:
+        return user_profiles[name], user_file
+    known = sorted(
+        {*(project_profiles if isinstance(project_profiles, dict) else {}), *user_profiles}
+    )
+    places = f"{user_file} ([{name}])"
+    if project is not None:
+        places = f"{project} ([profiles.{name}]) or {places}"
+    raise ConfigError(
+        f"no profile {name!r} in {places}",
+        hint=f"profiles found: {', '.join(known)}"
+        if known
+        else f'write one there, e.g. [{name}] with bootstrap_servers = "host:9092"',
+    )
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """pydantic-settings source of the connection files, below the environment."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        init: InitSettingsSource,
+        env: EnvSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._init = init
+        self._env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        del field  # unused: __call__ returns every value at once
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        profile = self._init.init_kwargs.get("profile") or self._env().get("profile")
+        return _file_values(profile).values
+
+
+# the settings whose default follows the local stack (`streams local up`)
+_LOCAL_DEFAULTS = ("bootstrap_servers", "schema_registry_url")
+
+
 class KafkaSettings(BaseSettings):
     """How clients reach Kafka and the schema registry.
 
     Environment: ``STREAMS_BOOTSTRAP_SERVERS``, ``STREAMS_SCHEMA_REGISTRY_URL``,
-    ``STREAMS_SASL_USERNAME`` / ``STREAMS_SASL_PASSWORD``, ``STREAMS_KAFKA_EXTRA`` (JSON).
+    ``STREAMS_SASL_USERNAME`` / ``STREAMS_SASL_PASSWORD``, ``STREAMS_KAFKA_EXTRA`` (JSON),
+    ``STREAMS_PROFILE``; below the environment, the settings files (see the module docstring).
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
@@ -100,6 +267,50 @@ class KafkaSettings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     kafka_extra: dict[str, Any] = Field(default_factory=dict)
+    # the named profile of the settings files (--profile, STREAMS_PROFILE)
+    profile: str | None = None
+
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        origins = _file_values(self.profile).origins
+        for name in type(self).model_fields:
+            variable = f"STREAMS_{name.upper()}"
+            if any(key.upper() == variable for key in os.environ):
+                origins[name] = variable
+            if name in values:
+                origins[name] = f"--{name.replace('_', '-')}"
+        self._origins = origins
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        del dotenv_settings, file_secret_settings  # no .env files, no secrets folder
+        assert isinstance(init_settings, InitSettingsSource)  # noqa: S101 - pydantic-settings'
+        assert isinstance(env_settings, EnvSettingsSource)  # noqa: S101 - own source types
+        return (init_settings, env_settings, _FileSource(settings_cls, init_settings, env_settings))
+
+    def origin(self, name: str) -> str | None:
+        """Where setting ``name`` came from (``STREAMS_...``, a file, a flag); None: default."""
+        return self._origins.get(name)
+
+    def shown(self) -> dict[str, tuple[Any, str]]:
+        """Each setting's value (secrets masked) and where it came from, for `streams config`."""
+        found: dict[str, tuple[Any, str]] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********"
+            default = "default: the local stack" if name in _LOCAL_DEFAULTS else "default"
+            found[name] = (value, self.origin(name) or default)
+        return found
 
     @property
     def bootstrap_source(self) -> str:
@@ -108,11 +319,23 @@ class KafkaSettings(BaseSettings):
         Unset, the servers are the local stack's (``streams local up``); a worker meant for a
         real cluster that logs this has not been given STREAMS_BOOTSTRAP_SERVERS.
         """
-        if "bootstrap_servers" in self.model_fields_set:
-            return "STREAMS_BOOTSTRAP_SERVERS"
-        return (
+        return self.origin("bootstrap_servers") or (
             "default: the local stack's port (STREAMS_BOOTSTRAP_SERVERS is not set; "
             "set it to reach another cluster)"
+        )
+
+    @property
+    def reach_hint(self) -> str:
+        """What to check when the brokers do not answer: the hint of every 'cannot reach'."""
+        origin = self.origin("bootstrap_servers")
+        if origin is None:
+            return (
+                "start the local stack (`streams local up`), or name your cluster: "
+                "--bootstrap-servers, STREAMS_BOOTSTRAP_SERVERS or a profile (--profile)"
+            )
+        return (
+            f"check that the broker runs and that {origin} is right "
+            "(`streams local status` for the local stack)"
         )
 
     def client_config(self) -> dict[str, Any]:
@@ -131,6 +354,32 @@ class KafkaSettings(BaseSettings):
             config["sasl.password"] = self.sasl_password.get_secret_value()
         config.update(self.kafka_extra)
         return config
+
+
+def export_connection(kafka: KafkaSettings) -> None:
+    """Hand the command line's connection flags to the worker processes it starts.
+
+    Workers read their settings themselves (a supervisor passes them its environment), so
+    ``streams run --profile prod --bootstrap-servers X`` must reach them as ``STREAMS_PROFILE``
+    and ``STREAMS_BOOTSTRAP_SERVERS``: the flags' rank, above the environment, holds because
+    they replace the variables. Values that did not come from a flag are left alone.
+    """
+    for name in ("profile", "bootstrap_servers"):
+        if kafka.origin(name) == f"--{name.replace('_', '-')}":
+            os.environ[f"STREAMS_{name.upper()}"] = str(getattr(kafka, name))
+
+
+class TerminalSettings(BaseSettings):
+    """How the command line prints. Environment: ``NO_COLOR`` (https://no-color.org)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    # present and not empty: no colour, whatever the terminal
+    no_color: str | None = Field(default=None, validation_alias="NO_COLOR")
+
+    @property
+    def colour_allowed(self) -> bool:
+        return not self.no_color
 
 
 class StageSettings(BaseSettings):
@@ -191,7 +440,8 @@ class SchemaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STREAMS_", frozen=True, extra="ignore")
 
-    # Unset: ./schemas if the working directory has one, else the schemas of this checkout.
+    # Unset: ./schemas if the working directory has one, else the schemas of this checkout (or,
+    # installed from a wheel, the copy packed into it as streams/_schemas).
     schemas_dir: Path | None = None
 
     def resolved_schemas_dir(self) -> Path:
@@ -200,7 +450,9 @@ class SchemaSettings(BaseSettings):
         local = Path.cwd() / "schemas"
         if local.is_dir():
             return local
-        return Path(__file__).resolve().parents[1] / "schemas"
+        here = Path(__file__).resolve().parent
+        packed = here / "_schemas"
+        return packed if packed.is_dir() else here.parent / "schemas"
 
 
 class LogSettings(BaseSettings):

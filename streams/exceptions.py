@@ -12,6 +12,7 @@
     ├── TopologyError         a pipeline declaration is inconsistent (names, topics, types)
     │   └── OutputTopicError  a handler wrote to a topic its stage does not declare
     ├── TopicMismatchError    an existing topic differs from the declared spec
+    ├── UnknownTopicError     a command named a topic the cluster does not have
     ├── SchemaError           a model and its Avro schema disagree, or a change is incompatible
     ├── SerializationError    a record cannot be (de)serialized; carries the raw bytes
     │   └── RegistryUnavailableError  the schema registry did not answer (transient: retried)
@@ -58,6 +59,7 @@ __all__ = [
     "TopicMismatchError",
     "TopologyError",
     "TransactionError",
+    "UnknownTopicError",
 ]
 
 
@@ -128,6 +130,12 @@ class TopicMismatchError(StreamsError):
     default_hint = (
         "alter the topic by hand (kafka-topics --alter / kafka-configs) or change the declaration"
     )
+
+
+class UnknownTopicError(StreamsError):
+    """A command named a topic that the cluster does not have."""
+
+    default_hint = "`streams topics list` shows the topics there are"
 
 
 class SchemaError(StreamsError):

@@ -67,6 +67,8 @@ __all__ = [
     "REPLAY_SOURCE",
     "STAGE",
     "TRUNCATED",
+    "HeaderList",
+    "Headers",
     "get",
     "get_int",
     "original_coordinates",
@@ -101,7 +103,10 @@ TRUNCATED = "streams.truncated"
 MAX_MESSAGE_BYTES = 1000
 MAX_STACK_BYTES = 4000
 
-Headers = Sequence[tuple[str, bytes]]
+# A header's value may be null (None): Kafka keeps a null apart from an empty value, and so do
+# the retry and dead-letter records that carry a record's headers over.
+Headers = Sequence[tuple[str, bytes | None]]
+HeaderList = list[tuple[str, bytes | None]]
 
 
 def get(headers: Headers, name: str) -> bytes | None:
@@ -115,7 +120,7 @@ def get(headers: Headers, name: str) -> bytes | None:
 
 def get_int(headers: Headers, name: str) -> int | None:
     value = get(headers, name)
-    if value is None:
+    if not value:
         return None
     try:
         return int(value)
@@ -139,7 +144,7 @@ def original_coordinates(headers: Headers) -> tuple[str, int, int] | None:
     return topic.decode("utf-8", errors="replace"), partition, offset
 
 
-def without_ours(headers: Headers, *, keep_original: bool) -> list[tuple[str, bytes]]:
+def without_ours(headers: Headers, *, keep_original: bool) -> HeaderList:
     """The headers minus ours; ``keep_original`` keeps ``streams.original.*`` and provenance.
 
     What a retry or DLQ record carries over: where the record entered the stage, and the replay

@@ -86,6 +86,7 @@ class WorkerLoop:
     def __init__(self, settings: StageSettings) -> None:
         self.settings = settings
         self.heartbeat = time.monotonic()  # the loop's last turn; the worker's watchdog reads it
+        self.joined = False  # the group gave this worker its first assignment (maybe empty)
         self._stop_requested = False
 
     def request_stop(self) -> None:
@@ -108,11 +109,17 @@ class WorkerLoop:
         ``assignment`` instead of ``topics``: read exactly these partitions (``assign()``, no
         group membership, no rebalance); a replay task that owns its partitions alone does.
         """
+
+        def on_assign(assigned: Consumer, partitions: list[TopicPartition]) -> None:
+            self.joined = True
+            batch.on_assign(assigned, partitions)
+
         if assignment is not None:
             consumer.assign(assignment)
+            self.joined = True
         else:
             consumer.subscribe(
-                topics, on_assign=batch.on_assign, on_revoke=batch.on_revoke, on_lost=batch.on_lost
+                topics, on_assign=on_assign, on_revoke=batch.on_revoke, on_lost=batch.on_lost
             )
         last_stats = last_record = time.monotonic()
         try:
@@ -153,7 +160,12 @@ class WorkerLoop:
             return []
         if not messages:
             return messages
-        return [message for message in messages if _usable(message)]
+        good = [message for message in messages if message.error() is None]
+        if len(good) == len(messages):
+            return good  # no error event: the common case, without a call per message
+        for message in messages:
+            _usable(message)  # skips end-of-partition events, logs errors, raises if fatal
+        return good
 
 
 def _usable(message: Any) -> bool:

@@ -19,7 +19,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import sys
+import traceback
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
 
 from streams.codecs import Codec, raw, text
 from streams.exceptions import TopologyError
@@ -242,6 +246,30 @@ class Pipeline:
             raise TopologyError(f"{name!r} of pipeline {self.name!r} is a stage: use get()")
         return found
 
+    def codecs_of(self, topic: str, *, stage: str | None = None) -> tuple[Codec, Codec]:
+        """(value codec, key codec) of ``topic`` as the pipeline declares it.
+
+        With ``stage``: that stage's input codecs, whatever the topic (to write or read records
+        as the stage reads them). Else the codecs of the stage that reads ``topic``, or of the
+        one that writes it; a stage's retry and DLQ topics hold its input records, so they take
+        its input codecs. A TopologyError names the topics it knows otherwise.
+        """
+        if stage is not None:
+            chosen = self.component(stage)
+            return chosen.input_codec, chosen.key_codec
+        for component in self._stages.values():
+            routed = [*component.retry_topics, component.dlq_topic]
+            if topic in component.inputs or topic in routed:
+                return component.input_codec, component.key_codec
+        for component in self._stages.values():
+            if topic in component.outputs:
+                return component.outputs[topic], component.key_codec
+        known = ", ".join(spec.name for spec in self.topic_specs()) or "none"
+        raise TopologyError(
+            f"pipeline {self.name!r} does not read or write topic {topic!r} (its topics: {known})",
+            hint="give --stage S to use the codecs of that stage's input",
+        )
+
     def topic_specs(self) -> list[TopicSpec]:
         """Every topic the pipeline reads or writes, with its declared or default settings."""
         names: dict[str, None] = {}
@@ -264,21 +292,116 @@ def _check_topic(name: str) -> None:
 
 
 def load_pipeline(reference: str) -> Pipeline:
-    """Import ``module:attribute`` and return the Pipeline it names."""
+    """Import ``module:attribute`` and return the Pipeline it names.
+
+    The module is looked up in the working directory first, then on the Python path, as
+    ``python -m`` does for the worker processes, so that the command line and the workers find
+    the same module. Every failure is a TopologyError of one line with a hint: a module that is
+    not there, a module that raised while it was imported (where, and how to see the
+    traceback), an attribute that is not a Pipeline (and the pipelines the module has).
+    """
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise TopologyError(
             f"{reference!r} is not MODULE:PIPELINE",
             hint="name the module and the pipeline variable, e.g. streams.examples.hello:pipeline",
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
+    if module_name.endswith(".py") or "/" in module_name:
+        dotted = module_name.removesuffix(".py").removeprefix("./").replace("/", ".")
         raise TopologyError(
-            f"cannot import {module_name!r}: {error}",
-            hint="run from the folder that holds the module, or install it",
-        ) from error
-    pipeline = getattr(module, attribute, None)
-    if not isinstance(pipeline, Pipeline):
-        raise TopologyError(f"{reference!r} is not a Pipeline (found {type(pipeline).__name__})")
-    return pipeline
+            f"{reference!r} names a file, not a module",
+            hint=f"give the module's dotted name, without .py: {dotted}:{attribute}",
+        )
+    module = _import(module_name)
+    found = getattr(module, attribute, None)
+    if isinstance(found, Pipeline):
+        return found
+    declared = sorted(name for name, value in vars(module).items() if isinstance(value, Pipeline))
+    problem = (
+        f"module {module_name!r} has no attribute {attribute!r}"
+        if not hasattr(module, attribute)
+        else f"{reference!r} is not a Pipeline (it is {_a(type(found).__name__)})"
+    )
+    if declared:
+        hint = "its pipelines: " + ", ".join(f"{module_name}:{name}" for name in declared)
+    else:
+        hint = f"{module_name} declares no Pipeline at module level (pipeline = Pipeline(...))"
+    raise TopologyError(problem, hint=hint)
+
+
+def _import(module_name: str) -> ModuleType:
+    """Import a pipeline's module, the working directory first; errors name what to do."""
+    here = Path.cwd()
+    if not any(_same_folder(entry, here) for entry in sys.path):
+        sys.path.insert(0, str(here))
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and _is_part_of(module_name, error.name):
+            raise TopologyError(
+                f"cannot import {module_name!r}: no module {error.name!r} in {here} "
+                "or on the Python path",
+                hint=f"run from the folder that holds {_file_of(error.name)}, set PYTHONPATH to "
+                "that folder, or pip install the project that has it",
+            ) from error
+        raise _import_failed(module_name, error) from error
+    except Exception as error:  # the user's module may raise anything at import
+        raise _import_failed(module_name, error) from error
+
+
+def _import_failed(module_name: str, error: BaseException) -> TopologyError:
+    """The one-line report of a module that raised while it was imported."""
+    where = _location(error)
+    text = error.msg if isinstance(error, SyntaxError) else str(error)
+    message = f"importing {module_name!r} failed: {type(error).__name__}: {text}"
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        hint = (
+            f"{module_name} imports {error.name!r}, which is not installed in this environment "
+            f"({sys.prefix}): pip install it there"
+        )
+    else:
+        hint = f"the error is in your code; `python -c 'import {module_name}'` shows the traceback"
+    return TopologyError(message + (f" ({where})" if where else ""), hint=hint)
+
+
+def _location(error: BaseException) -> str:
+    """``file.py, line N`` of the innermost frame outside the import machinery."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{_shown(error.filename)}, line {error.lineno}"
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith("<frozen ") and frame.filename != __file__
+    ]
+    if not frames:
+        return ""
+    return f"{_shown(frames[-1].filename)}, line {frames[-1].lineno}"
+
+
+def _shown(filename: str) -> str:
+    path = Path(filename)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return filename
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _file_of(module_name: str) -> str:
+    path = module_name.replace(".", "/")
+    return f"{path}.py" if "." in module_name else f"{path}.py or {path}/"
+
+
+def _same_folder(entry: str, folder: Path) -> bool:
+    try:
+        return Path(entry or ".").resolve() == folder.resolve()
+    except OSError:
+        return False
+
+
+def _is_part_of(module_name: str, missing: str) -> bool:
+    """True if ``missing`` is ``module_name`` or one of its parent packages."""
+    return module_name == missing or module_name.startswith(missing + ".")

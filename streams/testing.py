@@ -54,7 +54,7 @@ class Produced:
     value: Any
     key_bytes: bytes | None
     value_bytes: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class StageHarness:
         key: str | None = None,
         topic: str | None = None,
         partition: int = 0,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
         timestamp_ms: int = 0,
     ) -> dict[str, list[Produced]]:
         """Process one record (raw bytes are decoded; anything else is encoded first)."""
@@ -115,7 +115,7 @@ class StageHarness:
         key: str | None = None,
         topic: str | None = None,
         partition: int = 0,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
         timestamp_ms: int = 0,
         attempt: int = 1,
     ) -> Outcome:
@@ -158,7 +158,7 @@ class StageHarness:
         key: str | None,
         topic: str | None,
         partition: int,
-        headers: list[tuple[str, bytes]],
+        headers: list[tuple[str, bytes | None]],
         timestamp_ms: int,
     ) -> _FakeMessage:
         topic = topic or self.spec.inputs[0]
@@ -214,7 +214,7 @@ class _FakeMessage:
         offset: int,
         value: bytes | None,
         key: str | None,
-        headers: list[tuple[str, bytes]],
+        headers: list[tuple[str, bytes | None]],
         timestamp_ms: int,
     ) -> None:
         self._topic, self._partition, self._offset = topic, partition, offset
@@ -238,7 +238,7 @@ class _FakeMessage:
     def key(self) -> bytes | None:
         return self._key
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, bytes | None]]:
         return self._headers
 
     def timestamp(self) -> tuple[int, int]:

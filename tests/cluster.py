@@ -1,7 +1,10 @@
 """The session's real Kafka broker and schema registry, chosen in this order:
 
 1. ``STREAMS_TEST_BOOTSTRAP_SERVERS`` (and ``STREAMS_TEST_SCHEMA_REGISTRY_URL``) from the
-   environment: a cluster you run yourself; nothing is started or stopped.
+   environment: a cluster you run yourself; nothing is started or stopped. ``make test`` sets
+   them through ``tests/stack.py``, which starts one stack for all its parallel processes
+   (and ``STREAMS_TEST_STACK_ENV``, the stack's folder and ports, for the tests of
+   ``streams local``).
 2. testcontainers, where a Docker engine actually answers a ping (a Docker CLI alone does not
    count): ``apache/kafka`` configured for transactions on one node, and Apicurio Registry.
 3. The local stack (``streams local up``) in ``$STREAMS_HOME``, reused when it runs and answers.
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -116,7 +120,11 @@ def cluster() -> Iterator[Cluster]:
         registry = os.environ.get(
             "STREAMS_TEST_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7"
         )
-        yield Cluster(bootstrap, registry, "environment")
+        # set by tests/stack.py (make test): a local stack, shared by the parallel processes
+        stack_env = os.environ.get("STREAMS_TEST_STACK_ENV")
+        local_env = None if stack_env is None else dict(json.loads(stack_env))
+        source = "environment" if local_env is None else "local stack of tests/stack.py"
+        yield Cluster(bootstrap, registry, source, local_env)
         return
     if _docker_answers():
         yield from _containers()

@@ -64,4 +64,4 @@ def run(spec: RunSpec) -> None:
         settings=settings,
     )
     runner.run(max_records=spec.records)
-    spec.add_report(**runner.stats.snapshot())
+    spec.add_report(**runner.stats.snapshot(group=stage.group_id, slot=0))

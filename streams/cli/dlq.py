@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from streams.cli.options import connection_options
 from streams.cli.output import emit_json, fail_cleanly, say, table
 from streams.cli.replay_common import (
     filter_options,
@@ -52,19 +53,20 @@ def dlq() -> None:
 
 
 @dlq.command("ls")
-@click.argument("pipeline")
+@click.argument("pipeline", metavar="MODULE:PIPELINE")
 @_STAGE
 @filter_options
 @_JSON
 @fail_cleanly
-def ls(pipeline: str, stage: str, as_json: bool, **kwargs: Any) -> None:
+@connection_options
+def ls(pipeline: str, stage: str, as_json: bool, kafka: KafkaSettings, **kwargs: Any) -> None:
     """Counts per reason and error class, oldest and newest record, offsets per partition."""
     filters = filters_from(kwargs)
     summary = summarize_dlq(
         load_pipeline(pipeline),
         stage,
         filters,
-        kafka=KafkaSettings(),
+        kafka=kafka,
         dlq=kwargs["dlq"],
         offsets=parse_offsets(kwargs["offsets"]),
         progress=progress(as_json),
@@ -104,20 +106,23 @@ def _dash(value: int | None) -> str:
 
 
 @dlq.command()
-@click.argument("pipeline")
+@click.argument("pipeline", metavar="MODULE:PIPELINE")
 @_STAGE
 @filter_options
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @_JSON
 @fail_cleanly
-def show(pipeline: str, stage: str, limit: int, as_json: bool, **kwargs: Any) -> None:
+@connection_options
+def show(
+    pipeline: str, stage: str, limit: int, as_json: bool, kafka: KafkaSettings, **kwargs: Any
+) -> None:
     """The records themselves: decoded with the stage's codecs where they decode, every header."""
     filters = filters_from(kwargs)
     records = show_dlq(
         load_pipeline(pipeline),
         stage,
         filters,
-        kafka=KafkaSettings(),
+        kafka=kafka,
         limit=limit,
         dlq=kwargs["dlq"],
         offsets=parse_offsets(kwargs["offsets"]),
@@ -147,7 +152,7 @@ def _print_record(record: ShownRecord) -> None:
 
 
 @dlq.command()
-@click.argument("pipeline")
+@click.argument("pipeline", metavar="MODULE:PIPELINE")
 @_STAGE
 @filter_options
 @click.option(
@@ -202,6 +207,7 @@ def _print_record(record: ShownRecord) -> None:
 @click.option("--execute", is_flag=True, help="Redrive; without it, print the plan only.")
 @_JSON
 @fail_cleanly
+@connection_options
 def redrive(  # noqa: PLR0917 - click passes every option by keyword
     pipeline: str,
     stage: str,
@@ -217,11 +223,11 @@ def redrive(  # noqa: PLR0917 - click passes every option by keyword
     resume: str | None,
     execute: bool,
     as_json: bool,
+    kafka: KafkaSettings,
     **kwargs: Any,
 ) -> None:
     """Move DLQ records back, exactly once: bytes and headers kept, error headers removed."""
     declared = load_pipeline(pipeline)
-    kafka = KafkaSettings()
     shown = progress(as_json)
     if resume:
         filters_from(kwargs)  # parsed for their errors; a resumed task keeps its own
@@ -257,13 +263,14 @@ def redrive(  # noqa: PLR0917 - click passes every option by keyword
 
 
 @dlq.command()
-@click.argument("pipeline")
+@click.argument("pipeline", metavar="MODULE:PIPELINE")
 @_STAGE
 @_JSON
 @fail_cleanly
-def tasks(pipeline: str, stage: str, as_json: bool) -> None:
+@connection_options
+def tasks(pipeline: str, stage: str, as_json: bool, kafka: KafkaSettings) -> None:
     """The stage's redrives (and copies, resets) the ledger holds, newest first."""
-    views = list_tasks(load_pipeline(pipeline), stage, kafka=KafkaSettings())
+    views = list_tasks(load_pipeline(pipeline), stage, kafka=kafka)
     if as_json:
         emit_json([v.to_dict() for v in views])
         return
@@ -288,14 +295,15 @@ def tasks(pipeline: str, stage: str, as_json: bool) -> None:
 
 
 @dlq.command()
-@click.argument("pipeline")
+@click.argument("pipeline", metavar="MODULE:PIPELINE")
 @_STAGE
 @click.argument("task")
 @_JSON
 @fail_cleanly
-def status(pipeline: str, stage: str, task: str, as_json: bool) -> None:
+@connection_options
+def status(pipeline: str, stage: str, task: str, as_json: bool, kafka: KafkaSettings) -> None:
     """One task: status, moved, to move, skipped by reason."""
-    view = task_status(load_pipeline(pipeline), stage, task, kafka=KafkaSettings())
+    view = task_status(load_pipeline(pipeline), stage, task, kafka=kafka)
     if as_json:
         emit_json(view.to_dict())
     else:
@@ -303,14 +311,15 @@ def status(pipeline: str, stage: str, task: str, as_json: bool) -> None:
 
 
 @dlq.command()
-@click.argument("pipeline")
+@click.argument("pipeline", metavar="MODULE:PIPELINE")
 @_STAGE
 @click.argument("task")
 @_JSON
 @fail_cleanly
-def cancel(pipeline: str, stage: str, task: str, as_json: bool) -> None:
+@connection_options
+def cancel(pipeline: str, stage: str, task: str, as_json: bool, kafka: KafkaSettings) -> None:
     """Stop a task at its next transaction boundary; what it moved stays moved."""
-    view = cancel_task(load_pipeline(pipeline), stage, task, kafka=KafkaSettings())
+    view = cancel_task(load_pipeline(pipeline), stage, task, kafka=kafka)
     if as_json:
         emit_json(view.to_dict())
     else:

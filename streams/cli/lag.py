@@ -1,9 +1,13 @@
 """`streams lag`: consumer lag per partition, with status, from the library's LagMonitor.
 
-Exit codes: 0 every group is OK or WARN; 3 some group is STALL, STOP, REWIND or ERR (in
+With ``--pipeline`` each stage also shows its workers (running of desired), from the records
+``streams run`` publishes to ``_streams.stats``: below the desired count is WARN, none left ERR.
+
+Exit codes: 0 every group is OK or WARN; 3 some group (or stage) is STALL, STOP, REWIND or ERR (in
 ``--watch``, as of the last snapshot before Ctrl-C); 1 Kafka unreachable or a bad ``--pipeline``.
-A single snapshot has no history, so it can only show OK, ERR (data lost to retention) and lag;
-STOP, STALL, REWIND and WARN need ``--watch`` (statuses evolve as samples accumulate).
+A single snapshot has no history, so it can only show OK, lag, ERR (data lost to retention, or
+a group that does not exist) and WARN for a group with no members but lag; STOP, STALL, REWIND
+and a growing lag need ``--watch`` (statuses evolve as samples accumulate).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Any
 import click
 
 from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say
-from streams.lag import GroupLag, LagMonitor, PartitionLag, PipelineView, Status
-from streams.pipeline import Pipeline, StageSpec, load_pipeline
+from streams.lag import GroupLag, LagMonitor, PartitionLag, PipelineView, Status, lag_hints
+from streams.observability.stats_reader import StatsReader
+from streams.pipeline import Pipeline, load_pipeline
 
 __all__ = ["lag"]
 
@@ -44,14 +49,19 @@ def lag(
 ) -> None:
     """Lag of consumer groups per partition (all groups unless --group/--pipeline)."""
     pipeline = load_pipeline(reference) if reference else None
+    # the supervisors' records say how many workers each stage runs of how many it wants
+    stats = StatsReader() if pipeline is not None else None
     with LagMonitor() as monitor:
-        failing = _snapshot(monitor, groups, pipeline, as_json=as_json, watch=watch)
         try:
+            failing = _snapshot(monitor, groups, pipeline, stats, as_json=as_json, watch=watch)
             while watch:
                 time.sleep(interval)
-                failing = _snapshot(monitor, groups, pipeline, as_json=as_json, watch=watch)
+                failing = _snapshot(monitor, groups, pipeline, stats, as_json=as_json, watch=watch)
         except KeyboardInterrupt:
             pass
+        finally:
+            if stats is not None:
+                stats.close()
     if failing:
         sys.exit(EXIT_CHECK_FAILED)
 
@@ -60,23 +70,22 @@ def _snapshot(
     monitor: LagMonitor,
     groups: tuple[str, ...],
     pipeline: Pipeline | None,
+    stats: StatsReader | None,
     *,
     as_json: bool,
     watch: bool,
 ) -> bool:
-    """Sample once and print; True if some group is STALL, STOP, REWIND or ERR."""
+    """Sample once and print; True if some group or stage is STALL, STOP, REWIND or ERR."""
     view: PipelineView | None = None
     if pipeline is not None:
-        hints = {
-            stage.group_id: [
-                *stage.inputs,
-                *(stage.retry_topics if isinstance(stage, StageSpec) else []),
-            ]
-            for stage in pipeline.stages
-        }
+        hints = lag_hints(pipeline)
         wanted = list(dict.fromkeys([*hints, *groups]))
         sampled = monitor.sample(wanted, topics=hints)
-        view = monitor.pipeline_view(pipeline, sampled)
+        supervisors = []
+        if stats is not None:
+            stats.catch_up()
+            supervisors = stats.supervisors()
+        view = monitor.pipeline_view(pipeline, sampled, supervisors=supervisors)
     else:
         sampled = monitor.sample(groups or None)
     if as_json:
@@ -89,7 +98,8 @@ def _snapshot(
         _print_table(sampled, colour=watch)
         if view is not None:
             _print_view(view, colour=watch)
-    return any(group.status in _FAILING for group in sampled)
+    stages = view.stages if view is not None else ()
+    return any(g.status in _FAILING for g in sampled) or any(s.status in _FAILING for s in stages)
 
 
 def _style(status: Status, text: str, *, colour: bool) -> str:
@@ -121,7 +131,10 @@ def _print_table(groups: list[GroupLag], *, colour: bool) -> None:
         say(f"{line}  {_style(p.status, p.status.value, colour=colour)}  {p.rule}")
     for g in groups:
         status = _style(g.status, g.status.value, colour=colour)
-        say(f"group {g.group} ({g.state}, {g.members} members): {status} sum lag {g.sum_lag}")
+        say(
+            f"group {g.group} ({g.state}, {g.members} members): {status} sum lag {g.sum_lag}; "
+            f"{g.rule}"
+        )
     if not groups:
         say("no consumer groups")
 
@@ -131,9 +144,12 @@ def _print_view(view: PipelineView, *, colour: bool) -> None:
     for stage in view.stages:
         retry = sum(stage.retry_backlog.values())
         status = _style(stage.status, stage.status.value, colour=colour)
+        workers = ""
+        if stage.workers_desired is not None:
+            workers = f", workers {stage.workers_running}/{stage.workers_desired}"
         say(
             f"  {stage.group}: input lag {stage.input_lag} ({_seconds(stage.input_lag_seconds)}), "
-            f"retry backlog {retry}, DLQ {stage.dlq_depth}: {status} {stage.rule}"
+            f"retry backlog {retry}, DLQ {stage.dlq_depth}{workers}: {status} {stage.rule}"
         )
 
 

@@ -16,7 +16,12 @@ __all__ = ["local"]
 
 @click.group()
 def local() -> None:
-    """Run a real Kafka broker and schema registry on this machine, without Docker."""
+    """Run a real Kafka broker and schema registry on this machine, without Docker.
+
+    State lives in $STREAMS_HOME (default ~/.streams-local); ports: STREAMS_KAFKA_PORT
+    (19092), STREAMS_CONTROLLER_PORT (19093), STREAMS_REGISTRY_PORT (18081). `streams local up
+    --help` lists every variable.
+    """
 
 
 def _describe(name: str, component: ComponentStatus) -> str:
@@ -42,8 +47,25 @@ def _describe(name: str, component: ComponentStatus) -> str:
 def up(clear_stale: bool) -> None:
     """Start the broker and the registry (downloading them once) and wait until both answer.
 
+    Kafka 4.1.2 (KRaft, one node) and Apicurio Registry 3.3.3 run with java from Maven
+    Central's jars: Java 17+ for the broker, 21+ for the registry, and mvn for the first
+    download (about 235 MB, kept in $STREAMS_HOME/lib).
+
     A pid file whose process is gone stops `up` with exit 1, so that a crash is not passed over
     silently: read `streams local logs kafka` (or `registry`), then run `up --clear-stale`.
+
+    \b
+    Environment:
+      STREAMS_HOME             state folder: jars, data, logs, pid files [~/.streams-local]
+      STREAMS_KAFKA_PORT       the broker's port [19092]
+      STREAMS_CONTROLLER_PORT  the KRaft controller's port [19093]
+      STREAMS_REGISTRY_PORT    the registry's port [18081]; its health port is this + 1
+      STREAMS_JAVA_HOME        the broker's JDK (else JAVA_HOME, PATH, /usr/lib/jvm/*)
+      STREAMS_REGISTRY_JAVA_HOME  the registry's JDK, 21+
+      STREAMS_MAVEN_COMMAND    mvn [mvn]
+
+    Clients follow the ports: without STREAMS_BOOTSTRAP_SERVERS, every `streams` command
+    dials 127.0.0.1:$STREAMS_KAFKA_PORT.
     """
     stack = LocalStack()
     report = stack.up(progress=lambda message: say(message, err=True), clear_stale=clear_stale)

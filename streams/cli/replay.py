@@ -13,6 +13,7 @@ from typing import cast
 
 import click
 
+from streams.cli.options import connection_options
 from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say, table
 from streams.cli.replay_common import (
     finish_plan,
@@ -82,7 +83,7 @@ def _request(modes: dict[str, object], group: str) -> ResetRequest:
 
 
 @replay.command()
-@click.argument("pipeline")
+@click.argument("pipeline", metavar="MODULE:PIPELINE")
 @click.option("--stage", required=True, help="The stage or sink whose group to reset.")
 @click.option("--to-earliest", "earliest", is_flag=True, help="The log start.")
 @click.option("--to-latest", "latest", is_flag=True, help="The last stable offset.")
@@ -119,6 +120,7 @@ def _request(modes: dict[str, object], group: str) -> ResetRequest:
 @click.option("--execute", is_flag=True, help="Reset; without it, print the plan only.")
 @_JSON
 @fail_cleanly
+@connection_options
 def reset(  # noqa: PLR0917 - click passes every option by keyword
     pipeline: str,
     stage: str,
@@ -134,10 +136,10 @@ def reset(  # noqa: PLR0917 - click passes every option by keyword
     export: bool,
     execute: bool,
     as_json: bool,
+    kafka: KafkaSettings,
 ) -> None:
     """Move a group's offsets (kafka-consumer-groups' --reset-offsets), refused while it runs."""
     declared = load_pipeline(pipeline)
-    kafka = KafkaSettings()
     group = declared.component(stage).group_id
     modes: dict[str, object] = {
         "--to-earliest": earliest,
@@ -207,7 +209,7 @@ def _print_reset(plan: ResetPlan) -> None:
 
 
 @replay.command()
-@click.argument("pipeline")
+@click.argument("pipeline", metavar="MODULE:PIPELINE")
 @click.option("--stage", help="The stage this copy is for (recorded with the task).")
 @click.option("--from", "source", required=True, metavar="TOPIC", help="The topic to copy from.")
 @click.option("--to", "destination", required=True, metavar="TOPIC", help="The topic to copy to.")
@@ -227,6 +229,7 @@ def _print_reset(plan: ResetPlan) -> None:
 @click.option("--execute", is_flag=True, help="Copy; without it, print the plan only.")
 @_JSON
 @fail_cleanly
+@connection_options
 def copy(  # noqa: PLR0917 - click passes every option by keyword
     pipeline: str,
     stage: str | None,
@@ -241,10 +244,10 @@ def copy(  # noqa: PLR0917 - click passes every option by keyword
     resume: str | None,
     execute: bool,
     as_json: bool,
+    kafka: KafkaSettings,
 ) -> None:
     """Copy a time range of a topic into another: key, value, headers, timestamp, partition."""
     declared = load_pipeline(pipeline)
-    kafka = KafkaSettings()
     shown = progress(as_json)
     stamp = now_ms()
     if resume:

@@ -29,9 +29,20 @@ def partition_names(partitions: Iterable[TopicPartition]) -> str:
 
 
 def worker_consumer_config(
-    kafka: KafkaSettings, settings: StageSettings, *, group_id: str, client_id: str
+    kafka: KafkaSettings,
+    settings: StageSettings,
+    *,
+    group_id: str,
+    client_id: str,
+    incarnation: str | None = None,
+    assignor: str = "cooperative-sticky",
 ) -> dict[str, Any]:
-    """The consumer of a worker: read_committed, no auto-commit, cooperative-sticky.
+    """The consumer of a worker: read_committed, no auto-commit, ``assignor``.
+
+    ``incarnation`` (one per worker process) is appended to the client.id as
+    ``<client_id>#<incarnation>``: the group's description then tells this process's
+    memberships from another process's on the same slot. The static ``group.instance.id``
+    stays ``client_id``.
 
     Offsets are committed by the worker itself (through the transaction for a stage, with the
     rows for a sink), never by the client; a new group starts at the earliest record so that it
@@ -40,12 +51,12 @@ def worker_consumer_config(
     config: dict[str, Any] = {
         **kafka.client_config(),
         "group.id": group_id,
-        "client.id": client_id,
+        "client.id": client_id if incarnation is None else f"{client_id}#{incarnation}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
+        "partition.assignment.strategy": assignor,
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(1000, settings.session_timeout_ms // 3),
         "max.poll.interval.ms": settings.max_poll_interval_ms,

@@ -31,7 +31,7 @@ _TIMEOUT_S = 30.0
 
 
 def record_size(
-    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None
 ) -> int:
     """An upper estimate of a record's size in a batch of its own."""
     size = RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")

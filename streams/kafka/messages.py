@@ -49,21 +49,31 @@ def origin_of(message: MessageLike) -> Origin:
     return (message.topic() or "", message.partition() or 0, message.offset() or 0)
 
 
-def message_headers(message: MessageLike) -> tuple[tuple[str, bytes], ...]:
-    """A message's headers as (name, bytes) pairs; a null header value becomes b""."""
+def message_headers(message: MessageLike) -> tuple[tuple[str, bytes | None], ...]:
+    """A message's headers as (name, bytes) pairs; a null header value stays None.
+
+    Kafka tells a null header value from an empty one, and retry and DLQ records carry the
+    headers over byte for byte, so the difference is kept (confluent-kafka's produce() writes
+    None as null).
+    """
     raw = message.headers()
     if not raw:
         return ()  # the common case, on the hot path
     pairs = raw.items() if isinstance(raw, dict) else raw
     return tuple(
-        (name, data.encode() if isinstance(data, str) else bytes(data or b""))
+        (name, None if data is None else data.encode() if isinstance(data, str) else bytes(data))
         for name, data in pairs
     )
 
 
 def decode_message(message: MessageLike, *, key: Serde[Any], value: Serde[Any]) -> Record[Any]:
     """A consumed message as a typed Record; a SerializationError names it and keeps its bytes."""
-    topic, partition, offset = origin_of(message)
+    # origin_of(), inline: this runs for every record
+    topic, partition, offset = (
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+    )
     raw_value = message.value()
     raw_key = message.key()
     try:
@@ -92,7 +102,7 @@ def decode_message(message: MessageLike, *, key: Serde[Any], value: Serde[Any]) 
 
 def carried_headers(
     message: MessageLike, original: headers.Headers | None = None
-) -> list[tuple[str, bytes]]:
+) -> headers.HeaderList:
     """What a record written to a retry topic or the DLQ carries over from ``message``.
 
     The record's own headers minus ours, plus ``streams.original.*``: kept from an earlier

@@ -13,6 +13,16 @@ metadata (KIP-447), then commits; both are retried on retriable errors within a 
 An indeterminate commit (still retriable at the deadline) marks the producer BROKEN: a new
 producer with the same transactional.id resolves the outcome at ``init_transactions``, and the
 caller then rewinds to the committed offsets, which reflect what really happened.
+
+Every transactional call gets at most ``_CALL_TIMEOUT_S`` and runs in a helper thread that is
+given ``_CALL_GRACE_S`` more to return. A call still running then, while the cluster answers
+a fresh client's metadata request, is *stuck* (librdkafka 2.16:
+``send_offsets_to_transaction()`` never returns when the group coordinator it cached was
+decommissioned by a re-bootstrap, which every restart of a single-broker cluster causes:
+librdkafka#5511, #5456). The stuck producer is abandoned, never touched again (the helper
+thread drops the last reference if the call ever returns), and the call fails fatal with code
+``_STUCK``: the caller recreates the producer, whose ``init_transactions`` fences the old one
+and aborts its open transaction, and rewinds.
 """
 
 from __future__ import annotations
@@ -21,11 +31,13 @@ import dataclasses
 import enum
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streams.exceptions import OutputRejectedError, TransactionError
 from streams.kafka.errors import FENCED_CODES, from_kafka_exception
@@ -67,6 +79,55 @@ class Refusal:
 
 # When the local queue is full, serve delivery reports for this long before trying again.
 _QUEUE_FULL_POLL_S = 0.05
+# The timeout given to one transactional call (the deadline still bounds the retries), and how
+# much longer it may run, with the broker answering, before it counts as stuck. A healthy call
+# returns within its timeout (a retriable _TIMED_OUT at worst); the broker-restart hang never
+# returns at all. 5 + 2 s: restarts of a local single broker recovered within 10-14 s.
+_CALL_TIMEOUT_S = 5.0
+_CALL_GRACE_S = 2.0
+
+
+class _Stuck(Exception):  # noqa: N818 - a control-flow signal
+    """A transactional call did not return although the cluster answers."""
+
+
+# The settings a probe client copies from the producer's: how to reach and log in to the cluster.
+_CONNECTION_KEYS = ("bootstrap.servers", "security.protocol", "sasl.", "ssl.", "client.dns.lookup")
+
+
+def _bounded(
+    call: Callable[[], None], limit_s: float, until: float, answers: Callable[[], bool]
+) -> None:
+    """Run ``call`` in a daemon thread (librdkafka releases the GIL); _Stuck if it hangs.
+
+    Past ``limit_s`` the call is stuck if the cluster ``answers()`` meanwhile: a healthy call
+    returns within its timeout once the broker is up. While the broker does not answer, the call
+    may be waiting for it (``send_offsets_to_transaction`` waits for its request's own timeout,
+    socket.timeout.ms): it is given until ``until`` (monotonic). A daemon thread: a call that
+    never returns must not keep the process from exiting.
+    """
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, name="txn-call", daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    while not outcome:
+        if time.monotonic() >= until or answers():
+            thread.join(0.1)  # it may have returned meanwhile
+            if not outcome:
+                raise _Stuck(f"no return after {limit_s:.0f} s, the broker answering")
+            break
+        thread.join(_CALL_GRACE_S)
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 class TxnState(enum.Enum):
@@ -110,6 +171,8 @@ class Transaction:
         self.transactional_id = str(self._config["transactional.id"])
         self.fatal_reason: KafkaError | None = None
         self._deadline_s = deadline_s
+        self._abandoned = False  # True: a call on self._producer is stuck (never touch it again)
+        self._generation = 0  # of the current producer: an older one's errors are not ours
         self._producer = self._new_producer()
         self.state = TxnState.IDLE  # the initial state: no transition to check
         self.opened_at = 0.0
@@ -151,19 +214,75 @@ class Transaction:
             )
         self.state = state
 
-    def _new_producer(self) -> Producer:
+    def _new_producer(self, *, wait_for_cluster: bool = False) -> Producer:
+        """A producer whose init_transactions succeeded, within the deadline.
+
+        ``wait_for_cluster``: past the deadline, keep trying for as long as the cluster does not
+        answer at all (a broker restart that takes longer than the deadline): a new process
+        could do no better, and the worker's watchdog still bounds the wait.
+        """
         self.fatal_reason = None
-        producer = Producer({**self._config, "error_cb": self._on_error})
+        producer = self._producer_instance()
         deadline = time.monotonic() + self._deadline_s
         while True:
+            timeout = self._call_timeout(deadline)
             try:
-                producer.init_transactions(max(1.0, deadline - time.monotonic()))
+                _bounded(
+                    lambda: producer.init_transactions(timeout),  # noqa: B023 - called at once
+                    timeout + _CALL_GRACE_S,
+                    deadline + _CALL_GRACE_S,
+                    self._cluster_answers,
+                )
+            except _Stuck:
+                # walk away from it (see the module docstring) and try with a fresh one
+                log.warning("init_transactions is stuck; abandoning that producer")
+                producer = self._producer_instance()
+                if time.monotonic() < deadline:
+                    continue
+                raise TransactionError(
+                    "init_transactions failed: _STUCK: no return within the deadline",
+                    code="_STUCK",
+                    fatal=True,
+                ) from None
             except KafkaException as error:
                 mapped = from_kafka_exception(error, operation="init_transactions")
                 if mapped.retriable and time.monotonic() < deadline:
                     continue  # resumable: calling again resumes the background work
+                if mapped.retriable and wait_for_cluster and not self._cluster_answers():
+                    log.warning("init_transactions: the cluster does not answer; waiting for it")
+                    deadline = time.monotonic() + self._deadline_s
+                    continue
                 raise mapped from error
+            self._abandoned = False
             return producer
+
+    def _producer_instance(self) -> Producer:
+        """A new producer; the error callbacks of the ones before it are ignored from now on.
+
+        An abandoned producer is fenced by its successor: that "fenced by a newer instance"
+        must not count as the successor's fatal reason.
+        """
+        self._generation += 1
+        generation = self._generation
+
+        def on_error(error: KafkaError) -> None:
+            if generation == self._generation:
+                self._on_error(error)
+
+        return Producer({**self._config, "error_cb": on_error})
+
+    def _cluster_answers(self) -> bool:
+        """True if a fresh client gets metadata from the cluster (the stuck producer may not)."""
+        config = {k: v for k, v in self._config.items() if k.startswith(_CONNECTION_KEYS)}
+        admin = AdminClient({**config, "log_level": 0})
+        try:
+            return bool(admin.list_topics(timeout=1.0).brokers)
+        except KafkaException:
+            return False
+
+    @staticmethod
+    def _call_timeout(deadline: float) -> float:
+        return min(_CALL_TIMEOUT_S, max(1.0, deadline - time.monotonic()))
 
     def reset(self, producer_config: Mapping[str, Any] | None = None) -> None:
         """Recreate the producer (same transactional.id): fences and resolves the old one.
@@ -174,12 +293,13 @@ class Transaction:
             self._config = {**producer_config, "transactional.id": self.transactional_id}
         old = self._producer
         self._to(TxnState.BROKEN)
-        try:
-            old.flush(0)
-        except KafkaException:
-            log.debug("flush of the broken producer failed", exc_info=True)
+        if not self._abandoned:  # a stuck call may still be inside an abandoned one
+            try:
+                old.flush(0)
+            except KafkaException:
+                log.debug("flush of the broken producer failed", exc_info=True)
         del old
-        self._producer = self._new_producer()
+        self._producer = self._new_producer(wait_for_cluster=True)
         self._to(TxnState.IDLE)
         self.records = 0
         self.delivery_error = None
@@ -234,7 +354,7 @@ class Transaction:
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None,
+        headers: Sequence[tuple[str, bytes | None]] | None,
         *,
         origin: tuple[str, int, int] | None = None,
         partition: int | None = None,
@@ -298,17 +418,13 @@ class Transaction:
         if offsets:
             partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
             self._retrying(
-                lambda: self._producer.send_offsets_to_transaction(
-                    partitions, group_metadata, max(1.0, deadline - time.monotonic())
+                lambda timeout: self._producer.send_offsets_to_transaction(
+                    partitions, group_metadata, timeout
                 ),
                 "send_offsets_to_transaction",
                 deadline,
             )
-        self._retrying(
-            lambda: self._producer.commit_transaction(max(1.0, deadline - time.monotonic())),
-            "commit_transaction",
-            deadline,
-        )
+        self._retrying(self._producer.commit_transaction, "commit_transaction", deadline)
         self._to(TxnState.IDLE)
 
     def abort(self) -> None:
@@ -324,20 +440,33 @@ class Transaction:
         except KafkaException:
             log.debug("flush before abort failed", exc_info=True)
         try:
-            self._retrying(
-                lambda: self._producer.abort_transaction(max(1.0, deadline - time.monotonic())),
-                "abort_transaction",
-                deadline,
-            )
+            self._retrying(self._producer.abort_transaction, "abort_transaction", deadline)
         except TransactionError:
             self._to(TxnState.BROKEN)  # only a new producer can resolve a failed abort
             raise
         self._to(TxnState.IDLE)
 
-    def _retrying(self, call: Callable[[], None], operation: str, deadline: float) -> None:
+    def _retrying(self, call: Callable[[float], None], operation: str, deadline: float) -> None:
+        """``call(timeout)`` until it succeeds; retriable errors are retried until ``deadline``."""
         while True:
+            timeout = self._call_timeout(deadline)
             try:
-                call()
+                _bounded(
+                    lambda: call(timeout),  # noqa: B023 - called at once
+                    timeout + _CALL_GRACE_S,
+                    deadline + _CALL_GRACE_S,
+                    self._cluster_answers,
+                )
+            except _Stuck as stuck:
+                # librdkafka will not return (see the module docstring): abandon the producer;
+                # the caller recreates it, which fences this one and aborts its transaction
+                self._abandoned = True
+                self._to(TxnState.BROKEN)
+                raise TransactionError(
+                    f"{operation} failed: _STUCK: {stuck}; the producer is abandoned",
+                    code="_STUCK",
+                    fatal=True,
+                ) from None
             except KafkaException as error:
                 mapped = self._map(error, operation)
                 if mapped.code == "_FENCED":
@@ -357,6 +486,8 @@ class Transaction:
             return
 
     def close(self, timeout_s: float = 5.0) -> None:
+        if self._abandoned:
+            return  # a stuck call is still inside it; the process exit ends it
         if self.is_open:
             try:
                 self.abort()

@@ -12,6 +12,7 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -24,6 +25,11 @@ from streams.localstack.jdk import JavaRuntime, find_java
 from streams.localstack.process import ManagedProcess
 
 __all__ = ["KafkaBroker", "SchemaRegistry", "ops_dir"]
+
+
+def _silent(_message: str) -> None:
+    return
+
 
 # The JVM flags of bin/kafka-run-class.sh (KAFKA_JVM_PERFORMANCE_OPTS).
 _KAFKA_JVM_FLAGS = [
@@ -80,9 +86,14 @@ class KafkaBroker:
     def java(self) -> JavaRuntime:
         return find_java(KAFKA_MIN_JAVA, purpose="the Kafka broker", env_var="STREAMS_JAVA_HOME")
 
-    def fetch(self) -> bool:
+    @property
+    def cached(self) -> bool:
+        """True when the jars were downloaded before (``fetch`` has nothing to do)."""
+        return is_complete(self.lib_dir)
+
+    def fetch(self, progress: Callable[[str], None] = _silent) -> bool:
         """Download the jars unless cached; True if a download happened."""
-        if is_complete(self.lib_dir):
+        if self.cached:
             return False
         fetch_with_maven(
             mvn=self.settings.maven_command,
@@ -94,6 +105,8 @@ class KafkaBroker:
                 "includeScope": "runtime",
             },
             extra=[],
+            label="kafka",
+            progress=progress,
         )
         return True
 
@@ -139,8 +152,8 @@ class KafkaBroker:
             "kafka.tools.StorageTool",
             "format",
             "--ignore-formatted",
-            "-t",
-            cluster_id,
+            # one argument: an id that starts with "-" (base64 does, 1 in 64) is not an option
+            f"--cluster-id={cluster_id}",
             "-c",
             str(self.config_dir / "server.properties"),
         ]
@@ -224,8 +237,14 @@ class SchemaRegistry:
             env_var="STREAMS_REGISTRY_JAVA_HOME",
         )
 
-    def fetch(self) -> bool:
-        if is_complete(self.app_dir):
+    @property
+    def cached(self) -> bool:
+        """True when the distribution was downloaded and unpacked before."""
+        return is_complete(self.app_dir)
+
+    def fetch(self, progress: Callable[[str], None] = _silent) -> bool:
+        """Download and unpack the distribution unless cached; True if a download happened."""
+        if self.cached:
             return False
         fetch_with_maven(
             mvn=self.settings.maven_command,
@@ -236,6 +255,8 @@ class SchemaRegistry:
                 "includeTypes": "tar.gz",
             },
             extra=[],
+            label="schema registry",
+            progress=progress,
         )
         unpack_tarball(self.download_dir, self.app_dir)
         return True

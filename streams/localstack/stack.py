@@ -182,20 +182,20 @@ class LocalStack:
         registry_java = self._prepare_registry() if registry_pid is None else None
 
         if kafka_java is not None:
-            progress(
-                f"kafka: fetching {self.settings.kafka_version} jars (cached after the first run)"
-            )
-            if self.kafka.fetch():
-                report.downloaded.append(f"kafka {self.settings.kafka_version}")
+            version = self.settings.kafka_version
+            folder = self.kafka.lib_dir
+            if _fetch(self.kafka, "kafka", f"{version} jars", folder, "75 MB", progress=progress):
+                report.downloaded.append(f"kafka {version}")
             self.kafka.write_config()
             if self.kafka.format_storage(kafka_java):
                 progress(f"kafka: formatted {self.kafka.data_dir}")
             self.kafka.process.spawn(self.kafka.command(kafka_java), cwd=self.settings.home)
             report.started.append("kafka")
         if registry_java is not None:
-            progress(f"schema registry: fetching Apicurio {self.settings.apicurio_version}")
-            if self.registry.fetch():
-                report.downloaded.append(f"apicurio {self.settings.apicurio_version}")
+            version = self.settings.apicurio_version
+            what, folder = f"Apicurio {version}", self.registry.app_dir
+            if _fetch(self.registry, "schema registry", what, folder, "160 MB", progress=progress):
+                report.downloaded.append(f"apicurio {version}")
             (self.settings.home / "registry").mkdir(parents=True, exist_ok=True)
             self.registry.process.spawn(
                 self.registry.command(registry_java), cwd=self.settings.home
@@ -300,6 +300,25 @@ class LocalStack:
 
     def log_file(self, component: str) -> Path:
         return {"kafka": self.kafka.process, "registry": self.registry.process}[component].log_file
+
+
+def _fetch(
+    component: KafkaBroker | SchemaRegistry,
+    name: str,
+    what: str,
+    folder: Path,
+    size: str,
+    *,
+    progress: Progress,
+) -> bool:
+    """Say whether ``component`` is cached or is being downloaded, then fetch it if needed."""
+    if component.cached:
+        progress(f"{name}: using cached {what} ({folder})")
+        return False
+    progress(
+        f"{name}: downloading {what} from Maven Central (about {size}, once; kept in {folder})"
+    )
+    return component.fetch(progress)
 
 
 def _tail(path: Path, lines: int = 3) -> str:

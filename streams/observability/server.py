@@ -1,27 +1,30 @@
 """The monitor process: a sampler thread and an HTTP server over its latest sample.
 
-Every ``interval_s`` the sampler asks the lag monitor for every consumer group (and the views of
-the given pipelines) and reads the workers' counters from ``_streams.stats``; the result is one
-immutable ``Snapshot``, swapped whole. The HTTP server only reads that snapshot:
+Every ``interval_s`` the sampler asks the lag monitor for every consumer group, reads the
+workers' counters and the supervisors' records from ``_streams.stats``, and builds the views
+of the given pipelines (a stage below its desired worker count is WARN, ERR with none left);
+the result is one immutable ``Snapshot``, swapped whole. The HTTP server only reads that snapshot:
 
 - ``/metrics``: Prometheus text (``streams.observability.exporter``);
 - ``/api/state``: JSON for the dashboard (``?partitions=0`` leaves out the partitions);
 - ``/``: the dashboard (static files, no build step, nothing fetched from the internet);
-- ``/health``: 200 while the process serves.
+- ``/health``: 200 (``ok``) while the data is fresh; 503 with a JSON body saying why and how
+  old the data is once the last *successful* sample is older than three intervals (an interval
+  being ``interval_s`` plus the time the last sample took), or when there was none yet. Point a
+  liveness or alerting probe here: a monitor that serves old numbers is not healthy.
 
 When Kafka cannot be reached the last good sample is kept, ``error`` in ``/api/state`` says
-why, and ``streams_monitor_sample_errors_total`` grows: check the bootstrap servers and the
-broker, the monitor picks up again by itself.
+why (never an empty string), and ``streams_monitor_sample_errors_total`` grows: check the
+bootstrap servers and the broker. After every failed sample the monitor builds new Kafka
+clients (admin client, record readers, the stats reader), so it picks up again by itself once
+the broker answers, also after a broker restart.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from http import HTTPStatus
@@ -30,14 +33,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import parse_qs, urlsplit
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-
 from streams.config import KafkaSettings
-from streams.lag import LagMonitor
-from streams.observability.exporter import TP, MetricsExporter, Owner, Snapshot, member_owners
+from streams.lag import LagMonitor, lag_hints
+from streams.observability.exporter import MetricsExporter, Snapshot
+from streams.observability.state import (
+    SampleHistory,
+    clean,
+    dumps,
+    pipeline_topology,
+    state_dict,
+)
 from streams.observability.stats_reader import StatsReader, WorkerStats
 from streams.pipeline import Pipeline
+from streams.stats import SupervisorReport
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -57,6 +65,8 @@ _STATIC = {
 }
 # 360 samples: 30 minutes of history at the default 5 s interval, a few hundred KB of JSON
 HISTORY_SIZE = 360
+# missed samples tolerated before the data counts as stale (/health 503, the dashboard's banner)
+STALE_INTERVALS = 3
 
 
 class LagSource(Protocol):
@@ -70,8 +80,14 @@ class LagSource(Protocol):
     ) -> list[GroupLag]: ...
 
     def pipeline_view(
-        self, pipeline: Pipeline, groups: list[GroupLag] | None = None
+        self,
+        pipeline: Pipeline,
+        groups: list[GroupLag] | None = None,
+        *,
+        supervisors: Iterable[SupervisorReport] = (),
     ) -> PipelineView: ...
+
+    def reconnect(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -83,102 +99,21 @@ class WorkerSource(Protocol):
 
     def workers(self) -> list[WorkerStats]: ...
 
+    def supervisors(self) -> list[SupervisorReport]: ...
+
+    def reconnect(self) -> None: ...
+
     def close(self) -> None: ...
 
 
-def pipeline_topology(pipeline: Pipeline) -> dict[str, Any]:
-    """Stages, the topic edges between them and a layer per stage (0 = reads no stage's output).
+def error_message(error: BaseException) -> str:
+    """What went wrong, never empty: ``str(error)``, else the class name and repr.
 
-    The dashboard draws layer ``n`` as column ``n``; stages of a layer are stacked in rows.
+    ``concurrent.futures.TimeoutError()`` has an empty message; shown as is it left the
+    dashboard with an empty error and ``monitor sample failed:`` with nothing after it.
     """
-    stages = pipeline.stages
-    producers: dict[str, list[str]] = {}
-    for stage in stages:
-        for topic in getattr(stage, "outputs", {}):
-            producers.setdefault(topic, []).append(stage.name)
-    edges = [
-        {"from": source, "to": stage.name, "topic": topic}
-        for stage in stages
-        for topic in stage.inputs
-        for source in producers.get(topic, [])
-        if source != stage.name
-    ]
-    layer = dict.fromkeys((s.name for s in stages), 0)
-    for _ in range(len(stages)):  # longest path; bounded so that a cycle cannot loop forever
-        for edge in edges:
-            layer[edge["to"]] = max(layer[edge["to"]], min(layer[edge["from"]] + 1, len(stages)))
-    rows: dict[int, int] = {}
-    described = []
-    for stage in stages:
-        row = rows.get(layer[stage.name], 0)
-        rows[layer[stage.name]] = row + 1
-        described.append(
-            {
-                "name": stage.name,
-                "group": stage.group_id,
-                "kind": "stage" if hasattr(stage, "outputs") else "sink",
-                "inputs": list(stage.inputs),
-                "outputs": list(getattr(stage, "outputs", {})),
-                "retry_topics": list(getattr(stage, "retry_topics", [])),
-                "dlq_topic": getattr(stage, "dlq_topic", None),
-                "layer": layer[stage.name],
-                "row": row,
-                "external_inputs": [t for t in stage.inputs if t not in producers],
-            }
-        )
-    return {"name": pipeline.name, "stages": described, "edges": edges}
-
-
-def _dumps(payload: Any) -> bytes:
-    return json.dumps(payload, default=str, allow_nan=False, separators=(",", ":")).encode()
-
-
-def _clean(value: Any) -> Any:
-    """NaN and infinities are not JSON: they become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-class _History:
-    """Per stage group: time, lag, time lag and throughput of the last ``size`` samples."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._series: dict[str, dict[str, deque[float | None]]] = {}
-        self._committed: dict[str, tuple[float, int]] = {}
-
-    def throughput(self, group: GroupLag | None, now: float) -> float | None:
-        """Records per second the group committed since the previous sample (never negative)."""
-        if group is None:
-            return None
-        total = sum(p.committed or 0 for p in group.partitions)
-        previous = self._committed.get(group.group)
-        self._committed[group.group] = (now, total)
-        if previous is None or now <= previous[0]:
-            return None
-        return max(0.0, (total - previous[1]) / (now - previous[0]))
-
-    def add(self, group: str, now: float, **values: float | None) -> None:
-        series = self._series.get(group)
-        if series is None:
-            series = {
-                name: deque(maxlen=self._size) for name in ("t", "lag", "lag_seconds", "throughput")
-            }
-            self._series[group] = series
-        series["t"].append(round(now, 3))
-        for name in ("lag", "lag_seconds", "throughput"):
-            series[name].append(values.get(name))
-
-    def to_dict(self) -> dict[str, dict[str, list[float | None]]]:
-        return {
-            group: {name: list(points) for name, points in series.items()}
-            for group, series in self._series.items()
-        }
+    text = str(error).strip()
+    return text or f"{type(error).__name__}: {error!r}"
 
 
 class Monitor:
@@ -200,13 +135,9 @@ class Monitor:
         lag: LagSource | None = None,
         stats: WorkerSource | None = None,
         clock: Callable[[], float] = time.time,
-        describe_members: bool = True,
         transaction_timeout_s: float = 30.0,
     ) -> None:
         settings = kafka or KafkaSettings()
-        self._settings = settings
-        self._describe_members = describe_members
-        self._admin: AdminClient | None = None
         if lag is None:
             lag = LagMonitor(settings, transaction_timeout_s=transaction_timeout_s)
         self.pipelines = list(pipelines)
@@ -215,14 +146,10 @@ class Monitor:
         self._lag = lag
         self._stats = stats if stats is not None else StatsReader(settings)
         self._clock = clock
-        self._history = _History(history_size)
+        self._history = SampleHistory(history_size)
         self._topologies = [pipeline_topology(p) for p in self.pipelines]
         # partitions of the pipelines' inputs and retry topics are listed even before a commit
-        self._hints = {
-            stage.group_id: [*stage.inputs, *getattr(stage, "retry_topics", [])]
-            for pipeline in self.pipelines
-            for stage in pipeline.stages
-        }
+        self._hints = lag_hints(*self.pipelines)
         self._snapshot: Snapshot | None = None
         self._throughput: dict[str, float | None] = {}
         self._state_cache: dict[bool, tuple[Snapshot, bytes]] = {}
@@ -239,22 +166,24 @@ class Monitor:
     def snapshot(self) -> Snapshot | None:
         return self._snapshot
 
+    def clock(self) -> float:
+        """The monitor's wall clock (epoch seconds): what sample times are measured on."""
+        return self._clock()
+
     def sample_once(self) -> Snapshot:
         """Take one sample now and make it the current one (on failure keep the last one)."""
         began = time.monotonic()
         now = self._clock()
         try:
             groups = self._lag.sample(topics=self._hints)
-            views = [self._lag.pipeline_view(p, groups) for p in self.pipelines]
-            owners = self._owners([g.group for g in groups if g.members])
             self._stats.poll()
             workers = self._stats.workers()
+            supervisors = self._stats.supervisors()
+            views = [
+                self._lag.pipeline_view(p, groups, supervisors=supervisors) for p in self.pipelines
+            ]
         except Exception as error:  # noqa: BLE001 - any failure: keep serving the last sample
-            log.warning("monitor sample failed: %s", error)
-            previous = self._snapshot or Snapshot(now, self.cluster_name, (), (), ())
-            failed = replace(previous, errors=previous.errors + 1, error=str(error))
-            self._snapshot = failed
-            return failed
+            return self._failed(error)
         by_group = {g.group: g for g in groups}
         with self._lock:
             throughput = {}
@@ -277,27 +206,31 @@ class Monitor:
             groups=tuple(groups),
             views=tuple(views),
             workers=tuple(workers),
+            supervisors=tuple(supervisors),
             sample_seconds=time.monotonic() - began,
             errors=previous_errors,
-            owners=owners,
         )
         self._snapshot = snapshot
         return snapshot
 
-    def _owners(self, group_ids: list[str]) -> dict[str, dict[TP, Owner]]:
-        """Who owns each partition (member labels of the lag metrics): one batched describe."""
-        if not self._describe_members or not group_ids:
-            return {}
-        if self._admin is None:
-            self._admin = AdminClient(self._settings.client_config())
-        futures = self._admin.describe_consumer_groups(group_ids, request_timeout=10)
-        descriptions = []
-        for future in futures.values():
+    def _failed(self, error: Exception) -> Snapshot:
+        """Keep the last good sample, say why this one failed, and rebuild the Kafka clients.
+
+        New clients on every failure: after a broker restart the old admin client never
+        answered a DescribeConsumerGroups again (tests/integration/test_monitor_restart.py).
+        """
+        message = error_message(error)
+        log.warning("monitor sample failed: %s", message)
+        # taken_at 0: no good sample yet, so the data is as old as it can be (never fresh)
+        previous = self._snapshot or Snapshot(0.0, self.cluster_name, (), (), ())
+        failed = replace(previous, errors=previous.errors + 1, error=message)
+        self._snapshot = failed
+        for client in (self._lag, self._stats):
             try:
-                descriptions.append(future.result(timeout=10))
-            except KafkaException as error:  # a group that went away meanwhile: no labels
-                log.debug("describe group: %s", error)
-        return member_owners(descriptions)
+                client.reconnect()
+            except Exception:
+                log.warning("cannot rebuild a Kafka client", exc_info=True)
+        return failed
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -313,76 +246,56 @@ class Monitor:
         """``/api/state`` as JSON bytes, built once per sample."""
         snapshot = self._snapshot
         if snapshot is None:
-            return _dumps({"taken_at": None, "pipelines": [], "groups": [], "workers": []})
+            return dumps({"taken_at": None, "pipelines": [], "groups": [], "workers": []})
         cached = self._state_cache.get(partitions)
         if cached is not None and cached[0] is snapshot:
             return cached[1]
-        body = _dumps(_clean(self._state_dict(snapshot, partitions=partitions)))
-        self._state_cache[partitions] = (snapshot, body)
-        return body
-
-    def _state_dict(self, snapshot: Snapshot, *, partitions: bool) -> dict[str, Any]:
-        in_pipeline = {s.group for v in snapshot.views for s in v.stages}
-        workers_by_group: dict[str, list[WorkerStats]] = {}
-        for worker in snapshot.workers:
-            workers_by_group.setdefault(worker.group, []).append(worker)
-        groups = []
-        for group in snapshot.groups:
-            described = group.to_dict()
-            if not partitions:
-                described.pop("partitions", None)
-                described["partition_count"] = len(group.partitions)
-            described["in_pipeline"] = group.group in in_pipeline
-            groups.append(described)
         with self._lock:
             history = self._history.to_dict()
             throughput = dict(self._throughput)
-        pipelines = []
-        for topology, view in zip(self._topologies, snapshot.views, strict=True):
-            stages = {}
-            for stage in view.stages:
-                workers = workers_by_group.get(stage.group, [])
-                stages[stage.group] = {
-                    "group": stage.group,
-                    "status": str(stage.status),
-                    "rule": stage.rule,
-                    "lag": stage.input_lag,
-                    "lag_seconds": stage.input_lag_seconds,
-                    "retry_backlog": dict(stage.retry_backlog),
-                    "retry_total": sum(stage.retry_backlog.values()),
-                    "dlq_depth": stage.dlq_depth,
-                    "dlq_inflow_per_s": stage.dlq_inflow_per_s,
-                    "throughput": throughput.get(stage.group),
-                    "workers": len(workers),
-                    "consumed": sum(w.counters.get("consumed", 0) for w in workers),
-                    "breakers": sorted(
-                        {
-                            str(d.get("name")): str(d.get("state"))
-                            for w in workers
-                            for d in w.dependencies
-                        }.items()
-                    ),
-                }
-            pipelines.append(
-                {
-                    **topology,
-                    "end_to_end_lag_seconds": view.end_to_end_lag_seconds,
-                    "view": view.to_dict(),
-                    "stage_state": stages,
-                }
+        built = state_dict(
+            snapshot,
+            topologies=self._topologies,
+            interval_s=self.interval_s,
+            stale_after_s=self.stale_after_s(snapshot),
+            history=history,
+            throughput=throughput,
+            partitions=partitions,
+        )
+        body = dumps(clean(built))
+        self._state_cache[partitions] = (snapshot, body)
+        return body
+
+    def stale_after_s(self, snapshot: Snapshot) -> float:
+        """Age at which a sample's data is stale: three intervals, each the wait plus a sample."""
+        return STALE_INTERVALS * (self.interval_s + snapshot.sample_seconds)
+
+    def health(self) -> tuple[HTTPStatus, bytes]:
+        """``/health``: 200 ``ok`` while fresh, else 503 and a JSON body with the reason and age."""
+        snapshot = self._snapshot
+        now = self._clock()
+        if snapshot is not None and snapshot.taken_at > 0:
+            age_s = max(0.0, now - snapshot.taken_at)
+            limit_s = self.stale_after_s(snapshot)
+            if age_s <= limit_s:
+                return HTTPStatus.OK, b"ok\n"
+            reason = (
+                f"the last successful sample is {age_s:.1f} s old, older than {limit_s:.1f} s "
+                f"({STALE_INTERVALS} intervals of {self.interval_s:g} s)"
             )
-        return {
-            "cluster_name": snapshot.cluster_name,
-            "taken_at": snapshot.taken_at,
-            "interval_s": self.interval_s,
-            "sample_ms": round(snapshot.sample_seconds * 1000, 1),
-            "error": snapshot.error,
-            "errors": snapshot.errors,
-            "pipelines": pipelines,
-            "groups": groups,
-            "workers": [w.to_dict() for w in snapshot.workers],
-            "history": history,
+        else:
+            age_s, limit_s = None, None
+            reason = "no successful sample yet"
+        body = {
+            "status": "stale",
+            "reason": reason,
+            "age_s": None if age_s is None else round(age_s, 1),
+            "stale_after_s": None if limit_s is None else round(limit_s, 1),
+            "last_success_at": snapshot.taken_at if snapshot and snapshot.taken_at > 0 else None,
+            "last_error": snapshot.error if snapshot else None,
+            "errors": snapshot.errors if snapshot else 0,
         }
+        return HTTPStatus.SERVICE_UNAVAILABLE, dumps(body)
 
     # process
 
@@ -441,18 +354,33 @@ def _handler_for(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
             elif url.path == "/api/state":
                 query = parse_qs(url.query)
                 partitions = query.get("partitions", ["1"])[0] not in {"0", "false", "no"}
-                self._send(monitor.state(partitions=partitions), "application/json")
+                body = monitor.state(partitions=partitions)
+                # the dashboard measures the data's age on the monitor's clock, not the browser's
+                served_at = {"X-Streams-Served-At": f"{monitor.clock():.3f}"}
+                self._send(body, "application/json", headers=served_at)
             elif url.path == "/health":
-                self._send(b"ok\n", "text/plain; charset=utf-8")
+                status, body = monitor.health()
+                kind = (
+                    "text/plain; charset=utf-8" if status is HTTPStatus.OK else "application/json"
+                )
+                self._send(body, kind, status)
             elif url.path in _STATIC:
                 name, content_type = _STATIC[url.path]
                 self._send((DASHBOARD / name).read_bytes(), content_type)
             else:
                 self._send(b"not found\n", "text/plain; charset=utf-8", HTTPStatus.NOT_FOUND)
 
-        def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
+        def _send(
+            self,
+            body: bytes,
+            content_type: str,
+            status: HTTPStatus = HTTPStatus.OK,
+            headers: Mapping[str, str] | None = None,
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()

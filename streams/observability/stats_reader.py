@@ -14,6 +14,11 @@ environment, 15 s with the defaults). Run the monitor with the same
 
 When the topic does not exist yet (no ``streams topics create`` on this cluster) the reader
 reports no workers and looks again at the next poll.
+
+Supervisors publish to the same topic (key ``<group>/supervisor@<host>:<pid>``, ``kind``
+``supervisor``, ``streams.stats.SupervisorReport``): ``supervisors()`` returns those at most
+three of their own intervals old; they never count as workers. ``catch_up()`` reads to the
+topic's end, for a one-shot reader such as ``streams lag --pipeline``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.config import KafkaSettings, StageSettings
 from streams.pipeline import STATS_TOPIC
+from streams.stats import SUPERVISOR_KIND, SupervisorReport
 
 __all__ = [
     "BREAKER_STATES",
@@ -84,7 +90,7 @@ def parse_worker_stats(key: str, value: bytes) -> WorkerStats | None:
         payload = json.loads(value)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(payload, dict):
+    if not isinstance(payload, dict) or payload.get("kind") == SUPERVISOR_KIND:
         return None
     group, _, slot = key.rpartition("/")
     group = str(payload.get("group") or group or "unknown")
@@ -104,6 +110,14 @@ def parse_worker_stats(key: str, value: bytes) -> WorkerStats | None:
         pid=int(payload.get("pid", 0) or 0),
         raw=payload,
     )
+
+
+def _supervisor_report(value: bytes) -> SupervisorReport | None:
+    try:
+        payload = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return SupervisorReport.parse(payload) if isinstance(payload, dict) else None
 
 
 def live_workers(
@@ -130,7 +144,7 @@ class StatsReader:
         stale_after_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        settings = kafka or KafkaSettings()
+        self._settings = kafka or KafkaSettings()
         self._topic = topic
         self._clock = clock
         self.stale_after_s = (
@@ -138,9 +152,16 @@ class StatsReader:
             if stale_after_s is not None
             else STALE_INTERVALS * StageSettings().stats_interval_s
         )
-        self._consumer = Consumer(
+        self._consumer = self._new_consumer()
+        self._assigned = False
+        self._latest: dict[str, WorkerStats] = {}
+        self._supervisors: dict[str, SupervisorReport] = {}
+        self.topic_missing = False
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
             {
-                **settings.client_config(),
+                **self._settings.client_config(),
                 # never joined nor committed: the id only satisfies the client
                 "group.id": f"_streams.monitor.{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
@@ -148,9 +169,15 @@ class StatsReader:
                 "auto.offset.reset": "earliest",
             }
         )
+
+    def reconnect(self) -> None:
+        """A new consumer, reading the topic from the start again; the records read are kept.
+
+        The monitor calls this after a failed sample, as it rebuilds its other Kafka clients.
+        """
+        old, self._consumer = self._consumer, self._new_consumer()
         self._assigned = False
-        self._latest: dict[str, WorkerStats] = {}
-        self.topic_missing = False
+        old.close()
 
     def _assign(self) -> bool:
         try:
@@ -181,16 +208,41 @@ class StatsReader:
                         log.warning("reading %s: %s", self._topic, error)
                     continue
                 read += 1
-                key = (message.key() or b"").decode(errors="replace")
-                value = message.value()
-                if value is None:  # a tombstone: the worker's record was deleted
-                    self._latest.pop(key, None)
-                    continue
-                stats = parse_worker_stats(key, value)
-                if stats is not None:
-                    self._latest[key] = stats
+                self._take(message)
             if len(batch) < _BATCH:
                 return read
+
+    def _take(self, message: Any) -> None:
+        key = (message.key() or b"").decode(errors="replace")
+        value = message.value()
+        if value is None:  # a tombstone: the record was deleted
+            self._latest.pop(key, None)
+            self._supervisors.pop(key, None)
+            return
+        supervisor = _supervisor_report(value)
+        if supervisor is not None:
+            self._supervisors[key] = supervisor
+            return
+        stats = parse_worker_stats(key, value)
+        if stats is not None:
+            self._latest[key] = stats
+
+    def catch_up(self, timeout_s: float = 5.0) -> int:
+        """Read until the end the topic had when called (or ``timeout_s``); records read."""
+        deadline = time.monotonic() + timeout_s
+        if not self._assigned and not self._assign():
+            return 0
+        ends = {}
+        for tp in self._consumer.assignment():
+            _low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            ends[tp.partition] = high
+        read = 0
+        while time.monotonic() < deadline:
+            positions = self._consumer.position(self._consumer.assignment())
+            if all(p.offset >= ends.get(p.partition, 0) for p in positions):
+                break
+            read += self.poll(timeout_s=0.1)
+        return read
 
     def add(self, stats: WorkerStats) -> None:
         """Record a snapshot directly (tests, or a caller with its own source)."""
@@ -199,6 +251,12 @@ class StatsReader:
     def workers(self) -> list[WorkerStats]:
         """Live workers: those whose latest record is recent enough (see the module docstring)."""
         return live_workers(self._latest.values(), self._clock(), self.stale_after_s)
+
+    def supervisors(self) -> list[SupervisorReport]:
+        """Live supervisors' records (at most three of their intervals old), by group."""
+        now = self._clock()
+        live = [r for r in self._supervisors.values() if r.is_live(now)]
+        return sorted(live, key=lambda r: (r.group, r.host, r.pid))
 
     def close(self) -> None:
         self._consumer.close()

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from streams import headers as h
+from streams.headers import HeaderList
 from streams.kafka.messages import MessageLike, message_headers
 
 __all__ = ["Letter", "copied_headers", "escaped", "read_letter", "redriven_headers"]
@@ -59,7 +60,7 @@ class Letter:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
+    headers: tuple[tuple[str, bytes | None], ...]  # a null value stays None
     format: Format
     original: tuple[str, int, int] | None  # (topic, partition, offset); None: unroutable
     original_timestamp_ms: int | None
@@ -110,9 +111,10 @@ def _coordinates(
 def read_letter(message: MessageLike) -> Letter:
     """The record and its dead-letter metadata, whichever of the three formats it uses."""
     found = message_headers(message)
-    ours: dict[str, bytes] = {}
-    spring: dict[str, bytes] = {}
-    connect: dict[str, bytes] = {}
+    # a null header value stays None (streams.kafka.messages): it reads as an absent one here
+    ours: dict[str, bytes | None] = {}
+    spring: dict[str, bytes | None] = {}
+    connect: dict[str, bytes | None] = {}
     for name, value in found:
         if name.startswith(h.PREFIX):
             ours[name] = value  # the last value wins, as headers.get
@@ -194,7 +196,7 @@ def _kept(name: str, drop: frozenset[str]) -> bool:
 
 def redriven_headers(
     letter: Letter, *, task_id: str, count: int, drop: Iterable[str] = ()
-) -> list[tuple[str, bytes]]:
+) -> HeaderList:
     """The headers of ``letter`` redriven by ``task_id`` for the ``count``-th time.
 
     ``drop``: more header names to leave out (a replication or tracing header, say, that must
@@ -222,8 +224,8 @@ def redriven_headers(
 
 
 def copied_headers(
-    found: Sequence[tuple[str, bytes]], *, task_id: str, source: str
-) -> list[tuple[str, bytes]]:
+    found: Sequence[tuple[str, bytes | None]], *, task_id: str, source: str
+) -> HeaderList:
     """A copied record's headers: all of its own, in order, then the task and its source."""
     return [*found, (h.REPLAYED, task_id.encode()), (h.REPLAY_SOURCE, source.encode())]
 

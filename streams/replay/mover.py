@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from streams.config import StageSettings
 from streams.exceptions import TaskFailedError, TransactionError
 from streams.kafka.errors import FENCED_NAMES
+from streams.kafka.starts import committed_starts
 from streams.kafka.transaction import Transaction
 from streams.offsets import OffsetBook
 from streams.replay.ledger import CancelWatch, task_key
@@ -43,7 +44,7 @@ from streams.replay.task import Status, Task
 from streams.spec import REPLAY_LEDGER_TOPIC
 from streams.stats import ComponentStats
 
-__all__ = ["Decide", "MoveBatch", "RateLimiter", "now_ms", "start_offsets"]
+__all__ = ["Decide", "MoveBatch", "RateLimiter", "now_ms", "start_offsets", "task_offsets"]
 
 log = logging.getLogger("streams.replay")
 
@@ -51,6 +52,9 @@ Decide = Callable[[Message], Move | str | None]
 
 # Consecutive transaction failures after which a task gives up (FAILED) instead of looping.
 _MAX_FAILURES = 5
+# How long a task waits for stable committed offsets (a killed run's transaction still open):
+# the coordinator aborts it within transaction.timeout.ms (60 s by default) and its sweep.
+_START_WAIT_S = 90.0
 
 
 def now_ms() -> int:
@@ -333,9 +337,10 @@ class MoveBatch:
         self._batch_began = None
         assigned = partitions or [TopicPartition(self._source, p) for p in self._assigned]
         self._done = set(self._ends) - set(self._assigned)
-        for tp in self._consumer.committed(assigned, timeout=30):
-            start, end = self.task.ranges[tp.partition]
-            offset = tp.offset if tp.offset >= 0 else start
+        found = task_offsets(self._consumer, self.task, assigned)
+        for tp in assigned:
+            _start, end = self.task.ranges[tp.partition]
+            offset = found[tp.partition]
             if offset >= end:
                 self._done.add(tp.partition)
                 continue
@@ -344,16 +349,29 @@ class MoveBatch:
         log.info("replay task %s rewound to its committed offsets", self.task.id)
 
 
+def task_offsets(
+    consumer: Consumer, task: Task, partitions: list[TopicPartition]
+) -> dict[int, int]:
+    """Partition -> where the task goes on: its committed offset, else its range's start.
+
+    Read with ``streams.kafka.starts.committed_starts``: only a stable answer counts. A
+    partition whose committed offset cannot be read (pending in a killed run's transaction, the
+    coordinator moving) waits, then fails the start; it never falls back to the range's start,
+    which would move what was moved already again.
+    """
+    found = committed_starts(consumer, partitions, wait_s=_START_WAIT_S, group_id=task.group or "")
+    return {
+        tp.partition: max(tp.offset, task.ranges[tp.partition][0])  # OFFSET_BEGINNING < 0
+        for tp in found
+    }
+
+
 def start_offsets(consumer: Consumer, task: Task) -> list[TopicPartition]:
     """Where a (resumed) task begins: its group's committed offsets, else its range starts."""
-    wanted = [TopicPartition(task.source, p) for p in task.ranges]
-    found: dict[int, int] = {}
-    for tp in consumer.committed(wanted, timeout=30):
-        if tp.offset >= 0:
-            found[tp.partition] = tp.offset
-    starts = []
-    for p, (start, end) in sorted(task.ranges.items()):
-        offset = max(found.get(p, start), start)
-        if offset < end:
-            starts.append(TopicPartition(task.source, p, offset))
-    return starts
+    wanted = [TopicPartition(task.source, p) for p in sorted(task.ranges)]
+    found = task_offsets(consumer, task, wanted)
+    return [
+        TopicPartition(task.source, p, found[p])
+        for p, (_start, end) in sorted(task.ranges.items())
+        if found[p] < end
+    ]

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from streams.headers import HeaderList
 from streams.replay.letters import Letter, redriven_headers
 from streams.replay.selection import Filters
 from streams.replay.task import Task
@@ -59,7 +60,7 @@ class Move:
     partition: int | None  # None: the producer's partitioner (by key)
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: HeaderList  # a null value stays None
     timestamp_ms: int | None  # None: the time of the write
 
 

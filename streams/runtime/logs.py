@@ -85,7 +85,8 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING and record.name != CLIENT_LOGGER:
             return True  # our own info lines are not repeats to collapse
-        key = (record.name, record.levelno, _NUMBERS.sub("#", str(record.msg))[:200])
+        text = record.getMessage()
+        key = (record.name, record.levelno, _NUMBERS.sub("#", text)[:200])
         now = time.monotonic()
         with self._lock:
             first, left_out = self._seen.get(key, (0.0, 0))
@@ -96,9 +97,8 @@ class RepeatFilter(logging.Filter):
             if len(self._seen) > 10_000:  # noqa: PLR2004 - bounds the memory of the filter
                 self._seen.clear()
         if left_out:
-            record.msg = (
-                f"{record.msg} (and {left_out} more like it in the last {now - first:.0f} s)"
-            )
+            record.msg = f"{text} (and {left_out} more like it in the last {now - first:.0f} s)"
+            record.args = None
         return True
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 from types import FrameType
 
-from streams.config import KafkaSettings, LogSettings
+from streams.config import KafkaSettings, LogSettings, StageSettings
 from streams.exceptions import (
     FencedError,
     KafkaClientError,
@@ -29,6 +29,7 @@ from streams.exceptions import (
     StreamsError,
 )
 from streams.pipeline import load_pipeline
+from streams.runtime.health import HealthServer
 from streams.runtime.logs import configure_logging
 from streams.runtime.publish import StatsPublisher
 from streams.sinks import SinkRunner
@@ -52,9 +53,9 @@ EXIT_START_FAILED = 5
 log = logging.getLogger("streams.worker")
 
 # How long a worker waits for an unreachable schema registry before it asks again: doubling
-# from 1 s to 30 s, like the supervisor's restarts.
+# from 1 s to 10 s (a registry that comes back is used within 10 s).
 _REGISTRY_WAIT_START_S = 1.0
-_REGISTRY_WAIT_MAX_S = 30.0
+_REGISTRY_WAIT_MAX_S = 10.0
 
 
 class _AbortNow(BaseException):
@@ -86,7 +87,14 @@ class _Stop:
         signal.alarm(max(1, int(self.deadline_s)))
 
 
-def run_worker(reference: str, stage: str, slot: int) -> int:
+def run_worker(
+    reference: str,
+    stage: str,
+    slot: int,
+    *,
+    health_port: int | None = None,
+    health_host: str = "127.0.0.1",
+) -> int:
     kafka = KafkaSettings()
     # the first line says which cluster this worker dials, and why: a worker meant for a real
     # cluster that was not given STREAMS_BOOTSTRAP_SERVERS would otherwise dial the local
@@ -102,7 +110,8 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    publisher = StatsPublisher(kafka)
+    health = _health(health_host, health_port)
+    publisher = StatsPublisher(kafka, reference=reference)
     try:
         try:
             runner = _build_runner(
@@ -114,6 +123,8 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
         if runner is None:
             return EXIT_OK  # stopped while waiting to start
         stop.runner, stop.deadline_s = runner, runner.settings.shutdown_deadline_s
+        if health is not None:
+            health.worker = runner
         _start_watchdog(runner, runner.settings.watchdog_s)
         runner.run()
     except StreamsError as error:
@@ -125,8 +136,30 @@ def run_worker(reference: str, stage: str, slot: int) -> int:
     finally:
         signal.alarm(0)
         publisher.close()
+        if health is not None:
+            health.close()
     log.info("stopped cleanly")
     return EXIT_OK
+
+
+def _health(host: str, port: int | None) -> HealthServer | None:
+    """The probes' server, listening before the worker starts (None without a port)."""
+    if port is None:
+        return None
+    try:
+        server = HealthServer(host, port, watchdog_s=StageSettings().watchdog_s)
+    except OSError as error:
+        # a probe port taken by another process: the worker runs without probes and says so
+        log.error(  # noqa: TRY400 - the reason is the news, not a traceback
+            "cannot serve health probes on %s:%s: %s",
+            host,
+            port,
+            error,
+            extra={"hint": "pick a free --health-port for this worker"},
+        )
+        return None
+    log.info("health probes on http://%s:%s/livez and /readyz", host, server.port)
+    return server
 
 
 def _build_runner(
@@ -149,7 +182,9 @@ def _build_runner(
     while True:
         try:
             if spec.kind == "stage":
-                return StageRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+                return StageRunner(
+                    spec, slot=slot, kafka=kafka, on_stats=publisher.publish, reference=reference
+                )
             return SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
         except RegistryUnavailableError as error:
             log.warning(
@@ -208,11 +243,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     parser.add_argument("--log-level", default=LogSettings().log_level)
+    parser.add_argument("--health-port", type=int, help="serve /livez and /readyz on this port")
+    parser.add_argument("--health-host", default="127.0.0.1")
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level, prefix=f"{args.stage}/{args.slot}")
     # `kill -USR1 <pid>` prints every thread's stack to the log: for a worker that seems stuck
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    sys.exit(run_worker(args.pipeline, args.stage, args.slot))
+    sys.exit(
+        run_worker(
+            args.pipeline,
+            args.stage,
+            args.slot,
+            health_port=args.health_port,
+            health_host=args.health_host,
+        )
+    )
 
 
 if __name__ == "__main__":

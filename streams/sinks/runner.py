@@ -67,6 +67,11 @@ class SinkRunner:
         """When the loop last turned (monotonic seconds); the worker's watchdog reads it."""
         return self.loop.heartbeat
 
+    @property
+    def ready(self) -> bool:
+        """Joined its group (first assignment received) with its clients set up."""
+        return self.loop.joined
+
     def request_stop(self) -> None:
         """Finish the batch in flight, commit, and return from ``run`` (SIGTERM calls this)."""
         self.loop.request_stop()
@@ -80,15 +85,7 @@ class SinkRunner:
         except BaseException:
             db.close()
             raise
-        batch = SqlBatch(
-            spec=self.spec,
-            key=self._key,
-            value=self._value,
-            db=db,
-            consumer=consumer,
-            settings=self.settings,
-            stats=self.stats,
-        )
+        batch = self._batch(db, consumer)
         log.info(
             "sink started",
             extra={
@@ -111,6 +108,17 @@ class SinkRunner:
             if self._registry is not None:
                 self._registry.close()
                 self._registry = None
+
+    def _batch(self, db: Connection, consumer: Consumer) -> SqlBatch:
+        return SqlBatch(
+            spec=self.spec,
+            key=self._key,
+            value=self._value,
+            db=db,
+            consumer=consumer,
+            settings=self.settings,
+            stats=self.stats,
+        )
 
     def _make_consumer(self) -> Consumer:
         # the database holds the offsets; auto.offset.reset only applies where it has none

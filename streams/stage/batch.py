@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from streams import headers
 from streams.config import KafkaSettings, StageSettings
@@ -25,17 +25,19 @@ from streams.exceptions import (
 )
 from streams.kafka.clients import partition_names
 from streams.kafka.limits import TopicLimits
-from streams.kafka.messages import Origin, message_headers
+from streams.kafka.messages import message_headers
+from streams.kafka.starts import committed_starts
 from streams.kafka.transaction import Transaction
 from streams.offsets import TP, OffsetBook
 from streams.record import Record
 from streams.spec import StageSpec
 from streams.stage import routing
 from streams.stage.gate import RetryGate
+from streams.stage.guard import Rejections, WriteGuard
 from streams.stage.keyorder import KeyOrdering
 from streams.stage.recovery import Recovery
 from streams.stage.serdes import StageSerdes, normalize_outputs
-from streams.stage.writer import Rejections, TransactionWriter, now_ms
+from streams.stage.writer import TransactionWriter, now_ms
 from streams.stats import StageStats
 
 __all__ = ["TransactionBatch"]
@@ -44,6 +46,9 @@ log = logging.getLogger("streams.stage")
 
 # How often an idle worker looks for positions that moved past transaction markers alone.
 _IDLE_COMMIT_INTERVAL_S = 2.0
+# How much longer than transaction.timeout.ms a new owner waits for pending committed offsets
+# (the coordinator's abort of a stopped worker's transaction comes within its sweep interval).
+_START_MARGIN_S = 30.0
 
 
 class TransactionBatch:
@@ -65,8 +70,10 @@ class TransactionBatch:
         kafka: KafkaSettings,
         settings: StageSettings,
         stats: StageStats,
+        eager: bool,
     ) -> None:
         self.spec = spec
+        self._eager = eager  # the assignor's protocol: assign() (eager) or incremental_assign()
         self.stats = stats
         self.rewind_pending = False
         self._serdes = serdes
@@ -84,7 +91,6 @@ class TransactionBatch:
         )
         self.recovery = Recovery(
             txn=txn,
-            consumer=consumer,
             group_id=spec.group_id,
             client_id=client_id,
             kafka=kafka,
@@ -96,16 +102,19 @@ class TransactionBatch:
             serdes=serdes,
             txn=txn,
             book=self._book,
-            rejections=rejections,
-            limits=limits,
+            guard=WriteGuard(
+                spec=spec,
+                limits=limits,
+                rejections=rejections,
+                read_limits=read_limits,
+                producer_config=producer_config,
+                recovery=self.recovery,
+            ),
             ordering=self._ordering,
             recovery=self.recovery,
             stats=stats,
         )
         self._rejections = rejections
-        self._limits = limits
-        self._read_limits = read_limits
-        self._producer_config = producer_config
         self._idle_checked = 0.0
 
     # -- what the loop asks ----------------------------------------------------------------
@@ -123,33 +132,7 @@ class TransactionBatch:
         if not self._txn.is_open:  # between transactions (refusals arrive before the abort)
             refused = self._rejections.size_refusals()
             if refused:
-                self._follow_limits(refused)
-
-    def _follow_limits(self, refused: dict[Origin, str]) -> None:
-        """The broker refused records for size: its topics' limits may have changed.
-
-        Re-read them. Where a limit changed, the new one is followed (a smaller batch size, so
-        a new producer) and the refusals are forgotten: the check before each write now routes
-        what is really too large, and a record refused only because it shared a batch with a
-        large one goes through. Where nothing changed, the records stay marked and go to the
-        DLQ when read again.
-        """
-        topics = set(refused.values())
-        before = {topic: self._limits.limit(topic) for topic in topics}
-        self._limits.update(self._read_limits(topics))
-        changed = {t: (before[t], self._limits.limit(t)) for t in topics}
-        changed = {t: limits for t, limits in changed.items() if limits[0] != limits[1]}
-        if not changed:
-            return
-        log.warning(
-            "topic size limits changed since start-up; following them: %s",
-            ", ".join(f"{t} {old} -> {new} bytes" for t, (old, new) in sorted(changed.items())),
-        )
-        self._rejections.forget(refused)
-        self.recovery.reset_producer(
-            TransactionError("the producer's size settings follow the new limits"),
-            config=self._producer_config(self._limits),
-        )
+                self.writer.guard.follow_limits(refused)
 
     def process(self, messages: list[Message]) -> None:
         if not messages:
@@ -184,6 +167,11 @@ class TransactionBatch:
     def finish(self) -> None:
         self.maybe_commit(force=True)
 
+    @property
+    def committed(self) -> dict[tuple[str, int], int]:
+        """The offsets this worker last committed, per partition it owns (a copy)."""
+        return dict(self._book.committed)
+
     def close(self) -> None:
         self.writer.dead_letters.flush(force=True)
         self._txn.close()  # aborts what is still open
@@ -215,7 +203,9 @@ class TransactionBatch:
     def _handle_one(self, message: Message) -> None:
         """Decode, call the handler, write its outputs; route any failure. Never skips."""
         writer = self.writer
-        if writer.escalated(message):
+        # guard.troubled, inline (every record): anything failed since the last commit?
+        guard = writer.guard
+        if (guard.failures or guard.rejections_seen) and writer.escalated(message):
             return
         if self._ordering is not None:
             parked = self._ordering.parking_for(message)
@@ -289,7 +279,7 @@ class TransactionBatch:
             return False
         self.stats.transactions_committed += 1
         self._book.mark_committed(offsets)
-        self.writer.committed()
+        self.writer.guard.committed()
         return True
 
     def _commit_markers_only(self) -> None:
@@ -301,30 +291,46 @@ class TransactionBatch:
         if moved and self.writer.open():
             self._commit(between_batches=True)
 
-    def rewind(self, partitions: list[TopicPartition] | None = None) -> None:
+    def rewind(self) -> None:
         """Seek every assigned partition back to its committed offset."""
         self.rewind_pending = False
         self._book.clear_batch()
-        targets = partitions if partitions is not None else self._consumer.assignment()
+        targets = self._consumer.assignment()
         if not targets:
             return
         self.stats.rewinds += 1
-        for tp in self._consumer.committed(targets, timeout=30):
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+        starts = self._starts(self._consumer, targets)
+        for tp in starts:
             try:
-                self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+                self._consumer.seek(tp)
             except KafkaException as error:
                 # not fetching yet: it will start from the committed offset anyway
                 log.debug("seek %s/%s skipped: %s", tp.topic, tp.partition, error)
         if self._ordering is not None:
-            self._ordering.rebuild(self._consumer, self._consumer.assignment())
+            self._ordering.rebuild(starts)
+
+    def _starts(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The committed offsets, stable (see streams.kafka.starts), to start or rewind at."""
+        return committed_starts(
+            consumer,
+            partitions,
+            wait_s=self._settings.transaction_timeout_ms / 1000 + _START_MARGIN_S,
+            group_id=self.spec.group_id,
+        )
 
     # -- rebalance callbacks (run inside consume()) ------------------------------------------
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start every partition at an explicit, stable committed offset (never librdkafka's
+        own fetch, which can fall back to auto.offset.reset: streams.kafka.starts)."""
         log.info("partitions assigned: %s", partition_names(partitions))
+        starts = self._starts(consumer, partitions)
+        if self._eager:
+            consumer.assign(starts)  # an eager assignor hands over the whole assignment
+        else:
+            consumer.incremental_assign(starts)
         if self._ordering is not None:
-            self._ordering.rebuild(consumer, partitions)
+            self._ordering.rebuild(starts)
 
     def on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", partition_names(partitions))

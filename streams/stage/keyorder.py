@@ -96,27 +96,22 @@ class KeyOrdering:
     def drop_partitions(self, partitions: Iterable[TopicPartition]) -> None:
         self.ledger.drop_partitions({tp.partition for tp in partitions})
 
-    def rebuild(self, consumer: Consumer, partitions: Iterable[TopicPartition]) -> None:
-        """Refill the ledger from the retry topics: committed offset to end, per partition."""
+    def rebuild(self, starts: Iterable[TopicPartition]) -> None:
+        """Refill the ledger from the retry topics: ``starts`` (committed offsets) to the end."""
         self.ledger.clear()
-        retry = [
-            TopicPartition(tp.topic, tp.partition)
-            for tp in partitions
-            if tp.topic in self._retry_topics
-        ]
+        retry = [tp for tp in starts if tp.topic in self._retry_topics]
         if not retry:
             return
-        committed = consumer.committed(retry, timeout=30)
         # never joined, never committed: a plain reader of the retry topics
         reader = Consumer(reader_config(self._kafka, group_id=f"{self._group_id}.ledger"))
         try:
-            starts = [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in committed]
+            positions = [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in retry]
             remaining = set()
-            for tp in starts:
+            for tp in positions:
                 _low, high = reader.get_watermark_offsets(tp, timeout=30)
                 if high > tp.offset:
                     remaining.add((tp.topic, tp.partition))
-            reader.assign(starts)
+            reader.assign(positions)
             self._read_to_end(reader, remaining)
         finally:
             reader.close()

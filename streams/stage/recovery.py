@@ -7,21 +7,30 @@ abortable (a failed delivery, a generation   abort, then rewind every assigned p
 error after a rebalance)                     committed offset (the batch is processed again)
 fatal, or a commit whose outcome is unknown  a new producer with the same transactional.id
                                              (its init_transactions resolves the outcome), rewind
-fenced, and the group shows another member   stop: ``FencedError`` (exit code 4); the other
-with this worker's client.id (a twin)        worker carries on with this slot
+fenced, and the group shows a newer worker   stop: ``FencedError`` (exit code 4); the other
+on this slot (a twin)                        worker carries on with this slot
 fenced without a twin (a broker restart, a   a new producer, rewind
 timed-out transaction bumped the epoch)
 ===========================================  ==================================================
+
+A twin is told apart by the *incarnation* at the end of its consumer's client.id
+(``<group>.<slot>#<incarnation>``, one per worker process: start time first, so that newer
+sorts higher), never by ``consumer.memberid()``: after a broker restart the group lists this
+worker's membership from before the restart next to its new one for a session timeout, and
+``memberid()`` returns None until the consumer has rejoined, so a member-id test took the
+worker's own memberships for a twin and stopped it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.config import KafkaSettings
@@ -30,7 +39,7 @@ from streams.kafka.errors import FENCED_NAMES
 from streams.kafka.transaction import Transaction
 from streams.stats import StageStats
 
-__all__ = ["Recovery"]
+__all__ = ["Recovery", "new_incarnation"]
 
 log = logging.getLogger("streams.stage")
 
@@ -38,6 +47,13 @@ log = logging.getLogger("streams.stage")
 # A twin's consumer joins right after its init_transactions(); the wait only delays recovery
 # from a broker restart, which takes longer than this anyway.
 _TWIN_WAIT_S = 12.0
+# Between a slot's client.id and the incarnation: "<group>.<slot>#<incarnation>".
+_INCARNATION_SEP = "#"
+
+
+def new_incarnation() -> str:
+    """A worker process's mark: start time (ms, zero-padded: sorts as it compares), pid, random."""
+    return f"{time.time_ns() // 1_000_000:015d}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 class Recovery:
@@ -47,7 +63,6 @@ class Recovery:
         self,
         *,
         txn: Transaction,
-        consumer: Consumer,
         group_id: str,
         client_id: str,
         kafka: KafkaSettings,
@@ -55,7 +70,6 @@ class Recovery:
         rewind: Callable[[], None],
     ) -> None:
         self._txn = txn
-        self._consumer = consumer
         self._group_id = group_id
         self._client_id = client_id
         self._kafka = kafka
@@ -119,23 +133,34 @@ class Recovery:
         return True
 
     def twin_alive(self) -> bool:
-        """True if another member of the group has this worker's client.id (the same slot).
+        """True if a newer worker runs this slot: a member with a newer incarnation.
 
-        Asked for up to _TWIN_WAIT_S: a twin fences us at its init_transactions(), a moment
-        before its consumer joins the group.
+        ``client_id`` is this worker's consumer client.id, ``<group>.<slot>#<incarnation>``.
+        Not twins: this worker's own memberships, whatever their member id (after a broker
+        restart the group can list one from before the restart until its session times out),
+        and older incarnations (a crashed predecessor is listed until its session times out;
+        an older live twin stops by itself: fenced by us, it finds us newer). Asked for up to
+        _TWIN_WAIT_S: a twin fences us at its init_transactions(), a moment before its
+        consumer joins the group.
         """
-        me = self._consumer.memberid()
+        slot, _, mine = self._client_id.partition(_INCARNATION_SEP)
+        prefix = f"{slot}{_INCARNATION_SEP}"
         admin = AdminClient(self._kafka.client_config())
         deadline = time.monotonic() + _TWIN_WAIT_S
         while True:
             try:
                 futures = admin.describe_consumer_groups([self._group_id], request_timeout=5)
                 description = futures[self._group_id].result(timeout=10)
-                if any(
-                    m.client_id == self._client_id and m.member_id != me
-                    for m in description.members
-                ):
-                    return True
+                for member in description.members:
+                    client_id = member.client_id or ""
+                    if client_id.startswith(prefix) and client_id[len(prefix) :] > mine:
+                        log.warning(
+                            "a newer worker runs this slot: member %s, client.id %s, host %s",
+                            member.member_id,
+                            client_id,
+                            member.host,
+                        )
+                        return True
             except KafkaException:
                 log.debug("describe_consumer_groups failed; asking again", exc_info=True)
             if time.monotonic() > deadline:

@@ -33,7 +33,7 @@ class Routed:
     partition: int | None  # None lets the partitioner choose (by key)
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
     reason: str  # "retry", "parked", "reparked", or the DLQ reason
     due_ms: int | None  # None: the dead-letter topic
     attempt: int

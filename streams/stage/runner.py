@@ -24,8 +24,9 @@ from streams.kafka.transaction import Refusal, Transaction
 from streams.loop import WorkerLoop
 from streams.spec import StageSpec
 from streams.stage.batch import TransactionBatch
+from streams.stage.guard import Rejections
+from streams.stage.recovery import new_incarnation
 from streams.stage.serdes import StageSerdes
-from streams.stage.writer import Rejections
 from streams.stats import StageStats
 
 if TYPE_CHECKING:
@@ -36,8 +37,9 @@ __all__ = ["StageRunner"]
 log = logging.getLogger("streams.stage")
 
 # Topics created a moment ago may not show in the metadata yet (seen on a broker that had just
-# started); a stage waits this long for them before it reports them missing.
-_TOPIC_WAIT_S = 20.0
+# started); a stage waits this long for them, saying so, before it reports them missing. The
+# metadata caught up within a second there; 20 s made a plain typo wait 20 s for its error.
+_TOPIC_WAIT_S = 5.0
 
 
 class StageRunner:
@@ -52,9 +54,14 @@ class StageRunner:
         settings: StageSettings | None = None,
         registry: SchemaRegistryClient | None = None,
         on_stats: Callable[[dict[str, Any]], None] | None = None,
+        reference: str | None = None,
     ) -> None:
         self.spec = spec
+        # MODULE:PIPELINE as the worker was started with it, for hints that name a command
+        self.reference = reference or f"MODULE:{spec.pipeline}"
         self.slot = slot
+        # ends the consumer's client.id: tells this process's group memberships from a twin's
+        self.incarnation = new_incarnation()
         self.kafka = kafka or KafkaSettings()
         self.settings = settings or StageSettings()
         if registry is None:
@@ -72,6 +79,11 @@ class StageRunner:
         """When the loop last turned (monotonic seconds); the worker's watchdog reads it."""
         return self.loop.heartbeat
 
+    @property
+    def ready(self) -> bool:
+        """Joined its group (first assignment received) with its clients set up."""
+        return self.loop.joined
+
     def request_stop(self) -> None:
         """Finish the batch in flight, commit, and return from ``run`` (SIGTERM calls this)."""
         self.loop.request_stop()
@@ -81,7 +93,7 @@ class StageRunner:
         consumer = Consumer(self._consumer_config())
         rejections = Rejections()
         try:
-            _require_topics(consumer, self.spec, self.kafka)
+            _require_topics(consumer, self.spec, self.kafka, self.reference)
             limits = TopicLimits(
                 read_topic_limits(self.kafka, self.spec.written_topics),
                 cap=self.settings.max_message_bytes,
@@ -129,9 +141,11 @@ class StageRunner:
     def _batch(
         self, consumer: Consumer, txn: Transaction, rejections: Rejections, limits: TopicLimits
     ) -> TransactionBatch:
+        config = self._consumer_config()
         return TransactionBatch(
             spec=self.spec,
-            client_id=self.spec.client_id(self.slot),
+            client_id=config["client.id"],
+            eager="cooperative" not in str(config["partition.assignment.strategy"]),
             serdes=self.serdes,
             consumer=consumer,
             txn=txn,
@@ -159,10 +173,16 @@ class StageRunner:
             self.settings,
             group_id=self.spec.group_id,
             client_id=self.spec.client_id(self.slot),
+            incarnation=self.incarnation,
+            # range spreads every topic of the stage on its own: the input's partitions and the
+            # retry topics' within one of each other per worker, whatever the join order (a
+            # cooperative-sticky count balance gave one worker every input partition)
+            assignor="range",
         )
         if self.spec.retry.key_ordered:
-            # range gives partition p of every topic of the stage to one worker: the worker
-            # that reads a key's input partition also reads its retry partitions
+            # range also gives partition p of every topic of the stage to one worker: the
+            # worker that reads a key's input partition reads its retry partitions; no
+            # kafka_extra setting may change that
             config["partition.assignment.strategy"] = "range"
         return config
 
@@ -176,10 +196,13 @@ class StageRunner:
             self._on_stats(snapshot)
 
 
-def _require_topics(consumer: Consumer, spec: StageSpec, kafka: KafkaSettings) -> None:
+def _require_topics(
+    consumer: Consumer, spec: StageSpec, kafka: KafkaSettings, reference: str
+) -> None:
     """Fail at start-up, clearly, if a topic of the stage does not exist."""
     needed = [*spec.subscriptions, *spec.outputs, spec.dlq_topic]
     deadline = time.monotonic() + _TOPIC_WAIT_S
+    waiting = False
     while True:
         try:
             existing = consumer.list_topics(timeout=30).topics
@@ -191,11 +214,19 @@ def _require_topics(consumer: Consumer, spec: StageSpec, kafka: KafkaSettings) -
         missing = [name for name in needed if name not in existing]
         if not missing or time.monotonic() > deadline:
             break
+        if not waiting:
+            waiting = True
+            log.info(
+                "waiting up to %.0f s for topics %s (not in the broker's metadata yet)",
+                _TOPIC_WAIT_S,
+                ", ".join(missing),
+            )
         time.sleep(1)  # just created: the broker's metadata can lag behind for a moment
     if missing:
         raise TopologyError(
-            f"stage {spec.group_id}: missing topics {', '.join(missing)}",
-            hint=f"create them: streams topics create MODULE:{spec.pipeline} "
+            f"stage {spec.group_id}: missing topics {', '.join(missing)} "
+            f"at {kafka.bootstrap_servers}",
+            hint=f"create them: streams topics create {reference} "
             "(the stage never creates topics by itself)",
         )
     if spec.retry.key_ordered:

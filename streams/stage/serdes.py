@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streams.exceptions import OutputTopicError
 from streams.kafka.messages import MessageLike, decode_message
@@ -17,14 +16,13 @@ if TYPE_CHECKING:
 __all__ = ["Encoded", "StageSerdes", "normalize_outputs"]
 
 
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """One output, encoded: what the producer is given."""
+class Encoded(NamedTuple):
+    """One output, encoded: what the producer is given (a tuple: built for every output)."""
 
     topic: str
     value: bytes | None
     key: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
 
     @property
     def size(self) -> int:
@@ -71,7 +69,8 @@ class StageSerdes:
         key = record.key if output.key is KeepKey else output.key
         key_bytes = None if key is None else self.key.serialize(key, topic=topic)
         value = None if output.value is None else serde.serialize(output.value, topic=topic)
-        return Encoded(topic, value, key_bytes, list(output.headers))
+        # tuple.__new__: NamedTuple's own constructor is a Python-level call, once per output
+        return tuple.__new__(Encoded, (topic, value, key_bytes, list(output.headers)))
 
 
 def normalize_outputs(result: object) -> list[Output]:

@@ -7,7 +7,7 @@ aborts or resets and rewinds; the writer then marks the batch ``abandoned``, and
 drops the rest of the records it was given (they are read again).
 
 No record can stall its partition. Every write is checked against its destination topic's
-limit (``streams.kafka.limits``) before it is produced; a record that no retry can ever write
+limit (``streams.stage.guard``) before it is produced; a record that no retry can ever write
 there (too large, invalid, not authorised: refused by the client, or by the broker in a
 transaction since aborted, or failing the producer three times in a row) goes to the DLQ as a
 bounded record with reason ``unroutable``. If even that cannot be written, the stage stops
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Message
@@ -26,109 +25,29 @@ from confluent_kafka import Message
 from streams.exceptions import (
     OutputRejectedError,
     OutputTopicError,
-    StageStoppedError,
     TransactionError,
 )
-from streams.kafka.limits import TopicLimits, record_size
 from streams.kafka.messages import Origin, origin_of
-from streams.kafka.transaction import Refusal, Transaction
+from streams.kafka.transaction import Transaction, TxnState
 from streams.offsets import OffsetBook
 from streams.record import Output, Record
 from streams.spec import StageSpec
 from streams.stage import routing
+from streams.stage.guard import DeadLetterLog, WriteGuard
 from streams.stage.keyorder import KeyOrdering
 from streams.stage.recovery import Recovery
 from streams.stage.serdes import Encoded, StageSerdes
 from streams.stats import StageStats
 
-__all__ = ["Rejections", "TransactionWriter", "now_ms"]
+__all__ = ["TransactionWriter", "now_ms"]
 
 log = logging.getLogger("streams.stage")
 
-# A record whose writes failed the producer this many times in a row (each time a reset and a
-# rewind) is routed aside as unroutable: the same record would fail it forever.
-_MAX_FAILURES_PER_RECORD = 3
-
-
-class Rejections:
-    """Input records whose writes the broker refused, by the input's coordinates.
-
-    Filled by the transaction's delivery reports (``Transaction(on_rejected=rejections.add)``)
-    in a transaction that then aborts; read when the record is processed again after the
-    rewind; cleared at the next commit. A refusal for size may be the batch's fault rather
-    than the record's (the broker refuses the whole batch): ``size_refusals`` lets the batch
-    re-read the topics' limits first, and forget the refusals that the new limits explain.
-    """
-
-    def __init__(self) -> None:
-        self._seen: dict[Origin, tuple[int, str]] = {}
-        self._too_large: dict[Origin, str] = {}  # origin -> topic, refused for size
-
-    def add(self, refusal: Refusal) -> None:
-        self.note(refusal.origin, refusal.reason)
-        if refusal.too_large:
-            self._too_large[refusal.origin] = refusal.topic
-
-    def note(self, origin: Origin, reason: str) -> None:
-        count, _ = self._seen.get(origin, (0, ""))
-        self._seen[origin] = (count + 1, reason)
-
-    def get(self, origin: Origin) -> tuple[int, str] | None:
-        """(times refused, the last reason), or None."""
-        return self._seen.get(origin)
-
-    def size_refusals(self) -> dict[Origin, str]:
-        """The refusals for size not yet looked into (origin -> topic); taken, not kept."""
-        found, self._too_large = self._too_large, {}
-        return found
-
-    def forget(self, origins: Iterable[Origin]) -> None:
-        for origin in origins:
-            self._seen.pop(origin, None)
-
-    def clear(self) -> None:
-        self._seen.clear()
-        self._too_large.clear()
+_OPEN = TxnState.OPEN
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class DeadLetterLog:
-    """One WARNING line per interval for the records dead-lettered in it, by reason.
-
-    A stage fed bad input dead-letters thousands of records; a line per record would drown
-    everything else in the log (each record's line is kept at DEBUG).
-    """
-
-    def __init__(self, dlq_topic: str, interval_s: float = 5.0) -> None:
-        self._dlq = dlq_topic
-        self._interval_s = interval_s
-        self._since = time.monotonic()
-        self._reasons: dict[str, int] = {}
-        self._last = ""
-
-    def add(self, reason: str, where: str) -> None:
-        self._reasons[reason] = self._reasons.get(reason, 0) + 1
-        self._last = where
-
-    def flush(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self._reasons or (not force and now - self._since < self._interval_s):
-            return
-        total = sum(self._reasons.values())
-        reasons = ", ".join(f"{r} {n}" for r, n in sorted(self._reasons.items()))
-        log.warning(
-            "dead-lettered %d records in the last %.0f s (%s), last %s; see `streams dlq ls`",
-            total,
-            now - self._since,
-            reasons,
-            self._last,
-            extra={"dlq": self._dlq},
-        )
-        self._reasons.clear()
-        self._since = now
 
 
 class TransactionWriter:
@@ -141,8 +60,7 @@ class TransactionWriter:
         serdes: StageSerdes,
         txn: Transaction,
         book: OffsetBook,
-        rejections: Rejections,
-        limits: TopicLimits,
+        guard: WriteGuard,
         ordering: KeyOrdering | None,
         recovery: Recovery,
         stats: StageStats,
@@ -153,43 +71,26 @@ class TransactionWriter:
         self._serdes = serdes
         self._txn = txn
         self._book = book
-        self._rejections = rejections
-        self._limits = limits
+        self.guard = guard
         self._ordering = ordering
         self._recovery = recovery
         self._longest = spec.retry.longest_tier
-        # records whose writes failed the producer (reset + rewind), since the last commit
-        self._failures: dict[Origin, tuple[int, str]] = {}
         self.dead_letters = DeadLetterLog(spec.dlq_topic)
 
     # -- what the batch asks ---------------------------------------------------------------
 
     def escalated(self, message: Message) -> bool:
         """Route ``message`` as unroutable if it failed every write before; True if it did."""
-        origin = origin_of(message)
-        refused = self._rejections.get(origin)
-        failed = self._failures.get(origin)
-        if refused is not None and refused[0] >= 2:  # noqa: PLR2004 - once as itself, once bounded
-            why = f"the broker refused its writes {refused[0]} times: {refused[1]}"
-        elif failed is not None and failed[0] >= _MAX_FAILURES_PER_RECORD:
-            why = (
-                f"writing it failed the producer {failed[0]} times in a row (a new producer "
-                f"each time): {failed[1]}"
-            )
-        else:
+        why = self.guard.escalation(message)
+        if why is None:
             return False
         self._send_bounded(message, why)
         return True
 
-    def committed(self) -> None:
-        """The transaction committed: what failed before is forgotten."""
-        self._failures.clear()
-        self._rejections.clear()
-
     def write(self, message: Message, record: Record[Any], outputs: list[Output]) -> None:
         """Encode every output first, then produce them all; a failure routes the record."""
         origin = (record.topic, record.partition, record.offset)
-        refused = self._rejections.get(origin)
+        refused = self.guard.refused(origin)
         if refused is not None:
             # the broker refused a write of this record in an aborted transaction
             self.route(message, OutputRejectedError(refused[1]))
@@ -201,18 +102,30 @@ class TransactionWriter:
         except Exception as error:  # noqa: BLE001 - a bad output is the record's failure
             self.route(message, error)
             return
-        oversized = self._oversized(encoded)
+        oversized = self.guard.oversized(encoded)
         if oversized is not None:
             self.route(message, oversized)
             return
-        if not self.open() or not self._produce_outputs(message, encoded, origin):
+        if self._txn.state is not _OPEN and not self.open():
             return
-        self._processed(message)
+        if not self._produce_outputs(message, encoded, origin):
+            return
+        self._processed(origin)
         if self._ordering is not None:
             self._ordering.settle_if_retried(message)
 
     def _produce_outputs(self, message: Message, encoded: list[Encoded], origin: Origin) -> bool:
         """Produce every output of one record; False if the record was routed or abandoned."""
+        if len(encoded) == 1:  # the common case, without the loop's bookkeeping
+            out = encoded[0]
+            try:
+                produced = self._produce(out[0], out[1], out[2], out[3], origin=origin)
+            except OutputRejectedError as error:
+                self.route(message, error)  # nothing of this record went out
+                return False
+            if produced:
+                self.stats.produced += 1
+            return produced
         for index, out in enumerate(encoded):
             try:
                 if not self._produce(out.topic, out.value, out.key, out.headers, origin=origin):
@@ -223,23 +136,13 @@ class TransactionWriter:
                     return False
                 # outputs of it went out before this one was refused: they must not commit, so
                 # the transaction aborts; read again, the record goes to the DLQ instead
-                self._rejections.note(origin, str(error))
+                self.guard.note_refusal(origin, str(error))
                 self._abandon(
                     TransactionError(f"{error}; aborting what went before it", requires_abort=True)
                 )
                 return False
             self.stats.produced += 1
         return True
-
-    def _oversized(self, encoded: list[Encoded]) -> OutputRejectedError | None:
-        for out in encoded:
-            size = record_size(out.key, out.value, out.headers)
-            limit = self._limits.limit(out.topic)
-            if size > limit:
-                return OutputRejectedError(
-                    f"output to {out.topic} is {size} bytes, over the limit of {limit}"
-                )
-        return None
 
     def route(self, message: Message, error: BaseException) -> None:
         """Send the record, untouched, to its retry tier or the DLQ, in the open transaction."""
@@ -255,7 +158,6 @@ class TransactionWriter:
         if routed.to_dlq:
             origin = origin_of(message)
             where = f"{origin[0]}/{origin[1]}@{origin[2]}"
-            self.dead_letters.add(routed.reason, where)
             log.debug(
                 "record dead-lettered",
                 extra={
@@ -283,7 +185,7 @@ class TransactionWriter:
         """
         if not self.open():
             return False
-        limit = self._limits.limit(routed.topic)
+        limit = self.guard.limit(routed.topic)
         if routed.reason != "unroutable" and routed.size > limit:
             return self._send_bounded(
                 message, f"{routed.size} bytes for {routed.topic}, over its limit of {limit}"
@@ -299,7 +201,7 @@ class TransactionWriter:
             )
         except OutputRejectedError as error:
             if routed.reason == "unroutable":
-                raise self._stuck(message, str(error)) from error
+                raise self.guard.stuck(message, str(error)) from error
             return self._send_bounded(message, str(error))
         if not produced:
             return False
@@ -307,9 +209,11 @@ class TransactionWriter:
             self.stats.parked += 1
         elif routed.to_dlq:
             self.stats.dead_lettered += 1
+            origin = origin_of(message)
+            self.dead_letters.add(routed.reason, f"{origin[0]}/{origin[1]}@{origin[2]}")
         elif routed.reason == "retry":
             self.stats.retried += 1
-        self._processed(message)
+        self._processed(origin_of(message))
         return True
 
     def _send_bounded(self, message: Message, why: str) -> bool:
@@ -319,12 +223,12 @@ class TransactionWriter:
             message,
             group_id=self.spec.group_id,
             dlq_topic=dlq,
-            limit=self._limits.limit(dlq),
+            limit=self.guard.limit(dlq),
             why=why,
             now_ms=now_ms(),
         )
         if bounded is None:
-            raise self._stuck(message, why)
+            raise self.guard.stuck(message, why)
         if self._ordering is not None:
             self._ordering.settle(message, None)
         origin = origin_of(message)
@@ -340,23 +244,12 @@ class TransactionWriter:
         )
         return self.send(message, bounded)
 
-    def _stuck(self, message: Message, why: str) -> StageStoppedError:
-        origin = origin_of(message)
-        return StageStoppedError(
-            f"stage {self.spec.group_id}: record {origin[0]}/{origin[1]}@{origin[2]} cannot be "
-            f"written anywhere, not even as a bounded record to {self.spec.dlq_topic}: {why}",
-            hint=f"raise max.message.bytes of {self.spec.dlq_topic} (or fix the permission the "
-            "error names); the stage resumes at this record",
-        )
-
-    # -- the transaction -------------------------------------------------------------------
-
     def _produce(
         self,
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        output_headers: list[tuple[str, bytes]],
+        output_headers: list[tuple[str, bytes | None]],
         *,
         origin: Origin,
         partition: int | None = None,
@@ -369,8 +262,7 @@ class TransactionWriter:
         try:
             self._txn.produce(topic, value, key, output_headers, origin=origin, partition=partition)
         except TransactionError as error:
-            count, _ = self._failures.get(origin, (0, ""))
-            self._failures[origin] = (count + 1, str(error))
+            self.guard.note_failure(origin, error)
             self._abandon(error)
             return False
         return True
@@ -391,6 +283,9 @@ class TransactionWriter:
         self._recovery.recover(error)  # aborted or reset, and rewound
         self.abandoned = True
 
-    def _processed(self, message: Message) -> None:
-        self._book.processed(message.topic() or "", message.partition() or 0, message.offset() or 0)
+    def _processed(self, origin: Origin) -> None:
+        # OffsetBook.processed(), inline: this runs for every record
+        book = self._book
+        book.next[(origin[0], origin[1])] = origin[2] + 1
+        book.in_batch += 1
         self.stats.consumed += 1

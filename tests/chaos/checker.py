@@ -65,6 +65,10 @@ class History:
     # how many of ``concurrent`` were read between the first and the last fault (None: no
     # faults, nothing to require)
     concurrent_during_faults: int | None = None
+    # DLQ records that are no numbered input (the infrastructure run feeds one oversized
+    # record): (stage, reason) of each, and how many are planned (each must be "unroutable")
+    foreign_dead: list[tuple[str, str]] = field(default_factory=list)
+    expected_foreign: int = 0
     # records that went through a retry topic (their per-key order is not promised)
     retried: set[int] = field(default_factory=set)
     # (topic, partition) -> (last stable offset, high watermark) at the end
@@ -145,6 +149,19 @@ def _dead_letters(history: History) -> list[Violation]:
             Violation(
                 "dead-letter", f"{len(missing)} planned dead letters missing: {_sample(missing)}"
             )
+        )
+    if len(history.foreign_dead) != history.expected_foreign:
+        found.append(
+            Violation(
+                "dead-letter",
+                f"{len(history.foreign_dead)} DLQ records that are no input, planned "
+                f"{history.expected_foreign}: {history.foreign_dead[:5]}",
+            )
+        )
+    not_unroutable = [d for d in history.foreign_dead if d[1] != "unroutable"]
+    if not_unroutable:
+        found.append(
+            Violation("dead-letter", f"foreign DLQ records not unroutable: {not_unroutable[:5]}")
         )
     misfiled = {
         n for n in set(actual) & set(history.expected_dead) if actual[n] != history.expected_dead[n]

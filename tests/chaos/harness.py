@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fastavro
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streams import headers
@@ -37,7 +39,16 @@ from streams.kafka.messages import message_headers
 from streams.localstack.stack import LocalStack
 from streams.topics import ensure_topics
 from tests.chaos.checker import Dead, History, Observed, Violation, check
-from tests.chaos.pipeline import KEYS, PARTITIONS, STAGES, build, is_poison, topics
+from tests.chaos.pipeline import (
+    KEYS,
+    NUMBER_SCHEMA,
+    PARTITIONS,
+    SCHEMAS,
+    STAGES,
+    build,
+    is_poison,
+    topics,
+)
 from tests.integration.eos import open_transaction, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +75,9 @@ class Fault:
     target: str
     at_s: float
     recovered_after_s: float | None = None
+    # broker restarts: seconds from the broker answering again to each component's next commit
+    down_s: float | None = None
+    per_component_s: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,6 +122,9 @@ class ChaosReport:
             "recovery_s_median": round(sorted(recoveries)[len(recoveries) // 2], 1)
             if recoveries
             else None,
+            "broker_recovery_s": [
+                f.recovered_after_s for f in self.faults if f.kind.startswith("broker")
+            ],
             "faults_detail": [asdict(f) for f in self.faults],
         }
 
@@ -182,6 +199,8 @@ class Chaos:
         self.faults: list[Fault] = []
         self.began = time.monotonic()
         self.fed = 0
+        self.expected_foreign = 0  # DLQ records that are no numbered input (infra runs)
+        self.alive_at_end: dict[str, bool] = {}
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -354,7 +373,9 @@ class Chaos:
                 return
             time.sleep(0.05)
 
-    def _hit_worker(self, kind: str, component: str) -> None:
+    def _hit_worker(self, kind: str, component: str, *, wait: bool = True) -> Fault:
+        """SIGKILL or SIGTERM the component's worker and restart it; with ``wait``, until it
+        commits again (its recovery time)."""
         worker = self.workers[component]
         at = time.monotonic()
         before = self._progress(component)
@@ -368,9 +389,17 @@ class Chaos:
         self._start(component)
         fault = Fault(kind, component, round(at - self.began, 1))
         self.faults.append(fault)
-        fault.recovered_after_s = self._recovered(component, at, before)
+        if wait:
+            fault.recovered_after_s = self._recovered(component, at, before)
+        return fault
 
     def _restart_broker(self, kind: str) -> None:
+        """Restart the broker, then wait until every component commits again.
+
+        Recovery is counted per component from the moment the broker answers again (``up``
+        returned) to the component's next commit on its main input; a component with nothing
+        left to do (all fed, no lag) counts as None. ``recovered_after_s`` is the slowest.
+        """
         assert self.stack is not None, "broker restarts need a stack the harness controls"
         at = time.monotonic()
         before = {c: self._progress(c) for c in _COMPONENTS}
@@ -386,19 +415,27 @@ class Chaos:
             process.clear_stale()
             time.sleep(3)  # the clients notice: connections refused, then reconnect attempts
         self.stack.up(with_registry=False)
-        fault = Fault(kind, "broker", round(at - self.began, 1))
+        answered = time.monotonic()
+        fault = Fault(kind, "broker", round(at - self.began, 1), down_s=round(answered - at, 1))
         self.faults.append(fault)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+        waiting = set(_COMPONENTS)
+        deadline = answered + 180
+        while waiting and time.monotonic() < deadline:
             self._revive()
-            moved = [c for c in _COMPONENTS if self._progress(c) > before[c]]
-            if moved or (
-                self.fed >= self.cfg.records and all(self._lag(c) == 0 for c in _COMPONENTS)
-            ):
-                fault.recovered_after_s = round(time.monotonic() - at, 1)
-                return
+            for component in sorted(waiting):
+                if self._progress(component) > before[component]:
+                    fault.per_component_s[component] = round(time.monotonic() - answered, 1)
+                    waiting.discard(component)
+                elif self.fed >= self.cfg.records and self._lag(component) == 0:
+                    fault.per_component_s[component] = None
+                    waiting.discard(component)
             time.sleep(0.3)
-        raise AssertionError("the pipeline did not recover within 180 s of a broker restart")
+        if waiting:
+            raise AssertionError(
+                f"{sorted(waiting)} did not commit within 180 s of the broker answering again"
+            )
+        times = [t for t in fault.per_component_s.values() if t is not None]
+        fault.recovered_after_s = max(times) if times else None
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -413,18 +450,10 @@ class Chaos:
         feeder = threading.Thread(target=self._feed, daemon=True)
         feeder.start()
         try:
-            for index, kind in enumerate(self._schedule()):
-                if kind.startswith("broker"):
-                    time.sleep(3)
-                    self._restart_broker(kind)
-                    continue
-                component = STAGES[index % len(STAGES)] if index % 4 != 3 else "store"
-                if not self._wait_progress(component, time.monotonic() + 120):
-                    break  # the input is used up: no more progress to wait for
-                self._wait_open_transaction(component)
-                self._hit_worker(kind, component)
+            self._faults()
             feeder.join()
             self._wait_finished()
+            self.alive_at_end = {c: w.process.poll() is None for c, w in self.workers.items()}
         finally:
             for worker in self.workers.values():
                 if worker.process.poll() is None:
@@ -438,6 +467,19 @@ class Chaos:
             verifier.stop.set()
             watcher.join(timeout=30)
         return self._report(verifier)
+
+    def _faults(self) -> None:
+        """Hit the workers (and the broker) on the schedule of the config, as they progress."""
+        for index, kind in enumerate(self._schedule()):
+            if kind.startswith("broker"):
+                time.sleep(3)
+                self._restart_broker(kind)
+                continue
+            component = STAGES[index % len(STAGES)] if index % 4 != 3 else "store"
+            if not self._wait_progress(component, time.monotonic() + 120):
+                break  # the input is used up: no more progress to wait for
+            self._wait_open_transaction(component)
+            self._hit_worker(kind, component)
 
     def _wait_finished(self) -> None:
         deadline = time.monotonic() + self.cfg.finish_timeout_s
@@ -488,11 +530,13 @@ class Chaos:
     def _report(self, verifier: _Verifier) -> ChaosReport:
         outputs = [_observed(m) for m in self._read(topics(self.name)[-1])]
         dead: list[Dead] = []
+        foreign: list[tuple[str, str]] = []
         retried: set[int] = set()
         retry_records = 0
         for stage in STAGES:
             spec = self.pipeline.get(stage)
-            dead += [_dead(m, stage) for m in self._read(spec.dlq_topic)]
+            for found in (_dead(m, stage) for m in self._read(spec.dlq_topic)):
+                (dead if isinstance(found, Dead) else foreign).append(found)  # type: ignore[arg-type]
             for topic in spec.retry_topics:
                 records = self._read(topic)
                 retry_records += len(records)
@@ -513,6 +557,8 @@ class Chaos:
             sink_rows=rows,
             concurrent=verifier.seen,
             concurrent_during_faults=during,
+            foreign_dead=foreign,
+            expected_foreign=self.expected_foreign,
             # key-ordered stages promise the order of every record, retried or not
             retried=set() if self.cfg.key_ordered or self.cfg.check_all_order else retried,
             offsets=self._offsets(),
@@ -539,9 +585,30 @@ class Chaos:
         )
 
 
-def _dead(message: Any, stage: str) -> Dead:
-    reason = headers.get(message_headers(message), headers.ERROR_REASON) or b"?"
-    return Dead(int(message.value()), stage, reason.decode(errors="replace"))
+def _dead(message: Any, stage: str) -> Dead | tuple[str, str]:
+    """A DLQ record as the checker sees it: a numbered input, or (stage, reason) if it is none.
+
+    Stage b's input is Avro in the runs with a registry: its number is read from the record.
+    """
+    reason = (headers.get(message_headers(message), headers.ERROR_REASON) or b"?").decode(
+        errors="replace"
+    )
+    value = message.value() or b""
+    n = _number(value)
+    return (stage, reason) if n is None else Dead(n, stage, reason)
+
+
+_NUMBER = fastavro.parse_schema(json.loads((SCHEMAS / NUMBER_SCHEMA).read_text()))
+
+
+def _number(value: bytes) -> int | None:
+    if value.isdigit():
+        return int(value)
+    if len(value) > 5 and value[0] == 0:
+        with contextlib.suppress(Exception):
+            decoded: Any = fastavro.schemaless_reader(io.BytesIO(value[5:]), _NUMBER)
+            return int(decoded["n"])
+    return None
 
 
 def expected_dead(records: int) -> dict[int, tuple[str, str]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.harness import Chaos, ChaosConfig, private_stack, write_result
+from tests.chaos.infra import InfraChaos
 from tests.integration.conftest import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -57,6 +58,21 @@ def test_key_ordered_retries_keep_every_records_order_through_kills(
     assert report.retried > 0
     assert report.crash_restarts == 0, "no worker may crash by itself (exit 1) in this run"
     assert report.read_during_faults, "the concurrent reader read while the faults ran"
+
+
+def test_infrastructure_faults_keep_every_invariant(tmp_path: Path) -> None:
+    """The infrastructure run (tests/chaos/infra.py): an oversized record, the schema registry
+    cut for 60 s while workers are SIGKILLed, a broker restart, a monitor watching."""
+    config = ChaosConfig(records=3000, rate=100, kills=0, sigterms=0, progress=100)
+    report = InfraChaos(config, workdir=tmp_path, registry_outage_s=60.0).run_infra()
+    summary = report.summary()
+    _report("chaos-infra", summary)
+    assert report.failures() == [], summary
+    kinds = [f.kind for f in report.chaos.faults]
+    assert kinds.count("registry-down") == 1
+    assert kinds.count("broker-clean") == 1
+    assert kinds.count("sigkill") >= 2
+    assert report.chaos.outputs + report.chaos.dead == config.records
 
 
 @pytest.mark.chaos_broker

@@ -6,14 +6,18 @@ Needs Debian's Chromium at /usr/bin/chromium (``ops/ensure-deps.sh`` installs it
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from confluent_kafka import Producer
 from streams.config import KafkaSettings
 from streams.examples.hello import RAW, RawOrder, pipeline
 from streams.localstack.process import free_port
+from streams.observability.server import Monitor
 from streams.topics import ensure_topics
 from tests.integration.conftest import Cluster
 
@@ -136,14 +141,24 @@ def test_dashboard_shows_the_running_pipeline_live(running: str) -> None:
             for stage in ("validate", "price"):
                 box = page.locator(f'g.stage[data-stage="{stage}"]')
                 box.wait_for(timeout=30_000)
-                assert box.locator(".stage-status").text_content() in {
-                    "OK",
-                    "WARN",
-                    "STALL",
-                    "STOP",
-                    "REWIND",
-                    "ERR",
-                }
+            # both stages run and keep up with 200 orders/s: the scenario must show OK (not
+            # WARN/ERR); a stage may need a few samples to catch up after its workers start
+            page.wait_for_function(
+                """() => ['validate', 'price'].every(s => document.querySelector(
+                        `g.stage[data-stage="${s}"] .stage-status`)?.textContent === 'OK')""",
+                timeout=90_000,
+            )
+            for stage in ("validate", "price"):
+                box = page.locator(f'g.stage[data-stage="{stage}"]')
+                assert box.locator(".stage-status").text_content() == "OK"
+                # `streams run --all` runs one worker per stage and says so in _streams.stats
+                workers = box.locator('text.value[data-field="workers"]').text_content() or ""
+                assert workers.startswith("1/1"), workers
+            # fresh data: its age is shown and no banner
+            assert page.locator("#error").is_hidden()
+            age = page.locator("#data-age").text_content() or ""
+            assert re.fullmatch(r"data \d+\.\d+ s old", age), age
+            assert page.locator("#data-age").get_attribute("data-stale") == "0"
             # a lag line needs a few samples (one per second) and refreshes (every 2 s)
             page.wait_for_function(
                 """() => [...document.querySelectorAll('svg[data-chart="lag"] path.series')]
@@ -170,3 +185,78 @@ def test_dashboard_shows_the_running_pipeline_live(running: str) -> None:
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:
             browser.close()
+
+
+def _health(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=5) as answer:  # noqa: S310
+            return int(answer.status), bytes(answer.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, bytes(error.read())
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (ops/ensure-deps.sh)")
+def test_dashboard_says_when_its_data_is_stale_or_the_last_sample_failed(cluster: Cluster) -> None:
+    """The sampler stops: the banner says how old the data is, /health answers 503. Then a
+    sample fails with an empty message: the red banner stays (it used to hide on "")."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only this test needs it
+
+    monitor = Monitor(
+        [pipeline], kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers), interval_s=1
+    )
+    monitor.start("127.0.0.1", 0)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(monitor.url + "/")
+                page.wait_for_function(
+                    """() => /^data [0-9.]+ s old$/.test(
+                            document.querySelector('#data-age').textContent)""",
+                    timeout=30_000,
+                )
+                assert page.locator("#error").is_hidden()
+                assert _health(monitor.url)[0] == 200
+
+                monitor._stop.set()  # no more samples: the data ages
+                assert monitor._sampler is not None
+                monitor._sampler.join(timeout=30)
+                deadline = time.monotonic() + 30
+                while (health := _health(monitor.url))[0] != 503 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                status, body = health
+                assert status == 503
+                answer = json.loads(body)
+                assert answer["status"] == "stale"
+                # both rounded to 0.1 s in the body: equal once rounded is still stale (503 says so)
+                assert answer["age_s"] >= answer["stale_after_s"]
+                page.wait_for_function(
+                    "() => document.querySelector('#error').dataset.state === 'stale'",
+                    timeout=30_000,
+                )
+                banner = page.locator("#error").text_content() or ""
+                assert banner.startswith("Stale data: the last successful sample is "), banner
+                assert page.locator("#data-age").get_attribute("data-stale") == "1"
+
+                # a fresh sample that failed, with an empty message (what a TimeoutError gave)
+                snapshot = monitor.snapshot
+                assert snapshot is not None
+                monitor.interval_s = 60  # so that the injected sample stays fresh meanwhile
+                monitor._snapshot = replace(snapshot, taken_at=time.time(), error="", errors=1)
+                page.wait_for_function(
+                    "() => document.querySelector('#error').dataset.state === 'failed'",
+                    timeout=30_000,
+                )
+                assert page.locator("#error").is_visible()
+                banner = page.locator("#error").text_content() or ""
+                assert banner == (
+                    "Last sample failed (1 so far), showing the last good one: no message given"
+                )
+                assert _health(monitor.url)[0] == 200  # fresh: /health looks at the age only
+                page.screenshot(path=str(ARTIFACTS / "dashboard-failed.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        monitor.close()

@@ -147,7 +147,7 @@ def check_exactly_once(result: ReadResult, count: int, *, keys: int = 50) -> Non
 
 
 def start_worker(
-    env: dict[str, str], stage: str, slot: int, *, log: Path
+    env: dict[str, str], stage: str, slot: int, *, log: Path, extra: tuple[str, ...] = ()
 ) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -160,6 +160,7 @@ def start_worker(
                 stage,
                 "--slot",
                 str(slot),
+                *extra,
             ],
             cwd=ROOT,
             env={**os.environ, **env},

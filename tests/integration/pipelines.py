@@ -46,8 +46,8 @@ def copy_stage(record: Record[bytes]) -> Output:
     )
 
 
-def build_copy(name: str, source: str, sink: str) -> Pipeline:
-    pipeline = Pipeline(name, partitions=4)
+def build_copy(name: str, source: str, sink: str, *, partitions: int = 4) -> Pipeline:
+    pipeline = Pipeline(name, partitions=partitions)
     pipeline.add_stage(
         "copy",
         copy_stage,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka._model import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient
 
 from streams.codecs import raw
@@ -24,6 +24,7 @@ from streams.record import Output, Record
 from streams.stage import StageRunner
 from tests.integration.conftest import Cluster, PipelineTopics, TopicFactory
 from tests.integration.eos import produce_numbered
+from tests.integration.groups import commit_group_offsets
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +43,6 @@ class FakeClock:
 def monitor(cluster: Cluster) -> Iterator[LagMonitor]:
     with LagMonitor(KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)) as lag_monitor:
         yield lag_monitor
-
-
-def _commit(admin: AdminClient, group: str, offsets: dict[tuple[str, int], int]) -> None:
-    request = ConsumerGroupTopicPartitions(
-        group, [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-    )
-    for future in admin.alter_consumer_group_offsets([request]).values():
-        future.result(timeout=30)
 
 
 def _by_partition(partitions: tuple[PartitionLag, ...]) -> dict[tuple[str, int], PartitionLag]:
@@ -88,7 +81,7 @@ def test_offsets_match_kafka_consumer_group_command_and_lso_lag(
     produce_numbered(cluster, topic, 90, keys=9)
     groups = [f"lag-describe-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     for n, group in enumerate(groups):
-        _commit(admin, group, {(topic, p): 5 * (n + 1) + p for p in range(3)})
+        commit_group_offsets(admin, group, {(topic, p): 5 * (n + 1) + p for p in range(3)})
     # an open transaction on partition 0 holds the LSO back while Kafka's tool describes
     producer = Producer(
         cluster.client_config(**{"transactional.id": f"lag-open-{uuid.uuid4().hex}"})
@@ -158,14 +151,14 @@ def test_scripted_scenarios_drive_each_status(
                 end += 20
                 clock.now += 10
             if round_ == 0:
-                _commit(admin, group["stop"], {tp: 30})
-                _commit(admin, group["rewind"], {tp: 90})
+                commit_group_offsets(admin, group["stop"], {tp: 30})
+                commit_group_offsets(admin, group["rewind"], {tp: 90})
             if round_ == 2:
-                _commit(admin, group["rewind"], {tp: 10})
+                commit_group_offsets(admin, group["rewind"], {tp: 10})
             stalled.commit(offsets=[TopicPartition(topic, 0, 40)], asynchronous=False)
             warn_offset += 5
-            _commit(admin, group["warn"], {tp: warn_offset})
-            _commit(admin, group["ok"], {tp: end})
+            commit_group_offsets(admin, group["warn"], {tp: warn_offset})
+            commit_group_offsets(admin, group["ok"], {tp: end})
             results = {g.group: g for g in monitor.sample(list(group.values()))}
         status = {name: results[group[name]].status for name in names}
         assert status == {
@@ -238,7 +231,9 @@ def test_commit_one_below_a_trailing_marker_reads_as_lag_zero(
         producer.produce(topic, str(n).encode(), partition=0)
     producer.commit_transaction(30)
     group = f"lag-marker-{uuid.uuid4().hex[:8]}"
-    _commit(admin, group, {(topic, 0): 10})  # last record + 1: the marker is at offset 10
+    commit_group_offsets(
+        admin, group, {(topic, 0): 10}
+    )  # last record + 1: the marker is at offset 10
     (result,) = monitor.sample([group])
     (p,) = result.partitions
     assert (p.committed, p.last_stable_offset) == (10, 11)
@@ -255,7 +250,7 @@ def test_partitions_without_commit_show_none(
         producer.produce(topic, str(n).encode(), partition=n % 2)
     assert producer.flush(30) == 0
     group = f"lag-nocommit-{uuid.uuid4().hex[:8]}"
-    _commit(admin, group, {(topic, 0): 3})
+    commit_group_offsets(admin, group, {(topic, 0): 3})
     (result,) = monitor.sample([group], topics={group: [topic]})
     by_partition = {p.partition: p for p in result.partitions}
     assert by_partition[0].committed == 3
@@ -265,3 +260,83 @@ def test_partitions_without_commit_show_none(
     assert (by_partition[1].committed, by_partition[1].lag) == (None, None)
     assert by_partition[1].to_dict()["lag"] is None
     assert result.sum_lag == by_partition[0].lag
+
+
+def _transactions(cluster: Cluster, topic: str, sizes: list[int], *, aborted: int = 0) -> None:
+    """Committed transactions of the given sizes on partition 0 (a marker after each), and
+    ``aborted`` records in one aborted transaction between the first two."""
+    producer = Producer(cluster.client_config(**{"transactional.id": f"lag-tx-{uuid.uuid4().hex}"}))
+    producer.init_transactions(30)
+    for n, size in enumerate(sizes):
+        producer.begin_transaction()
+        for k in range(size):
+            producer.produce(topic, f"{n}-{k}".encode(), partition=0)
+        producer.commit_transaction(30)
+        if n == 0 and aborted:
+            producer.begin_transaction()
+            for k in range(aborted):
+                producer.produce(topic, f"aborted-{k}".encode(), partition=0)
+            assert producer.flush(30) == 0
+            producer.abort_transaction(30)
+
+
+def test_dlq_depth_and_retry_backlog_count_records_not_offsets(
+    cluster: Cluster,
+    admin: AdminClient,
+    topic_factory: TopicFactory,
+    pipeline_topics: PipelineTopics,
+) -> None:
+    """DLQ depth was LSO - log start: it counted every transaction marker (4,283 shown against
+    4,186 records). Now it counts what a read_committed consumer reads."""
+    source, sink = topic_factory("in"), topic_factory("out")
+    pipeline = Pipeline(f"lagdlq{uuid.uuid4().hex[:6]}")
+
+    @pipeline.stage("copy", inputs=[source], outputs={sink: raw()})
+    def copy(record: Record[bytes]) -> Output:
+        return Output(record.value)
+
+    pipeline_topics(pipeline)
+    spec = pipeline.get("copy")
+    dlq, retry = spec.dlq_topic, spec.retry_topics[0]
+    sizes = [5, 1, 7, 3, 1, 4]  # 21 records in 6 transactions: 6 commit markers between them
+    _transactions(cluster, dlq, sizes, aborted=4)
+    _transactions(cluster, retry, [3, 3, 3])  # offsets 0-2, marker 3, 4-6, marker 7, 8-10, 11
+    commit_group_offsets(admin, spec.group_id, {(retry, 0): 4})  # the first transaction is done
+    clock = FakeClock()
+    monitor = LagMonitor(KafkaSettings(bootstrap_servers=cluster.bootstrap_servers), clock=clock)
+    (stage,) = monitor.pipeline_view(pipeline).stages
+    assert stage.dlq_depth == sum(sizes) == 21
+    assert stage.retry_backlog[retry] == 6
+    assert stage.counts_exact
+    offsets = monitor._fetch.list_offsets([(dlq, 0), (retry, 0)])
+    # the controls: what the old formula shows for the same partitions
+    assert offsets[(dlq, 0)].last_stable_offset - offsets[(dlq, 0)].log_start == 21 + 4 + 7
+    assert offsets[(retry, 0)].last_stable_offset - 4 == 8
+
+    # a steady DLQ costs no read; growth is read from where the last read stopped
+    scans: list[dict[tuple[str, int], tuple[int, int]]] = []
+    scan = monitor._side._scan
+
+    def spy(ranges: Mapping[tuple[str, int], tuple[int, int]]) -> Any:
+        scans.append(dict(ranges))
+        return scan(ranges)
+
+    monitor._side._scan = spy
+    clock.now += 10
+    (stage,) = monitor.pipeline_view(pipeline).stages
+    assert stage.dlq_depth == 21
+    assert scans == [{}]
+    assert stage.dlq_inflow_per_s == 0.0
+    _transactions(cluster, dlq, [2, 2])
+    commit_group_offsets(
+        admin, spec.group_id, {(retry, 0): 12}
+    )  # retries done: the group is caught up
+    clock.now += 10
+    (stage,) = monitor.pipeline_view(pipeline).stages
+    monitor.close()
+    assert stage.dlq_depth == 25
+    assert scans[-1] == {(dlq, 0): (32, 38)}  # 21 records + 4 aborted + 7 markers = 32 read
+    # inflow in records too: 4 records in 20 s (the offsets grew by 6: 0.3/s)
+    assert stage.dlq_inflow_per_s == pytest.approx(0.2)
+    assert stage.retry_backlog[retry] == 0
+    assert stage.rule == f"WARN: dead-letter topic {dlq} grows at 0.20 records/s"

@@ -80,3 +80,59 @@ def test_a_one_shot_command_with_the_broker_down_prints_two_lines_and_no_librdka
         ),
     ]
     assert not [line for line in done.stderr.splitlines() if _RDKAFKA_LINE.match(line)]
+
+
+# A worker's stats publisher, alone in a process: publishes one snapshot and waits for its fate.
+_PUBLISH_ONCE = """
+import sys
+from streams.runtime.logs import configure_logging
+from streams.runtime.publish import StatsPublisher
+configure_logging("text")
+publisher = StatsPublisher(reference="shop:pipeline", topic=sys.argv[1])
+snapshot = {"group": "shop.accept", "slot": 0}
+publisher.publish(snapshot)
+publisher._producer.flush(30)  # until the record is delivered or its delivery fails
+publisher.publish(snapshot)  # the next snapshot reports how the last one failed
+publisher.close()
+"""
+
+
+def _publish_once(topic: str, **env: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PUBLISH_ONCE, topic],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return [line[9:] for line in done.stderr.splitlines() if "streams.stats" in line]
+
+
+def test_the_stats_warning_names_the_missing_topic_and_how_to_create_it(cluster: Cluster) -> None:
+    topic = f"_streams.stats.missing{os.getpid()}"
+
+    assert _publish_once(topic) == [
+        (
+            f"WARNING streams.stats: cannot publish worker stats to {topic}: topic {topic} "
+            f"does not exist at {cluster.bootstrap_servers} (monitoring misses this worker "
+            'meanwhile) hint="create it: streams topics create shop:pipeline"'
+        )
+    ]
+
+
+def test_the_stats_warning_with_the_broker_down_says_so_not_to_create_topics() -> None:
+    """Regression: a broker that was merely down got the hint `run streams topics create`."""
+    lines = _publish_once("_streams.stats", STREAMS_BOOTSTRAP_SERVERS="127.0.0.1:1")
+
+    assert lines == [
+        (
+            "WARNING streams.stats: cannot publish worker stats to _streams.stats: no answer "
+            "from Kafka at 127.0.0.1:1 (Local: Message timed out) (monitoring misses this "
+            'worker meanwhile) hint="check that the broker runs and that '
+            "STREAMS_BOOTSTRAP_SERVERS is right (`streams local status` for the local stack); "
+            'publishing resumes when the broker answers"'
+        )
+    ]

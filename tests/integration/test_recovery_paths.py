@@ -101,6 +101,33 @@ def test_a_transaction_that_outlives_its_timeout_is_recovered_by_the_stage(
     _finish(cluster, env=env, group=group, source=source, sink=sink, count=count, log=log)
 
 
+def test_a_twin_on_the_same_slot_stops_the_older_worker_with_exit_4(
+    cluster: Cluster, topic_factory: TopicFactory, pipeline_topics: PipelineTopics, tmp_path: Path
+) -> None:
+    """Two processes started on slot 0 by mistake: the newer one's init_transactions fences
+    the older; the older finds a member with a newer incarnation on its slot, stops with exit
+    code 4 without committing, and the newer one finishes the input exactly once."""
+    count = 6000
+    env, source, sink, group = _setup(
+        cluster, topic_factory, pipeline_topics, count, TEST_DELAY_MS="1"
+    )
+    logs = [tmp_path / "older.log", tmp_path / "newer.log"]
+    older = start_worker(env, "copy", 0, log=logs[0])
+    _wait_for(lambda: _committed(cluster, group, source) >= 500, 120, "progress")
+    newer = start_worker(env, "copy", 0, log=logs[1])
+    try:
+        assert older.wait(timeout=90) == 4, logs[0].read_text()[-3000:]
+        older_log = logs[0].read_text()
+        assert "fenced by another worker" in older_log
+        assert "a newer worker runs this slot" in older_log
+        _wait_for(lambda: _committed(cluster, group, source) >= count, 180, "the newer worker")
+        assert newer.poll() is None, logs[1].read_text()[-3000:]
+        assert "fenced by another worker" not in logs[1].read_text()
+    finally:
+        assert _stop(newer) == 0, logs[1].read_text()[-2000:]
+    check_exactly_once(read_committed(cluster, sink, PARTITIONS, expect=count), count)
+
+
 def test_partitions_lost_while_stopped_are_aborted_and_the_other_worker_takes_over(
     cluster: Cluster, topic_factory: TopicFactory, pipeline_topics: PipelineTopics, tmp_path: Path
 ) -> None:

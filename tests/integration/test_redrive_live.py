@@ -42,7 +42,7 @@ REFERENCE = "tests.integration.replay_pipelines:pipeline"
 STREAMS = str(ROOT / ".venv" / "bin" / "streams")
 REDRIVEN = 2_000
 LIVE = 4_000
-KILLS = 4
+KILLS = 3
 
 
 @dataclass
@@ -128,6 +128,15 @@ def _stable_and_high(config: dict[str, Any], topic: str) -> dict[tuple[str, int]
         uncommitted.close()
 
 
+def _wait_for_progress(reader: _Reader, more: int, deadline_s: float) -> None:
+    """Until the reader has seen ``more`` records more than now."""
+    start = len(reader.seen)
+    deadline = time.monotonic() + deadline_s
+    while len(reader.seen) < start + more:
+        assert time.monotonic() < deadline, "the stage wrote nothing new"
+        time.sleep(0.1)
+
+
 def _wait_for_output(reader: _Reader, count: int, deadline_s: float) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline and len({o.n for o in reader.seen}) < count:
@@ -150,16 +159,18 @@ def test_a_redrive_into_a_stage_being_sigkilled_keeps_every_invariant(
     with _logged(log_path) as log:
         worker = _start_worker(setup, log)
         redrive = subprocess.Popen(
-            [STREAMS, "dlq", "redrive", REFERENCE, "--stage", "work", "--rate", "200", "--execute"],
+            [STREAMS, "dlq", "redrive", REFERENCE, "--stage", "work", "--rate", "100", "--execute"],
             env=setup.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         feeding.start()
         try:
-            time.sleep(3)  # the worker has joined and the redrive began
             for _ in range(KILLS):
-                time.sleep(2.0)
+                # each worker gets its partitions and writes before it is killed (a new one
+                # first waits for the offsets its killed predecessor's transaction held)
+                _wait_for_progress(reader, 200, deadline_s=90)
+                time.sleep(0.3)
                 assert redrive.poll() is None, "the redrive ended before the kills: no test"
                 worker.send_signal(signal.SIGKILL)
                 worker.wait(timeout=30)

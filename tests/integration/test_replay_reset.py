@@ -80,7 +80,7 @@ def test_a_reset_is_refused_while_the_group_has_live_members_naming_them(loaded:
             "replay", "reset", REFERENCE, "--stage", "work", "--to-earliest", "--execute"
         )
         assert refused.exit_code == 3, refused.output
-        assert f"{setup.name}.work.0@" in refused.stderr  # the member, by its client.id
+        assert f"{setup.name}.work.0#" in refused.stderr  # the member, by its client.id
         assert "refused: group" in refused.stderr
         assert "hint: stop the stage's workers first" in refused.stderr
         assert committed(setup, f"{setup.name}.work", f"{setup.name}.in") != dict.fromkeys(

@@ -337,3 +337,42 @@ def test_routing_to_retry_and_dlq_is_exactly_once_across_aborts(
     assert all(c == 1 for c in retried.values()), "a retry written twice"
     # aborted transactions really re-ran handlers: EOS is about effects, not calls
     assert sum(attempts.values()) > count + len(expected_retries)
+
+
+def test_a_null_header_value_stays_null_through_retry_and_dlq(
+    cluster: Cluster, topic_factory: TopicFactory, pipeline_topics: PipelineTopics
+) -> None:
+    """Regression: a null header value was written to the retry and DLQ records as b""."""
+    source, sink = topic_factory("in", partitions=1), topic_factory("out", partitions=1)
+    pipeline = Pipeline(f"nullhdr{uuid.uuid4().hex[:6]}", partitions=1)
+
+    @pipeline.stage(
+        "fail",
+        inputs=[source],
+        outputs={sink: raw()},
+        retry=RetryPolicy(tiers=(0.5,), max_attempts=2, jitter=0.0),
+    )
+    def fail(record: Record[bytes]) -> bytes:
+        assert record.header("trace") is None
+        assert ("trace", None) in record.headers
+        raise TimeoutError("always")
+
+    pipeline_topics(pipeline)
+    producer = Producer(cluster.client_config())
+    sent: list[tuple[str, bytes | None]] = [("trace", None), ("empty", b""), ("kept", b"\x00\xff")]
+    producer.produce(source, b"v", b"k", headers=list(sent))
+    assert producer.flush(30) == 0
+    runner = StageRunner(
+        pipeline.get("fail"),
+        kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
+        settings=StageSettings(stats_interval_s=60),
+    )
+    runner.run(idle_timeout_s=5)
+
+    spec = pipeline.get("fail")
+    (retried,) = _read(cluster, spec.retry_topics[0], 1)
+    (dead,) = _read(cluster, spec.dlq_topic, 1)
+    for routed in (retried, dead):
+        theirs = [(name, value) for name, value in message_headers(routed) if name in dict(sent)]
+        assert theirs == sent
+    assert h.get(message_headers(dead), h.ERROR_REASON) == b"retries-exhausted"

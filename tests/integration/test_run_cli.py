@@ -251,11 +251,18 @@ def test_an_unknown_stage_exits_1_naming_the_known_stages() -> None:
     assert "(stages: copy)" in error
 
 
-@pytest.mark.parametrize("args", [("--stage", "copy", "--all"), ()], ids=["both", "neither"])
-def test_stage_and_all_together_or_neither_exit_1(args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("--stage", "copy", "--all"), "Error: give --stage S (one or more) or --all, not both"),
+        ((), "Error: give --stage S (one or more), or --all for every stage"),
+    ],
+    ids=["both", "neither"],
+)
+def test_stage_and_all_together_or_neither_are_usage_errors_exit_2(
+    args: tuple[str, ...], error: str
+) -> None:
     result = _run(*args)
 
-    assert result.exit_code == 1, result.output
-    assert result.stderr.splitlines() == [
-        "error: give --stage S (one or more) or --all, not both and not neither"
-    ]
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[-1] == error

@@ -71,6 +71,6 @@ def _read_headers(cluster: Cluster, topic: str, isolation: str) -> list[bytes]:
         batch = consumer.consume(1000, timeout=0.5)
         idle = 0 if batch else idle + 1
         for message in batch:
-            flags.extend(v for k, v in message_headers(message) if k == "doomed")
+            flags.extend(v or b"" for k, v in message_headers(message) if k == "doomed")
     consumer.close()
     return flags

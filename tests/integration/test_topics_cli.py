@@ -315,7 +315,7 @@ def test_cli_exits_2_without_the_pipeline_argument() -> None:
     result = _invoke("--json")
 
     assert result.exit_code == 2, result.output
-    assert "Missing argument 'PIPELINE'" in result.stderr
+    assert "Missing argument 'MODULE:PIPELINE'" in result.stderr
 
 
 # --- the command as a subprocess on the real broker -----------------------------------------

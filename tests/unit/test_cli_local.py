@@ -6,6 +6,7 @@ These run the real command in a subprocess with a private STREAMS_HOME; none nee
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli.main import cli
-from streams.localstack.process import free_port
+from streams.localstack.process import free_port, port_is_free
 
 STREAMS = str(Path(sys.executable).with_name("streams"))
 
@@ -153,3 +154,97 @@ def test_unknown_component_for_logs_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["local", "logs", "zookeeper"])
     assert result.exit_code == 2
     assert "'zookeeper' is not one of 'kafka', 'registry'" in result.output
+
+
+# --- downloads: progress while Maven fetches, "using cached" afterwards ---------------------
+
+_FAKE_MVN = """#!{python}
+import sys, tarfile, time, io
+from pathlib import Path
+args = sys.argv[1:]
+output = Path(next(a for a in args if a.startswith("-DoutputDirectory=")).split("=", 1)[1])
+def downloaded(name, size):
+    line = f"[INFO] Downloaded from central: https://repo/{{name}} ({{size}} at 9.9 MB/s)"
+    print(line, flush=True)
+if "-DincludeTypes=tar.gz" in args:
+    downloaded("apicurio.tar.gz", "2.5 MB")
+    with tarfile.open(output / "apicurio.tar.gz", "w:gz") as tar:
+        data = b"fake"
+        info = tarfile.TarInfo("apicurio/readme.txt"); info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+else:
+    downloaded("kafka.pom", "18 kB")
+    downloaded("kafka-clients.jar", "1.2 MB")
+    print("[INFO] Downloading from central: https://repo/org/kafka-server.jar", flush=True)
+    time.sleep({pause})
+    downloaded("kafka-server.jar", "3.0 MB")
+    (output / "kafka.jar").write_bytes(b"fake")
+"""
+
+_FAKE_JAVA = """#!/bin/sh
+# answers -version like a JDK 21, formats storage, and is no broker: it exits at once
+case "$*" in
+  *-version*) echo 'openjdk version "21.0.9" 2025-10-21' >&2; exit 0;;
+  *StorageTool*) exit 0;;
+  *) echo "fake java: not a broker"; exit 1;;
+esac
+"""
+
+
+# Over 50 lines: the fake Maven and JDK set-up, then two runs with their exact lines.
+def test_up_shows_download_progress_then_says_using_cached(
+    private_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Regression: `up` said "fetching ... jars" even when cached, and was silent while it
+    downloaded about 200 MB."""
+    from streams.localstack.fetch import PROGRESS_EVERY_S  # noqa: PLC0415
+
+    mvn = tmp_path / "mvn"
+    mvn.write_text(_FAKE_MVN.format(python=sys.executable, pause=PROGRESS_EVERY_S + 2))
+    java_home = tmp_path / "jdk"
+    (java_home / "bin").mkdir(parents=True)
+    (java_home / "bin" / "java").write_text(_FAKE_JAVA)
+    for script in (mvn, java_home / "bin" / "java"):
+        script.chmod(0o755)
+    registry_port = free_port()
+    while not port_is_free("127.0.0.1", registry_port + 1):  # its health port: the next one
+        registry_port = free_port()
+    private_env.update(
+        STREAMS_REGISTRY_PORT=str(registry_port),
+        STREAMS_MAVEN_COMMAND=str(mvn),
+        STREAMS_JAVA_HOME=str(java_home),
+        STREAMS_REGISTRY_JAVA_HOME=str(java_home),
+        STREAMS_JVM_DIRS="",
+    )
+    lib = Path(private_env["STREAMS_HOME"]) / "lib"
+
+    first = _run(["local", "up"], private_env)
+
+    # the seconds depend on the machine's load: masked
+    lines = [re.sub(r"\b\d+ s\b", "N s", line) for line in first.stderr.splitlines()]
+    ticks = [line for line in lines if "so far" in line]
+    assert "kafka: 2 files, 1.2 MB downloaded so far, fetching kafka-server.jar (N s)" in ticks
+    assert [line for line in lines if "so far" not in line][:5] == [
+        (
+            "kafka: downloading 4.1.2 jars from Maven Central (about 75 MB, once; kept in "
+            f"{lib / 'kafka-4.1.2'})"
+        ),
+        "kafka: 3 files, 4.2 MB downloaded in N s",
+        f"kafka: formatted {Path(private_env['STREAMS_HOME']) / 'kafka' / 'data'}",
+        (
+            "schema registry: downloading Apicurio 3.3.3 from Maven Central (about 160 MB, "
+            f"once; kept in {lib / 'apicurio-3.3.3'})"
+        ),
+        "schema registry: 1 file, 2.5 MB downloaded in N s",
+    ], first.stderr
+    assert lines[-2].startswith("error: kafka exited during start-up:")
+    assert first.returncode == 1
+
+    second = _run(["local", "up", "--clear-stale"], private_env)
+
+    cached = [line for line in second.stderr.splitlines() if "cached" in line]
+    assert cached == [
+        f"kafka: using cached 4.1.2 jars ({lib / 'kafka-4.1.2'})",
+        f"schema registry: using cached Apicurio 3.3.3 ({lib / 'apicurio-3.3.3'})",
+    ]
+    assert "downloading" not in second.stderr

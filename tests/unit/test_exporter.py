@@ -15,20 +15,36 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.examples.hello import pipeline as hello
-from streams.lag import GroupLag, PartitionLag, PipelineView, StageView, Status
-from streams.observability.exporter import (
-    METRIC_NAMES,
-    MetricsExporter,
-    Snapshot,
-    member_owners,
+from streams.lag import (
+    GroupLag,
+    GroupSnapshot,
+    Owner,
+    PartitionLag,
+    PipelineView,
+    StageView,
+    Status,
 )
+from streams.lag.fetch import members_of
+from streams.observability.exporter import METRIC_NAMES, MetricsExporter, Snapshot
 from streams.observability.server import Monitor, pipeline_topology
-from streams.observability.stats_reader import WorkerStats, live_workers, parse_worker_stats
+from streams.observability.stats_reader import (
+    WorkerStats,
+    _supervisor_report,
+    live_workers,
+    parse_worker_stats,
+)
 from streams.pipeline import Pipeline
+from streams.stats import SlotReport, SupervisorReport
 
 
 def _partition(
-    group: str, topic: str, partition: int, committed: int | None, end: int
+    group: str,
+    topic: str,
+    partition: int,
+    committed: int | None,
+    end: int,
+    *,
+    owner: Owner | None = None,
 ) -> PartitionLag:
     lag = None if committed is None else end - committed
     return PartitionLag(
@@ -49,6 +65,7 @@ def _partition(
         rule="test",
         data_loss=False,
         hanging_transaction=False,
+        owner=owner,
     )
 
 
@@ -105,9 +122,23 @@ WORKER = WorkerStats(
 )
 
 
+SUPERVISOR = SupervisorReport(
+    group="hello.validate",
+    desired=2,
+    running=1,
+    slots=(
+        SlotReport(0, "running"),
+        SlotReport(1, "down", 5, 0, "exited 5 (cannot start)"),
+    ),
+    ts_ms=1_000_000,
+    host="box",
+    pid=7,
+)
+
+
 def _snapshot() -> Snapshot:
     parts = (
-        _partition("g1", "in", 0, 10, 25),
+        _partition("g1", "in", 0, 10, 25, owner=Owner("10.0.0.1", "member-1", "client-a")),
         _partition("g1", "in", 1, None, 5),
     )
     return Snapshot(
@@ -117,7 +148,6 @@ def _snapshot() -> Snapshot:
         views=(_view(hello, 7),),
         workers=(WORKER,),
         sample_seconds=0.25,
-        owners={"g1": {("in", 0): ("10.0.0.1", "member-1", "client-a")}},
     )
 
 
@@ -198,7 +228,7 @@ def test_render_is_cached_per_snapshot() -> None:
     assert exporter.render() is exporter.render()
 
 
-def test_member_owners_from_group_descriptions() -> None:
+def test_member_owners_from_the_one_group_description() -> None:
     tp = SimpleNamespace(topic="in", partition=3)
     member = SimpleNamespace(
         host="/10.1.1.1",
@@ -207,8 +237,11 @@ def test_member_owners_from_group_descriptions() -> None:
         assignment=SimpleNamespace(topic_partitions=[tp]),
     )
     idle = SimpleNamespace(host="h", member_id="m-2", client_id="c", assignment=None)
-    found = member_owners([SimpleNamespace(group_id="g", members=[member, idle])])
-    assert found == {"g": {("in", 3): ("10.1.1.1", "m-1", "c")}}
+    (members,) = members_of([SimpleNamespace(group_id="g", members=[member, idle])]).values()
+    found = {m.member_id: m.assignment for m in members}
+    assert found == {"m-1": (("in", 3),), "m-2": ()}
+    owners = GroupSnapshot("g", "Stable", members).owners
+    assert owners == {("in", 3): Owner("10.1.1.1", "m-1", "c")}
 
 
 def test_parse_worker_stats_keeps_numbers_and_dependencies() -> None:
@@ -260,6 +293,8 @@ class FakeLag:
         self.committed = 10
         self.fail: Exception | None = None
         self.closed = False
+        self.reconnects = 0
+        self.supervisors_seen: list[SupervisorReport] = []
 
     def sample(
         self,
@@ -274,9 +309,17 @@ class FakeLag:
         return [_group("hello.validate", parts), _group("other", other, Status.WARN)]
 
     def pipeline_view(
-        self, pipeline: Pipeline, groups: list[GroupLag] | None = None
+        self,
+        pipeline: Pipeline,
+        groups: list[GroupLag] | None = None,
+        *,
+        supervisors: Iterable[SupervisorReport] = (),
     ) -> PipelineView:
+        self.supervisors_seen = list(supervisors)
         return _view(pipeline, 100 - self.committed)
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
 
     def close(self) -> None:
         self.closed = True
@@ -285,12 +328,19 @@ class FakeLag:
 class FakeStats:
     def __init__(self) -> None:
         self.closed = False
+        self.reconnects = 0
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
 
     def poll(self, timeout_s: float = 0.2) -> int:
         return 0
 
     def workers(self) -> list[WorkerStats]:
         return [WORKER]
+
+    def supervisors(self) -> list[SupervisorReport]:
+        return [SUPERVISOR]
 
     def close(self) -> None:
         self.closed = True
@@ -313,7 +363,6 @@ def monitor() -> Iterator[tuple[Monitor, FakeLag, Clock]]:
         stats=FakeStats(),
         clock=clock,
         interval_s=3600,
-        describe_members=False,
     )
     yield running, lag, clock
     running.close()
@@ -361,13 +410,39 @@ def test_a_failed_sample_keeps_the_last_one(monitor: tuple[Monitor, FakeLag, Clo
     assert _sample(families, "streams_monitor_sample_errors_total") == 1
 
 
+def test_a_failed_sample_never_has_an_empty_error_and_rebuilds_the_clients(
+    monitor: tuple[Monitor, FakeLag, Clock],
+) -> None:
+    """After a broker restart every sample failed with TimeoutError(), whose str() is ''."""
+    running, lag, _ = monitor
+    running.sample_once()
+    lag.fail = TimeoutError()
+    failed = running.sample_once()
+    assert failed.error == "TimeoutError: TimeoutError()"
+    assert json.loads(running.state())["error"] == "TimeoutError: TimeoutError()"
+    assert lag.reconnects == 1
+    assert isinstance(running._stats, FakeStats)
+    assert running._stats.reconnects == 1
+    lag.fail = RuntimeError("broker down")
+    assert running.sample_once().error == "broker down"  # a message of its own is kept as is
+    assert lag.reconnects == 2
+
+
+def test_a_first_sample_that_fails_is_not_fresh(monitor: tuple[Monitor, FakeLag, Clock]) -> None:
+    running, lag, _ = monitor
+    lag.fail = RuntimeError("broker down")
+    failed = running.sample_once()
+    assert failed.taken_at == 0.0
+    assert json.loads(running.state())["taken_at"] == 0.0
+
+
 def _get(url: str) -> tuple[int, str, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback test URL
             return response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, "", b""
+            return error.code, error.headers["Content-Type"], error.read()
 
 
 def test_http_endpoints(monitor: tuple[Monitor, FakeLag, Clock]) -> None:
@@ -387,3 +462,68 @@ def test_http_endpoints(monitor: tuple[Monitor, FakeLag, Clock]) -> None:
     assert _get(running.url + "/app.js")[0] == 200
     assert _get(running.url + "/style.css")[0] == 200
     assert _get(running.url + "/../pyproject.toml")[0] == 404
+
+
+def test_health_is_503_with_the_reason_once_the_data_is_older_than_three_intervals(
+    monitor: tuple[Monitor, FakeLag, Clock],
+) -> None:
+    running, lag, clock = monitor
+    running.start("127.0.0.1", 0)  # the first sample, at t = 1000
+    assert _get(running.url + "/health") == (200, "text/plain; charset=utf-8", b"ok\n")
+    snapshot = running.snapshot
+    assert snapshot is not None
+    limit = 3 * (3600 + snapshot.sample_seconds)
+    clock.now = 1000 + limit  # exactly three intervals: still fresh
+    assert _get(running.url + "/health")[0] == 200
+    clock.now = 1000 + limit + 1
+    status, kind, body = _get(running.url + "/health")
+    assert (status, kind) == (503, "application/json")
+    answer = json.loads(body)
+    assert answer["status"] == "stale"
+    assert answer["age_s"] == round(limit + 1, 1)
+    assert answer["reason"].startswith(f"the last successful sample is {limit + 1:.1f} s old")
+    # a failed sample does not make old data fresh, and says why it failed
+    lag.fail = RuntimeError("broker down")
+    running.sample_once()
+    status, _, body = _get(running.url + "/health")
+    assert status == 503
+    assert json.loads(body)["last_error"] == "broker down"
+    state = json.loads(_get(running.url + "/api/state")[2])
+    assert state["stale_after_s"] == limit
+
+
+def test_health_is_503_before_any_successful_sample(
+    monitor: tuple[Monitor, FakeLag, Clock],
+) -> None:
+    running, lag, _ = monitor
+    lag.fail = RuntimeError("broker down")
+    running.start("127.0.0.1", 0)
+    status, _, body = _get(running.url + "/health")
+    assert status == 503
+    answer = json.loads(body)
+    assert (answer["reason"], answer["age_s"], answer["last_error"]) == (
+        "no successful sample yet",
+        None,
+        "broker down",
+    )
+
+
+def test_the_supervisors_records_reach_the_views_and_the_state(
+    monitor: tuple[Monitor, FakeLag, Clock],
+) -> None:
+    running, lag, _ = monitor
+    running.sample_once()
+    assert lag.supervisors_seen == [SUPERVISOR]
+    state = json.loads(running.state())
+    assert state["supervisors"] == [SUPERVISOR.to_json()]
+
+
+def test_supervisor_records_are_not_workers_and_go_stale_after_three_intervals() -> None:
+    payload = json.dumps(SUPERVISOR.to_json()).encode()
+    assert parse_worker_stats("hello.validate/supervisor@box:7", payload) is None
+    assert _supervisor_report(payload) == SUPERVISOR
+    assert _supervisor_report(b"not json") is None
+    assert _supervisor_report(json.dumps({"kind": "supervisor"}).encode()) is None
+    # interval 5 s: live for 15 s after ts_ms, then ignored like a stale worker
+    assert SUPERVISOR.is_live(1000.0 + 15.0)
+    assert not SUPERVISOR.is_live(1000.0 + 15.1)

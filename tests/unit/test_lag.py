@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import replace
 
 import pytest
 
+from streams.config import KafkaSettings
+from streams.examples.hello import pipeline as hello
+from streams.exceptions import KafkaClientError
 from streams.lag import (
     GroupLag,
+    GroupMember,
     GroupSnapshot,
     LagMonitor,
     Observation,
+    PartitionLag,
     PartitionOffsets,
     Status,
     evaluate_partition,
     worst,
 )
+from streams.lag.fetch import KafkaFetcher
+from streams.lag.status import evaluate_group
+from streams.lag.view import stage_view, workers_verdict
+from streams.stats import SlotReport, SupervisorReport
 
 WINDOW = 60.0
 
@@ -148,7 +159,10 @@ def _ingest(
     owned: frozenset[tuple[str, int]] = frozenset(),
     reads: dict[tuple[str, int, int], int | None] | None = None,
 ) -> GroupLag:
-    info = GroupSnapshot("g", "Empty" if not owned else "Stable", len(owned), set(owned))
+    members = tuple(
+        GroupMember(f"m-{n}", "c", "h", assignment=(tp,)) for n, tp in enumerate(sorted(owned))
+    )
+    info = GroupSnapshot("g", "Empty" if not owned else "Stable", members)
     info.committed.update(committed)
     snapshot = {tp: PartitionOffsets(*values) for tp, values in offsets.items()}
     reader = (
@@ -268,3 +282,144 @@ def test_group_status_is_the_worst_partition() -> None:
     assert group.rule.startswith("t[0] STOP:")
     assert (group.sum_lag, group.max_lag) == (80, 40)
     assert group.to_dict()["status"] == "STOP"
+
+
+def test_a_request_that_never_answers_fails_with_a_message() -> None:
+    """concurrent.futures.TimeoutError() says nothing; the fetcher says which request, where."""
+    fetcher = KafkaFetcher(
+        KafkaSettings(bootstrap_servers="127.0.0.1:1"), request_timeout_s=0.01, read_timeout_s=0.01
+    )
+    with pytest.raises(KafkaClientError) as raised:
+        fetcher._wait(Future(), "describe consumer groups")
+    assert raised.value.message == (
+        "cannot describe consumer groups on 127.0.0.1:1: no answer within 0.01 s (TimeoutError)"
+    )
+
+
+def test_group_rules_missing_group_and_no_members_with_lag() -> None:
+    ok = (Status.OK, "t[0] OK: lag 6")
+    assert evaluate_group(ok, exists=False, members=0, sum_lag=0) == (
+        Status.ERR,
+        "ERR: group does not exist",
+    )
+    assert evaluate_group(ok, exists=True, members=0, sum_lag=6) == (
+        Status.WARN,
+        "WARN: no members, lag 6",
+    )
+    # controls: a member, or no lag, leaves the partitions' verdict; a worse one is kept
+    assert evaluate_group(ok, exists=True, members=1, sum_lag=6) == ok
+    assert evaluate_group(ok, exists=True, members=0, sum_lag=0) == ok
+    stop = (Status.STOP, "t[0] STOP: no commit for 300 s")
+    assert evaluate_group(stop, exists=True, members=0, sum_lag=6) == stop
+
+
+def test_a_group_known_only_by_hints_does_not_exist() -> None:
+    clock = Clock()
+    info = GroupSnapshot("g", "Dead")
+    info.committed[("t", 0)] = None  # a hinted partition, no commit
+    (group,) = LagMonitor(clock=clock).ingest(
+        clock(), [info], {("t", 0): PartitionOffsets(0, 5, 5)}, _no_reads
+    )
+    assert (group.exists, group.status, group.rule) == (
+        False,
+        Status.ERR,
+        "ERR: group does not exist",
+    )
+    info.committed[("t", 0)] = 5
+    (group,) = LagMonitor(clock=clock).ingest(
+        clock(), [info], {("t", 0): PartitionOffsets(0, 5, 5)}, _no_reads
+    )
+    assert (group.exists, group.status) == (True, Status.OK)
+
+
+def _report(*slots: SlotReport, desired: int | None = None, host: str = "h") -> SupervisorReport:
+    running = sum(1 for s in slots if s.state == "running")
+    wanted = len(slots) if desired is None else desired
+    return SupervisorReport("p.s", wanted, running, slots, ts_ms=0, host=host, pid=1)
+
+
+UP = SlotReport(0, "running")
+DOWN_5 = SlotReport(1, "down", 5, 0, "exited 5 (cannot start)")
+
+
+def test_a_stage_below_its_desired_workers_is_warn_naming_the_slot() -> None:
+    assert workers_verdict([_report(UP, DOWN_5)]) == (
+        Status.WARN,
+        "WARN: 1 of 2 workers down: slot 1 exited 5 (cannot start)",
+        2,
+        1,
+    )
+
+
+def test_no_worker_left_is_err_but_a_restarting_one_is_warn() -> None:
+    down_0 = SlotReport(0, "down", 3, 0, "exited 3 (stopped on a record)")
+    assert workers_verdict([_report(down_0, DOWN_5)]) == (
+        Status.ERR,
+        (
+            "ERR: 2 of 2 workers down: slot 0 exited 3 (stopped on a record); "
+            "slot 1 exited 5 (cannot start)"
+        ),
+        2,
+        0,
+    )
+    restarting = SlotReport(0, "restarting", 1, 2, "exited 1 (crashed), restarting in 4 s")
+    status, rule, _, _ = workers_verdict([_report(restarting)]) or (None, "", 0, 0)
+    assert (status, rule) == (
+        Status.WARN,
+        "WARN: 1 of 1 worker down: slot 0 exited 1 (crashed), restarting in 4 s",
+    )
+
+
+def test_all_workers_running_or_a_clean_stop_is_no_alarm() -> None:
+    # the controls of the two tests above
+    both = SlotReport(1, "running")
+    assert workers_verdict([_report(UP, both)]) == (Status.OK, "OK: 2 of 2 workers running", 2, 2)
+    stopped = SlotReport(0, "down", 0, 0, "exited 0 (stopped)")
+    assert workers_verdict([_report(stopped, desired=0)]) is None
+    assert workers_verdict([]) is None
+
+
+def test_supervisors_of_one_group_on_two_hosts_add_up() -> None:
+    verdict = workers_verdict([_report(UP, host="a"), _report(DOWN_5, host="b")])
+    assert verdict is not None
+    assert verdict[2:] == (2, 1)
+
+
+def test_the_stage_takes_the_worse_of_lag_and_workers() -> None:
+    spec = hello.get("validate")
+    group = GroupLag(
+        spec.group_id, "Stable", 1, (_lag_row(spec.group_id),), Status.OK, "ok", 0, 0, 0
+    )
+    warn = stage_view(spec, group, {}, None, [_report(UP, DOWN_5)])
+    assert (warn.status, warn.rule, warn.workers_desired, warn.workers_running) == (
+        Status.WARN,
+        "WARN: 1 of 2 workers down: slot 1 exited 5 (cannot start)",
+        2,
+        1,
+    )
+    stopped = replace(group, status=Status.STOP, rule="t[0] STOP: no commit for 300 s")
+    assert stage_view(spec, stopped, {}, None, [_report(UP, DOWN_5)]).status is Status.STOP
+    ok = stage_view(spec, group, {}, None, [_report(UP, SlotReport(1, "running"))])
+    assert (ok.status, ok.rule, ok.workers_running) == (Status.OK, "ok", 2)
+
+
+def _lag_row(group: str) -> PartitionLag:
+    return PartitionLag(
+        group=group,
+        topic="hello.orders.raw",
+        partition=0,
+        committed=5,
+        log_start=0,
+        high_watermark=5,
+        last_stable_offset=5,
+        lag=0,
+        pending_transactional=0,
+        lag_seconds=0.0,
+        lag_seconds_method=None,
+        velocity=None,
+        eta_seconds=None,
+        status=Status.OK,
+        rule="OK: caught up (lag 0)",
+        data_loss=False,
+        hanging_transaction=False,
+    )

@@ -266,15 +266,22 @@ def test_load_pipeline_reports_a_module_that_cannot_be_imported() -> None:
     with pytest.raises(TopologyError, match="cannot import 'no_such_module_f3a9'") as raised:
         load_pipeline("no_such_module_f3a9:pipeline")
 
-    assert "run from the folder" in raised.value.hint
+    assert "run from the folder that holds no_such_module_f3a9.py" in raised.value.hint
     assert isinstance(raised.value.__cause__, ImportError)
 
 
 def test_load_pipeline_rejects_an_attribute_that_is_not_a_pipeline() -> None:
-    with pytest.raises(TopologyError, match=r"is not a Pipeline \(found function\)"):
+    with pytest.raises(TopologyError, match=r"is not a Pipeline \(it is a function\)"):
         load_pipeline("streams.pipeline:load_pipeline")
-    with pytest.raises(TopologyError, match=r"is not a Pipeline \(found NoneType\)"):
-        load_pipeline("streams.pipeline:no_such_attribute")
+    with pytest.raises(TopologyError, match=r"module 'streams.pipeline' has no attribute 'nope'"):
+        load_pipeline("streams.pipeline:nope")
+
+
+def test_load_pipeline_names_the_pipelines_of_the_module_for_a_mistyped_attribute() -> None:
+    with pytest.raises(TopologyError, match="has no attribute 'pipline'") as raised:
+        load_pipeline("streams.examples.hello:pipline")
+
+    assert raised.value.hint == "its pipelines: streams.examples.hello:pipeline"
 
 
 def test_load_pipeline_returns_the_named_pipeline(

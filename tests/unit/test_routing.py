@@ -28,7 +28,7 @@ class FakeMessage:
         topic: str = "orders.placed",
         partition: int = 2,
         offset: int = 40,
-        found: list[tuple[str, bytes]] | None = None,
+        found: list[tuple[str, bytes | None]] | None = None,
     ) -> None:
         self._value, self._key = value, key
         self._topic, self._partition, self._offset = topic, partition, offset
@@ -49,7 +49,7 @@ class FakeMessage:
     def value(self) -> bytes | None:
         return self._value
 
-    def headers(self) -> list[tuple[str, bytes]] | None:
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
         return self._headers
 
     def timestamp(self) -> tuple[int, int]:

@@ -127,3 +127,20 @@ def test_configure_text_without_a_prefix(root_logger: logging.Logger) -> None:
     (handler,) = root_logger.handlers
     assert isinstance(handler.formatter, TextFormatter)
     assert root_logger.level == logging.INFO
+
+
+def test_repeated_lines_are_collapsed_by_their_text_not_their_template() -> None:
+    """Two lines of one format string with other words are both written; a repeat is counted."""
+    from streams.runtime.logs import RepeatFilter  # noqa: PLC0415
+
+    repeats = RepeatFilter(window_s=60)
+    opened = make_record("breaker %s -> %s", ("closed", "open"))
+    closed = make_record("breaker %s -> %s", ("half_open", "closed"))
+    again = make_record("breaker %s -> %s", ("closed", "open"))
+    assert repeats.filter(opened)
+    assert repeats.filter(closed), "another message of the same template is not a repeat"
+    assert not repeats.filter(again), "the same message (numbers aside) is a repeat"
+    repeats.window_s = 0
+    later = make_record("breaker %s -> %s", ("closed", "open"))
+    assert repeats.filter(later)
+    assert later.getMessage() == "breaker closed -> open (and 1 more like it in the last 0 s)"

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import signal
+import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from streams.runtime import supervisor
-from streams.runtime.supervisor import Supervisor, WorkerSlot
+from streams.runtime.supervisor import Supervisor, WorkerSlot, exit_reason
+from streams.stats import SupervisorReport
 
 EXIT_SCRIPTS: dict[str, list[list[int | None]]] = {}
 
@@ -260,3 +265,160 @@ def test_run_stops_running_workers_when_asked(clock: FakeTime) -> None:
     assert process.signals == [signal.SIGTERM]
     assert process.wait_timeouts == [35.0]
     assert sup.slots[0].final_code == 0
+
+
+# -- what the supervisor publishes to _streams.stats -----------------------------------------
+
+
+class FakePublisher:
+    """Records what the supervisor sends; ``fail`` makes every send raise."""
+
+    def __init__(self, on_send: Callable[[], None] | None = None, *, fail: bool = False) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.closed: list[float] = []
+        self.on_send = on_send
+        self.fail = fail
+
+    def send(self, key: str, value: Mapping[str, Any]) -> None:
+        if self.fail:
+            raise BufferError("queue full")
+        self.sent.append((key, dict(value)))
+        if self.on_send is not None:
+            self.on_send()
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        self.closed.append(timeout_s)
+
+    def slots(self, n: int) -> list[tuple[str, int | None, str]]:
+        """(state, exit_code, reason) of each slot in the n-th record."""
+        return [(s["state"], s["exit_code"], s["reason"]) for s in self.sent[n][1]["slots"]]
+
+
+def publishing(publisher: FakePublisher, **options: Any) -> Supervisor:
+    return Supervisor(
+        "app:p",
+        ["s"],
+        workers=2,
+        groups={"s": "p.s"},
+        publisher=publisher,
+        wall_clock=lambda: 1_700_000_000.0,
+        **options,
+    )
+
+
+def test_the_record_names_the_group_the_slots_and_who_supervises(clock: FakeTime) -> None:
+    EXIT_SCRIPTS["s"] = [[None], [None]]
+    publisher = FakePublisher()
+    sup = publishing(publisher)
+    for worker in sup.slots:
+        sup._spawn(worker)
+
+    sup.publish(force=True)
+
+    ((key, value),) = publisher.sent
+    host, pid = socket.gethostname(), os.getpid()
+    assert key == f"p.s/supervisor@{host}:{pid}"
+    assert value == {
+        "kind": "supervisor",
+        "group": "p.s",
+        "desired": 2,
+        "running": 2,
+        "slots": [
+            {"slot": 0, "state": "running", "exit_code": None, "restarts": 0, "reason": ""},
+            {"slot": 1, "state": "running", "exit_code": None, "restarts": 0, "reason": ""},
+        ],
+        "ts_ms": 1_700_000_000_000,
+        "host": host,
+        "pid": pid,
+        "state": "running",
+        "interval_s": 5.0,
+    }
+    assert SupervisorReport.parse(value) == sup.reports()[0]
+
+
+def test_every_change_is_published_at_once_and_a_final_record_says_exited(
+    clock: FakeTime,
+) -> None:
+    # slot 0 crashes once, is restarted, then ends cleanly; slot 1 cannot start (exit 5)
+    EXIT_SCRIPTS["s"] = [[None, None, 1], [None, 5], [None] * 40 + [0]]
+    publisher = FakePublisher()
+
+    assert publishing(publisher).run() == 5
+
+    states = [[s for s, _, _ in publisher.slots(n)] for n in range(len(publisher.sent))]
+    assert states[0] == ["running", "running"]  # at start
+    assert ["running", "down"] in states
+    assert ["restarting", "down"] in states
+    assert publisher.slots(states.index(["restarting", "down"]))[0] == (
+        "restarting",
+        1,
+        "exited 1 (crashed), restarting in 1 s",
+    )
+    assert publisher.slots(states.index(["running", "down"]))[1] == (
+        "down",
+        5,
+        "exited 5 (cannot start)",
+    )
+    final = publisher.sent[-1][1]
+    assert (final["state"], final["desired"], final["running"]) == ("exited", 2, 0)
+    assert publisher.closed == [2.0]
+
+
+def test_a_requested_stop_ends_with_a_stopped_record_of_desired_zero(clock: FakeTime) -> None:
+    EXIT_SCRIPTS["s"] = [[None], [None]]
+    publisher = FakePublisher()
+    sup = publishing(publisher)
+    publisher.on_send = sup.request_stop
+
+    assert sup.run() == 0
+
+    final = publisher.sent[-1][1]
+    assert (final["state"], final["desired"], final["running"]) == ("stopped", 0, 0)
+    assert [s["reason"] for s in final["slots"]] == ["exited 0 (stopped)"] * 2
+
+
+def test_without_changes_a_record_goes_out_once_per_interval(clock: FakeTime) -> None:
+    EXIT_SCRIPTS["s"] = [[None], [None]]
+    sent_at: list[float] = []
+    publisher = FakePublisher(on_send=lambda: sent_at.append(clock.now))
+    sup = publishing(publisher, publish_interval_s=5.0)
+    for worker in sup.slots:
+        sup._spawn(worker)
+    sup.publish(force=True)
+    while clock.now < 530:  # 30 s of 0.2 s turns, nothing changes
+        sup.publish(force=sup._tick())
+        clock.sleep(0.2)
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert len(gaps) >= 5
+    assert all(5.0 <= gap < 5.0 + 0.2 + 1e-6 for gap in gaps), gaps  # at most one turn late
+
+
+def test_a_failing_publisher_never_stops_the_supervisor(clock: FakeTime) -> None:
+    EXIT_SCRIPTS["s"] = [[None, 1], [None, 0], [None, 0]]
+    publisher = FakePublisher(fail=True)
+
+    assert publishing(publisher).run() == 0  # every worker supervised to its end
+
+    assert len(FakePopen.spawned) == 3  # the crashed slot was restarted
+    assert publisher.closed == [2.0]
+
+
+def test_no_publisher_no_records(clock: FakeTime) -> None:
+    EXIT_SCRIPTS["s"] = [[0]]
+    assert Supervisor("app:p", ["s"]).run() == 0  # publisher None: nothing to send to
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (0, "exited 0 (stopped)"),
+        (1, "exited 1 (crashed)"),
+        (3, "exited 3 (stopped on a record)"),
+        (4, "exited 4 (fenced)"),
+        (5, "exited 5 (cannot start)"),
+        (-9, "killed by SIGKILL"),
+        (7, "exited 7 (unknown exit code)"),
+    ],
+)
+def test_exit_reasons_name_the_worker_exit_codes(code: int, reason: str) -> None:
+    assert exit_reason(code) == reason

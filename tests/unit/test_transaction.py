@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -568,3 +569,189 @@ def test_close_aborts_an_open_transaction_and_flushes(clock: FakeTime) -> None:
     assert producer.names()[-3:] == ["flush", "abort_transaction", "flush"]
     assert producer.calls[-1] == ("flush", (2.0,))
     assert txn.state is TxnState.IDLE
+
+
+# --- a call that never returns (librdkafka#5511: the broker-restart hang) ------------------------
+
+
+def hang_until(release: threading.Event) -> Callable[[], None]:
+    """A scripted step that blocks, as the broker-restart hang does, until ``release`` is set."""
+
+    def step() -> None:
+        release.wait(10)
+
+    return step
+
+
+class Cluster:
+    """Stands in for the probe of a stuck call: does a fresh client get metadata?"""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.asked = 0
+
+    def answers(self, *_txn: Transaction) -> bool:
+        self.asked += 1
+        return self.up
+
+
+@pytest.fixture
+def short_calls(monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """Calls count as stuck after 0.1 s of real time instead of 5 + 2 s; the broker answers."""
+    monkeypatch.setattr(transaction, "_CALL_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(transaction, "_CALL_GRACE_S", 0.05)
+    cluster = Cluster()
+    monkeypatch.setattr(Transaction, "_cluster_answers", cluster.answers)
+    return cluster
+
+
+def test_every_call_gets_at_most_the_call_timeout(clock: FakeTime) -> None:
+    txn, producer = new_transaction(deadline_s=20.0)
+    txn.begin()
+
+    txn.commit(OFFSETS, GROUP_METADATA)
+
+    timed = ("send_offsets_to_transaction", "commit_transaction")
+    timeouts = {name: args[-1] for name, args in producer.calls if name in timed}
+    assert timeouts["send_offsets_to_transaction"] == transaction._CALL_TIMEOUT_S
+    assert timeouts["commit_transaction"] == transaction._CALL_TIMEOUT_S
+    assert producer.calls[0] == ("init_transactions", (transaction._CALL_TIMEOUT_S,))
+
+
+def test_a_stuck_send_offsets_abandons_the_producer_and_reset_recreates_it(
+    clock: FakeTime, short_calls: Cluster
+) -> None:
+    txn, producer = new_transaction()
+    release = threading.Event()
+    producer.script = {"send_offsets_to_transaction": [hang_until(release)]}
+    txn.begin()
+
+    with pytest.raises(TransactionError, match="_STUCK") as raised:
+        txn.commit(OFFSETS, GROUP_METADATA)
+    assert raised.value.code == "_STUCK"
+    assert raised.value.fatal is True
+    assert state_of(txn) is TxnState.BROKEN
+
+    txn.reset()
+    release.set()
+
+    assert len(FakeProducer.instances) == 2
+    assert "flush" not in producer.names()  # never touched again while the call is inside it
+    assert FakeProducer.instances[-1].names() == ["init_transactions"]
+    assert state_of(txn) is TxnState.IDLE
+
+
+def test_a_slow_call_while_the_broker_is_down_is_waited_for(
+    clock: FakeTime, short_calls: Cluster
+) -> None:
+    txn, producer = new_transaction()
+    short_calls.up = False  # the call waits for the broker, as librdkafka's would
+    release = threading.Event()
+    producer.script = {"send_offsets_to_transaction": [hang_until(release)]}
+    threading.Timer(0.5, release.set).start()  # the broker is back: the call returns
+    txn.begin()
+
+    txn.commit(OFFSETS, GROUP_METADATA)
+
+    assert state_of(txn) is TxnState.IDLE
+    assert len(FakeProducer.instances) == 1
+    assert short_calls.asked >= 1
+
+
+def test_a_stuck_init_transactions_is_retried_on_a_fresh_producer(
+    clock: FakeTime, short_calls: Cluster
+) -> None:
+    release = threading.Event()
+
+    class StuckOnce(FakeProducer):
+        def __init__(self, config: dict[str, Any]) -> None:
+            super().__init__(config)
+            if len(FakeProducer.instances) == 1:
+                self.script = {"init_transactions": [hang_until(release)]}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transaction, "Producer", StuckOnce)
+        txn = Transaction(CONFIG, deadline_s=10.0)
+    release.set()
+
+    assert len(FakeProducer.instances) == 2
+    assert state_of(txn) is TxnState.IDLE
+
+
+def test_close_leaves_an_abandoned_producer_alone(clock: FakeTime, short_calls: Cluster) -> None:
+    txn, producer = new_transaction()
+    release = threading.Event()
+    producer.script = {"commit_transaction": [hang_until(release)]}
+    txn.begin()
+    with pytest.raises(TransactionError, match="_STUCK"):
+        txn.commit({}, GROUP_METADATA)
+
+    txn.close()
+    release.set()
+
+    assert producer.names()[-1] == "commit_transaction"
+
+
+def test_an_abandoned_producers_fencing_is_not_its_successors_reason(
+    clock: FakeTime, short_calls: Cluster
+) -> None:
+    txn, producer = new_transaction()
+    release = threading.Event()
+    producer.script = {"send_offsets_to_transaction": [hang_until(release)]}
+    txn.begin()
+    with pytest.raises(TransactionError, match="_STUCK"):
+        txn.commit(OFFSETS, GROUP_METADATA)
+    txn.reset()
+    release.set()
+
+    # the successor's init_transactions fenced the abandoned one, which now says so
+    producer.error_cb(kafka_error(KafkaError._FENCED, fatal=True).args[0])
+    assert txn.fatal_reason is None
+    # the successor's own fatal errors still count
+    FakeProducer.instances[-1].error_cb(kafka_error(KafkaError._FENCED, fatal=True).args[0])
+    assert txn.fatal_reason is not None
+
+
+def test_reset_waits_for_a_cluster_that_does_not_answer(
+    clock: FakeTime, short_calls: Cluster
+) -> None:
+    txn, _ = new_transaction(deadline_s=1.0)
+    short_calls.up = False  # the broker is down for longer than the deadline
+
+    class Down(FakeProducer):
+        def __init__(self, config: dict[str, Any]) -> None:
+            super().__init__(config)
+            # four calls of 0.6 s each time out (2.4 s, past the 1 s deadline), then it is back
+            self.script = {"init_transactions": [self.timeout] * 4}
+
+        def timeout(self) -> None:
+            clock.now += 0.6
+            raise kafka_error(KafkaError._TIMED_OUT, retriable=True)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transaction, "Producer", Down)
+        txn.reset()
+
+    assert state_of(txn) is TxnState.IDLE
+    assert FakeProducer.instances[-1].names() == ["init_transactions"] * 5
+    assert short_calls.asked >= 1
+
+
+def test_a_new_transaction_does_not_wait_for_a_cluster_that_does_not_answer(
+    clock: FakeTime, short_calls: Cluster
+) -> None:
+    short_calls.up = False
+
+    class Down(FakeProducer):
+        def __init__(self, config: dict[str, Any]) -> None:
+            super().__init__(config)
+            self.script = {"init_transactions": [self.timeout] * 5}
+
+        def timeout(self) -> None:
+            clock.now += 5.0
+            raise kafka_error(KafkaError._TIMED_OUT, retriable=True)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transaction, "Producer", Down)
+        with pytest.raises(TransactionError, match="_TIMED_OUT"):
+            Transaction(CONFIG, deadline_s=10.0)

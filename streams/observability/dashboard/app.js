@@ -128,7 +128,10 @@ function drawGraph(pipeline) {
       ["throughput", st.throughput === null || st.throughput === undefined ? "–" : fmtCount(st.throughput) + " /s"],
       ["retry backlog", fmtCount(st.retry_total)],
       ["DLQ depth", fmtCount(st.dlq_depth) + (st.dlq_inflow_per_s ? `  (+${fmtCount(st.dlq_inflow_per_s)}/s)` : "")],
-      ["workers", `${st.workers ?? 0}` + (st.breakers && st.breakers.length
+      // running/desired from the supervisors' records; else the workers that publish stats
+      ["workers", (st.workers_desired === null || st.workers_desired === undefined
+        ? `${st.workers ?? 0}` : `${st.workers_running}/${st.workers_desired}`)
+        + (st.breakers && st.breakers.length
         ? "  · " + st.breakers.map(([n, v]) => `${n} ${v}`).join(", ") : "")],
     ];
     lines.forEach(([label, value], k) => {
@@ -289,26 +292,64 @@ function renderWorkers(state) {
   }
 }
 
+// ---- freshness: the data's age on the monitor's clock, and the stale banner ----
+
+const fresh = { takenAt: null, servedAt: null, fetchedAt: null, staleAfter: null, error: null, errors: 0, reachable: true };
+
+function dataAge() {
+  if (!(fresh.takenAt > 0) || fresh.servedAt === null) return null;
+  return Math.max(0, fresh.servedAt - fresh.takenAt + (performance.now() - fresh.fetchedAt) / 1000);
+}
+
+function renderFreshness() {
+  const age = dataAge();
+  const ageText = document.getElementById("data-age");
+  ageText.textContent = age === null ? "no data yet" : "data " + fmtSeconds(age) + " old";
+  const failed = fresh.error !== null && fresh.error !== undefined;  // "" is a failure too
+  const stale = age === null || (fresh.staleAfter !== null && age > fresh.staleAfter);
+  const banner = document.getElementById("error");
+  let text = "", kind = "";
+  if (!fresh.reachable) {
+    kind = "unreachable";
+    text = "Cannot reach the monitor: " + fresh.error;
+  } else if (stale) {
+    kind = "stale";
+    text = age === null ? "No successful sample yet"
+      : `Stale data: the last successful sample is ${fmtSeconds(age)} old (stale after ${fmtSeconds(fresh.staleAfter)})`;
+    if (failed) text += `; the last sample failed (${fresh.errors} so far): ${fresh.error || "no message given"}`;
+  } else if (failed) {
+    kind = "failed";
+    text = `Last sample failed (${fresh.errors} so far), showing the last good one: ${fresh.error || "no message given"}`;
+  }
+  banner.hidden = !kind;
+  banner.dataset.state = kind;
+  banner.textContent = text;
+  ageText.dataset.stale = stale ? "1" : "0";
+}
+
 async function refresh() {
   try {
     const response = await fetch("api/state?partitions=0", { cache: "no-store" });
     if (!response.ok) throw new Error("HTTP " + response.status);
     const state = await response.json();
+    const served = Number(response.headers.get("X-Streams-Served-At"));
+    Object.assign(fresh, {
+      takenAt: state.taken_at, servedAt: Number.isFinite(served) && served > 0 ? served : Date.now() / 1000,
+      fetchedAt: performance.now(), staleAfter: state.stale_after_s ?? null,
+      error: state.error, errors: state.errors, reachable: true,
+    });
     document.getElementById("cluster").textContent = "cluster " + state.cluster_name;
-    document.getElementById("last-sample").textContent = state.taken_at
+    document.getElementById("last-sample").textContent = state.taken_at > 0
       ? `sampled ${clock(state.taken_at)} every ${state.interval_s} s (${state.sample_ms} ms)` : "no sample yet";
-    const banner = document.getElementById("error");
-    banner.hidden = !state.error;
-    banner.textContent = state.error ? `Last sample failed (${state.errors} so far), showing the last good one: ${state.error}` : "";
     renderPipelines(state);
     renderGroups(state);
     renderWorkers(state);
   } catch (error) {
-    const banner = document.getElementById("error");
-    banner.hidden = false;
-    banner.textContent = "Cannot reach the monitor: " + error;
+    Object.assign(fresh, { reachable: false, error: String(error) });
   }
+  renderFreshness();
 }
 
 refresh();
 setInterval(refresh, REFRESH_MS);
+setInterval(renderFreshness, 500);
