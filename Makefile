@@ -68,13 +68,19 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# The full-size chaos runs (tests/chaos/harness.py), each on a broker of its own:
-# 100,000 records with 18 worker kills and 4 SIGTERM restarts, then 2 broker restarts, then
-# 20,000 records through key-ordered stages with 8 kills (every record's per-key order checked).
+# The full-size chaos runs (tests/chaos/harness.py, tests/chaos/infra.py), each on a broker of
+# its own: 100,000 records with 18 worker kills and 4 SIGTERM restarts; 2 broker restarts;
+# 20,000 records through key-ordered stages with 8 kills (every record's per-key order checked)
+# and its control (the same order check on plain retries must find violations, and only those);
+# the infrastructure run (Avro in the middle, the registry cut for 2 minutes, an oversized
+# record, a broker restart, the monitor watched); then the chaos_broker tests.
+# Each run writes its summary to tests/chaos/results/.
 chaos: $(STAMP)
-	$(BIN)/python -m tests.chaos.harness --records 100000 --rate 500 --kills 18 --sigterms 4 --json artifacts/chaos-full-workers.json
-	$(BIN)/python -m tests.chaos.harness --records 20000 --rate 300 --kills 0 --sigterms 0 --broker-restarts 2 --json artifacts/chaos-full-broker.json
-	$(BIN)/python -m tests.chaos.harness --records 20000 --rate 500 --kills 8 --sigterms 2 --key-ordered --json artifacts/chaos-full-key-ordered.json
+	$(BIN)/python -m tests.chaos.harness --records 100000 --rate 500 --kills 18 --sigterms 4 --label chaos-full-workers --json artifacts/chaos-full-workers.json
+	$(BIN)/python -m tests.chaos.harness --records 20000 --rate 300 --kills 0 --sigterms 0 --broker-restarts 2 --label chaos-full-broker --json artifacts/chaos-full-broker.json
+	$(BIN)/python -m tests.chaos.harness --records 20000 --rate 500 --kills 8 --sigterms 2 --key-ordered --label chaos-full-key-ordered --json artifacts/chaos-full-key-ordered.json
+	$(BIN)/python -m tests.chaos.harness --records 4000 --rate 400 --kills 4 --sigterms 0 --check-all-order --expect-violations order --label chaos-control-order --json artifacts/chaos-control-order.json
+	$(BIN)/python -m tests.chaos.infra --records 20000 --rate 200 --registry-outage-s 120 --json artifacts/chaos-full-infra.json
 	$(BIN)/pytest tests/chaos -q -m chaos_broker
 
 clean:

@@ -421,6 +421,11 @@ class StageSettings(BaseSettings):
     # the limit sends its input record to the DLQ (reason output-rejected); a retry or DLQ
     # record over it goes to the DLQ cut to fit (reason unroutable).
     max_message_bytes: int | None = None
+    # The common record (one input record, one value for the stage's one output topic) is
+    # handled in one inlined loop (streams/stage/fastpath.py; about half the CPU per record of
+    # the general path, bench/README.md). False: every record takes the general path. The
+    # results are the same either way (tests/integration/test_fast_path.py compares them).
+    fast_path: bool = True
 
 
 class SinkSettings(BaseSettings):

@@ -178,6 +178,13 @@ class Transaction:
         self.opened_at = 0.0
         self.records = 0
         self.delivery_error: str | None = None
+        # Delivery reports are attributed per transaction: one callback for every record, none
+        # built per produce. A refusal the broker makes (``_REJECTED``) needs the input record
+        # it belongs to, so once one arrives unattributed, produces carry their origin (a
+        # callback each) until a transaction commits: the aborted batch, read again, is
+        # refused again, this time with its origin, and that record is routed aside.
+        self.attributing = False
+        self._on_delivery_any = functools.partial(self._on_delivery, None)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -339,15 +346,20 @@ class Transaction:
         if self.delivery_error is None:
             # the transaction is now abortable; commit will fail and say so
             self.delivery_error = str(error)
-        if origin is not None and self._on_rejected is not None and error.code() in _REJECTED:
-            self._on_rejected(
-                Refusal(
-                    origin=origin,
-                    topic=str(message.topic() if message is not None else ""),
-                    too_large=error.code() in _TOO_LARGE,
-                    reason=f"the broker refused a record for {message.topic()}: {error.str()}",
-                )
+        if self._on_rejected is None or error.code() not in _REJECTED:
+            return
+        if origin is None:
+            self.attributing = True  # the next pass says which input record it was
+            log.info("a record was refused without its origin: the batch is read again")
+            return
+        self._on_rejected(
+            Refusal(
+                origin=origin,
+                topic=str(message.topic() if message is not None else ""),
+                too_large=error.code() in _TOO_LARGE,
+                reason=f"the broker refused a record for {message.topic()}: {error.str()}",
             )
+        )
 
     def produce(
         self,
@@ -378,7 +390,9 @@ class Transaction:
                     key,
                     partition=-1 if partition is None else partition,  # -1: partitioner's
                     headers=list(headers) if headers else None,
-                    on_delivery=functools.partial(self._on_delivery, origin),
+                    on_delivery=functools.partial(self._on_delivery, origin)
+                    if self.attributing and origin is not None
+                    else self._on_delivery_any,
                     timestamp=timestamp_ms or 0,  # 0: the client's clock
                 )
             except BufferError:
@@ -426,6 +440,7 @@ class Transaction:
             )
         self._retrying(self._producer.commit_transaction, "commit_transaction", deadline)
         self._to(TxnState.IDLE)
+        self.attributing = False
 
     def abort(self) -> None:
         """Abort the open transaction; a failing abort leaves the producer BROKEN."""

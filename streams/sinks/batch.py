@@ -33,6 +33,8 @@ log = logging.getLogger("streams.sink")
 # A commit refused this many times in a row (busy, deadlock, serialization) stops the worker:
 # beyond that the cause is not contention but something an operator has to look at.
 _MAX_COMMIT_FAILURES = 5
+# How often an idle sink looks for positions that moved past transaction markers alone.
+_IDLE_COMMIT_INTERVAL_S = 2.0
 
 
 class SqlBatch:
@@ -63,6 +65,7 @@ class SqlBatch:
         self._book = OffsetBook()
         self._stored: dict[TP, int | None] = {}  # the stored offsets as this worker last saw them
         self._commit_failures = 0
+        self._idle_checked = 0.0
 
     # -- what the loop asks ----------------------------------------------------------------
 
@@ -92,6 +95,8 @@ class SqlBatch:
     def maybe_commit(self, *, force: bool) -> None:
         age = self.age_s()
         if age is None:
+            if not force:
+                self._commit_markers_only()
             return
         if (
             force
@@ -99,6 +104,33 @@ class SqlBatch:
             or age * 1000 >= self._settings.batch_max_ms
         ):
             self._commit(between_batches=True)
+
+    def _commit_markers_only(self) -> None:
+        """Idle: store positions that moved past transaction markers alone (no records).
+
+        An input written by an exactly-once stage ends in a commit or abort marker; a sink that
+        stored only the offsets after its records would stay one behind it on every partition
+        (lag 1 for ever, until the next record). Every 2 s while idle, positions past stored
+        offsets are stored, in a database transaction of their own, with the same
+        compare-and-set as a batch.
+        """
+        now = time.monotonic()
+        if now - self._idle_checked < _IDLE_COMMIT_INTERVAL_S or not self._stored:
+            return
+        self._idle_checked = now
+        try:
+            positions = self._consumer.position([TopicPartition(t, p) for t, p in self._stored])
+        except KafkaException as error:
+            log.debug("positions unknown (idle check skipped): %s", error)
+            return
+        moved = [
+            tp
+            for tp in positions
+            if tp.error is None and tp.offset > (self._stored.get((tp.topic, tp.partition)) or 0)
+        ]
+        if moved:
+            self._begin()
+            self._commit(between_batches=True, positions=moved)
 
     def finish(self) -> None:
         if self._commit(between_batches=True):
@@ -166,13 +198,17 @@ class SqlBatch:
         self._started = time.monotonic()
         return self._tx
 
-    def _commit(self, *, between_batches: bool = False) -> bool:
-        """Store the batch's offsets and commit; on failure roll back and rewind. True if done."""
+    def _commit(
+        self, *, between_batches: bool = False, positions: list[TopicPartition] | None = None
+    ) -> bool:
+        """Store the batch's offsets and commit; on failure roll back and rewind. True if done.
+
+        ``positions``: the consumer's positions, read already (an idle commit past markers).
+        """
         if self._tx is None:
             return True
         touched = self._book.next
-        positions = None
-        if touched and between_batches:
+        if positions is None and touched and between_batches:
             # between consume() calls everything handed to us has been processed; inside one
             # (a revoke) a position may be past records not yet returned to us
             positions = self._consumer.position([TopicPartition(t, p) for (t, p) in touched])

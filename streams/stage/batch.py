@@ -32,6 +32,7 @@ from streams.offsets import TP, OffsetBook
 from streams.record import Record
 from streams.spec import StageSpec
 from streams.stage import routing
+from streams.stage.fastpath import FastPath
 from streams.stage.gate import RetryGate
 from streams.stage.guard import Rejections, WriteGuard
 from streams.stage.keyorder import KeyOrdering
@@ -116,6 +117,19 @@ class TransactionBatch:
         )
         self._rejections = rejections
         self._idle_checked = 0.0
+        self._fast = (
+            FastPath(
+                spec=spec,
+                serdes=serdes,
+                writer=self.writer,
+                txn=txn,
+                book=self._book,
+                stats=stats,
+                general=self.handle_one,
+            )
+            if settings.fast_path and FastPath.applies(spec)
+            else None
+        )
 
     # -- what the loop asks ----------------------------------------------------------------
 
@@ -140,11 +154,13 @@ class TransactionBatch:
         began = time.monotonic()
         self.writer.abandoned = False
         ready = self._hold_not_due(messages)
-        if self.spec.is_async:
+        if self._fast is not None:
+            self._fast.run(ready)
+        elif self.spec.is_async:
             self._process_async(ready)
         else:
             for message in ready:
-                self._handle_one(message)
+                self.handle_one(message)
                 if self.writer.abandoned:
                     break
         if self.writer.abandoned:
@@ -183,6 +199,9 @@ class TransactionBatch:
         """Drop retry records that are not due yet (and what follows them in their partition)."""
         if not self._retry_topics:
             return messages
+        retry_topics = self._retry_topics
+        if not any(message.topic() in retry_topics for message in messages):
+            return messages  # the common batch: input records only
         now = now_ms()
         held: set[TP] = set()
         ready = []
@@ -190,7 +209,7 @@ class TransactionBatch:
             tp = (message.topic() or "", message.partition() or 0)
             if tp in held:
                 continue
-            if tp[0] in self._retry_topics:
+            if tp[0] in retry_topics:
                 due = headers.get_int(message_headers(message), headers.DUE_MS) or 0
                 if due > now:
                     self._gate.hold(tp[0], tp[1], message.offset() or 0, due)
@@ -200,7 +219,7 @@ class TransactionBatch:
             ready.append(message)
         return ready
 
-    def _handle_one(self, message: Message) -> None:
+    def handle_one(self, message: Message) -> None:
         """Decode, call the handler, write its outputs; route any failure. Never skips."""
         writer = self.writer
         # guard.troubled, inline (every record): anything failed since the last commit?

@@ -304,3 +304,55 @@ def test_two_sink_workers_rebalance_for_real_and_a_zombie_writes_nothing(
     # the zombie's batch was refused: its partitions were lost, or its offsets had moved
     assert "partitions lost" in log_a or "another worker moved the offsets" in log_a, log_a[-3000:]
     assert log_b.count("partitions assigned") >= 2, "B got partitions at its join and at A's loss"
+
+
+def test_an_idle_sink_stores_its_position_past_the_last_transaction_marker(
+    cluster: Cluster, topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    """A transaction aborted after the sink's last batch (a stage's worker killed and
+    restarted, say) leaves aborted records and an abort marker and nothing to read. A sink that
+    stored only offsets after records it processed would stay behind them for ever (lag in
+    every lag view; a chaos run waiting for lag 0 waited in vain)."""
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    topic = topic_factory("numbers", partitions=PARTITIONS)
+    url = f"sqlite:///{tmp_path}/sink.db"
+    spec = replace(sink, name=f"m{uuid.uuid4().hex[:8]}", inputs=(topic,), database=url)
+    producer = Producer(
+        cluster.client_config(**{"transactional.id": f"markers-{uuid.uuid4().hex[:8]}"})
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for n in range(30):
+        producer.produce(topic, str(n).encode(), partition=n % PARTITIONS)
+    producer.commit_transaction(30)
+
+    def run() -> None:
+        SinkRunner(
+            spec,
+            kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
+            settings=StageSettings(batch_max_records=200),
+            sink_settings=SinkSettings(database_url=None),
+        ).run(idle_timeout_s=8)
+
+    run()
+    before = stored_offsets(url, spec.group_id)
+    assert before == end_offsets(cluster, topic)
+    producer.begin_transaction()
+    for p in range(PARTITIONS):
+        producer.produce(topic, b"999", partition=p)  # aborted: never read by the sink
+    producer.flush(30)  # written first: an abort drops what was not sent yet
+    producer.abort_transaction(30)
+    # one aborted record and its marker each (the coordinator writes markers after the abort)
+    deadline = time.monotonic() + 15
+    end = end_offsets(cluster, topic)
+    while any(o < before[tp] + 2 for tp, o in end.items()):
+        assert time.monotonic() < deadline, f"markers not written: {end} after {before}"
+        time.sleep(0.2)
+        end = end_offsets(cluster, topic)
+
+    run()  # nothing to read: only the aborted records and the markers
+
+    assert sorted(numbers(url)) == list(range(30))
+    assert stored_offsets(url, spec.group_id) == end
+    assert kafka_offsets(cluster, topic, spec.group_id) == end
