@@ -4,6 +4,7 @@
 
     StreamsError              base of everything raised on purpose here
     ├── ConfigError           a setting is missing or invalid: fix the environment or file
+    ├── BadArgumentError      an argument of a command is malformed (a time, an offset range)
     ├── LocalStackError       the local Kafka + schema registry stack cannot start or stop
     │   ├── PrerequisiteError java 17+/21+ or mvn missing, repository unreachable
     │   ├── PortInUseError    a port the stack needs is taken by another process
@@ -18,6 +19,8 @@
     ├── KafkaClientError      librdkafka reported an error; retriable/fatal/abortable copied
     │   └── TransactionError  a transactional call failed; see ``requires_abort``, ``fatal``
     ├── StageStoppedError     a stage stopped itself: continuing would lose a record
+    ├── RefusedError          a safety rule refused the operation; nothing was changed (exit 3)
+    ├── TaskFailedError       a replay task stopped on an error it cannot get past
     ├── FencedError           another live worker runs this worker's slot (transactional.id)
     ├── OutputRejectedError   an output is larger than the broker accepts, or was refused
     └── HandlerSignal         raised by handlers on purpose (not errors of this package)
@@ -33,6 +36,7 @@ The command line prints ``error: <message>`` and, on the next line, ``hint: <hin
 from __future__ import annotations
 
 __all__ = [
+    "BadArgumentError",
     "ConfigError",
     "DeadLetter",
     "DependencyUnavailable",
@@ -45,6 +49,7 @@ __all__ = [
     "OutputTopicError",
     "PortInUseError",
     "PrerequisiteError",
+    "RefusedError",
     "RegistryUnavailableError",
     "RetryLater",
     "SchemaError",
@@ -52,6 +57,7 @@ __all__ = [
     "StageStoppedError",
     "StalePidFileError",
     "StreamsError",
+    "TaskFailedError",
     "TopicMismatchError",
     "TopologyError",
     "TransactionError",
@@ -77,6 +83,12 @@ class ConfigError(StreamsError):
     """A setting is missing or invalid."""
 
     default_hint = "check the STREAMS_* environment variables and the settings file"
+
+
+class BadArgumentError(StreamsError):
+    """An argument of a command is malformed: a time, a duration, an offset range, a file."""
+
+    default_hint = "see the command's --help for the accepted forms"
 
 
 class LocalStackError(StreamsError):
@@ -218,6 +230,26 @@ class TransactionError(KafkaClientError):
 
 class StageStoppedError(StreamsError):
     """A stage stopped itself because going on would have skipped or lost a record."""
+
+
+class RefusedError(StreamsError):
+    """A safety rule refused the operation (a replay over a live group, say); nothing changed.
+
+    The command line exits with code 3 for it, like any check that found a problem, so that a
+    script can tell "refused on purpose" (3) from "failed" (1).
+    """
+
+
+class TaskFailedError(StreamsError):
+    """A replay task (redrive, copy) stopped on an error it cannot get past.
+
+    What it committed stays committed; nothing is written twice. ``fenced``: another process
+    took over the task's transactional.id, and carries on with it.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, fenced: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.fenced = fenced
 
 
 class FencedError(StreamsError):

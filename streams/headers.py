@@ -26,11 +26,18 @@ streams.truncated              DLQ records of reason ``unroutable`` whose value 
                                to fit: the original value's length in bytes
 streams.parked.behind          key-ordered retries: the record (topic/partition@offset) utf-8
                                of the same key this one waits behind; it was not tried
-streams.replayed               reserved for replay/redrive tools (none written yet)    utf-8
+streams.replayed               records written by a redrive or copy task: its id       utf-8
+                               (``streams dlq redrive``, ``streams replay copy``)
+streams.replay.source          where that task read it: topic/partition@offset         utf-8
+streams.replay.count           redrives of this record so far (1 after the first)      decimal
+streams.replay.prior.reason    the ``streams.error.reason`` it had in the DLQ          utf-8
 =============================  ======================================================  =========
 
 The original coordinates are written once, at the first failure, and carried unchanged through
-every retry, so they always name where the record entered the pipeline's stage.
+every retry, so they always name where the record entered the pipeline's stage. The replay
+provenance headers (``streams.replayed``, ``streams.replay.*``) are carried the same way: a
+redriven record that fails again reaches the DLQ with its redrive count, which is what stops a
+record that fails forever from being redriven forever (``streams.replay``).
 """
 
 from __future__ import annotations
@@ -53,7 +60,11 @@ __all__ = [
     "ORIGINAL_TOPIC",
     "PARKED_BEHIND",
     "PREFIX",
+    "PROVENANCE_PREFIX",
     "REPLAYED",
+    "REPLAY_COUNT",
+    "REPLAY_PRIOR_REASON",
+    "REPLAY_SOURCE",
     "STAGE",
     "TRUNCATED",
     "HeaderList",
@@ -79,6 +90,12 @@ ERROR_CLASS = "streams.error.class"
 ERROR_MESSAGE = "streams.error.message"
 ERROR_STACK = "streams.error.stack"
 REPLAYED = "streams.replayed"
+REPLAY_SOURCE = "streams.replay.source"
+REPLAY_COUNT = "streams.replay.count"
+REPLAY_PRIOR_REASON = "streams.replay.prior.reason"
+# the prefix of the provenance headers above, streams.replayed included
+PROVENANCE_PREFIX = "streams.replay"
+ORIGINAL_PREFIX = "streams.original."
 PARKED_BEHIND = "streams.parked.behind"
 TRUNCATED = "streams.truncated"
 
@@ -128,11 +145,16 @@ def original_coordinates(headers: Headers) -> tuple[str, int, int] | None:
 
 
 def without_ours(headers: Headers, *, keep_original: bool) -> HeaderList:
-    """The headers minus ours (optionally keeping the ``streams.original.*`` ones)."""
+    """The headers minus ours; ``keep_original`` keeps ``streams.original.*`` and provenance.
+
+    What a retry or DLQ record carries over: where the record entered the stage, and the replay
+    provenance (``streams.replayed``, ``streams.replay.*``) if it was redriven.
+    """
     return [
         (k, v)
         for k, v in headers
-        if not k.startswith(PREFIX) or (keep_original and k.startswith("streams.original."))
+        if not k.startswith(PREFIX)
+        or (keep_original and k.startswith((ORIGINAL_PREFIX, PROVENANCE_PREFIX)))
     ]
 
 

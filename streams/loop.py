@@ -102,16 +102,25 @@ class WorkerLoop:
         emit_stats: Callable[[], None],
         max_records: int | None = None,
         idle_timeout_s: float | None = None,
+        assignment: list[TopicPartition] | None = None,
     ) -> None:
-        """Subscribe, then consume and process until ``request_stop`` (or the test limits)."""
+        """Subscribe, then consume and process until ``request_stop`` (or the test limits).
+
+        ``assignment`` instead of ``topics``: read exactly these partitions (``assign()``, no
+        group membership, no rebalance); a replay task that owns its partitions alone does.
+        """
 
         def on_assign(assigned: Consumer, partitions: list[TopicPartition]) -> None:
             self.joined = True
             batch.on_assign(assigned, partitions)
 
-        consumer.subscribe(
-            topics, on_assign=on_assign, on_revoke=batch.on_revoke, on_lost=batch.on_lost
-        )
+        if assignment is not None:
+            consumer.assign(assignment)
+            self.joined = True
+        else:
+            consumer.subscribe(
+                topics, on_assign=on_assign, on_revoke=batch.on_revoke, on_lost=batch.on_lost
+            )
         last_stats = last_record = time.monotonic()
         try:
             while not self._stop_requested:

@@ -35,6 +35,7 @@ from streams.record import Record
 from streams.retry import RetryPolicy
 from streams.spec import (
     INTERNAL_TOPICS,
+    REPLAY_LEDGER_TOPIC,
     STATS_TOPIC,
     AggregateSpec,
     Component,
@@ -50,6 +51,7 @@ from streams.windows import Window, WindowSpec
 
 __all__ = [
     "INTERNAL_TOPICS",
+    "REPLAY_LEDGER_TOPIC",
     "STATS_TOPIC",
     "AggregateSpec",
     "Handler",
@@ -331,7 +333,8 @@ class Pipeline:
         except KeyError:
             known = ", ".join(self._stages) or "none"
             raise TopologyError(
-                f"pipeline {self.name!r} has no stage {name!r} (stages: {known})"
+                f"pipeline {self.name!r} has no stage {name!r} (stages: {known})",
+                hint="name one of its stages (the S of the consumer group P.S)",
             ) from None
 
     def get(self, name: str) -> StageSpec:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INTERNAL_TOPICS",
+    "REPLAY_LEDGER_TOPIC",
     "STATS_TOPIC",
     "AggregateSpec",
     "Component",
@@ -74,8 +75,25 @@ class TopicSpec:
 
 # the compacted topic of worker counters (streams.runtime.publish writes, the monitor reads)
 STATS_TOPIC = "_streams.stats"
+# the compacted topic of replay tasks (redrives, copies, resets) and their progress, one record
+# per task id (streams.replay.ledger): what was moved, what a second redrive must refuse
+REPLAY_LEDGER_TOPIC = "_streams.replay"
 # Topics every installation needs besides the pipelines' own; `topics create` makes them too.
-INTERNAL_TOPICS = (TopicSpec(STATS_TOPIC, 1, {"cleanup.policy": "compact"}),)
+INTERNAL_TOPICS = (
+    TopicSpec(STATS_TOPIC, 1, {"cleanup.policy": "compact"}),
+    # A running task writes its progress with every transaction: small segments, cleaned soon,
+    # keep what a reader must read from the start (every command does) near one per task.
+    TopicSpec(
+        REPLAY_LEDGER_TOPIC,
+        1,
+        {
+            "cleanup.policy": "compact",
+            "segment.bytes": "1048576",
+            "segment.ms": "600000",
+            "min.cleanable.dirty.ratio": "0.1",
+        },
+    ),
+)
 
 
 class _Naming:

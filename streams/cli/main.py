@@ -7,10 +7,12 @@ import click
 from streams import __version__
 from streams.cli.config import config
 from streams.cli.deploy import deploy
+from streams.cli.dlq import dlq
 from streams.cli.lag import lag
 from streams.cli.local import local
 from streams.cli.monitor import monitor
 from streams.cli.produce import produce
+from streams.cli.replay import replay
 from streams.cli.run import run
 from streams.cli.schemas import schemas
 from streams.cli.tail import tail_command
@@ -31,10 +33,12 @@ def cli() -> None:
 
 cli.add_command(config)
 cli.add_command(deploy)
+cli.add_command(dlq)
 cli.add_command(lag)
 cli.add_command(local)
 cli.add_command(monitor)
 cli.add_command(produce)
+cli.add_command(replay)
 cli.add_command(run)
 cli.add_command(schemas)
 cli.add_command(tail_command)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from streams.config import TerminalSettings
-from streams.exceptions import StreamsError
+from streams.exceptions import RefusedError, StreamsError
 from streams.serde.json import validation_summary
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "fail_cleanly",
     "say",
     "style",
+    "table",
 ]
 
 EXIT_FAILED = 1
@@ -62,26 +63,44 @@ def say(message: str = "", *, err: bool = False) -> None:
     click.echo(message, err=err, color=None if _colour_allowed() else False)
 
 
+def table(columns: Sequence[str], rows: Iterable[Sequence[object]], *, indent: str = "") -> None:
+    """Columns left-aligned, as wide as their widest cell."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    for row in [list(columns), *cells]:
+        say(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
 def emit_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
-def fail(message: str, hint: str = "", *, code: int = EXIT_FAILED) -> NoReturn:
+def fail(
+    message: str, hint: str = "", *, code: int = EXIT_FAILED, label: str = "error"
+) -> NoReturn:
     """Print ``error: message`` (and ``hint: ...``) on stderr and exit with ``code``."""
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"{label}: {message}", err=True)
     if hint:
         click.echo(f"hint: {hint}", err=True)
     sys.exit(code)
 
 
 def fail_cleanly(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a StreamsError (or invalid settings) into `error: ...` / `hint: ...`, exit 1."""
+    """Turn a StreamsError (or invalid settings) into `error: ...` / `hint: ...`, exit 1.
+
+    A ``RefusedError`` (a safety rule said no; nothing was changed) prints `refused: ...` and
+    exits 3.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except StreamsError as error:
+            if isinstance(error, RefusedError):
+                fail(error.message, error.hint, code=EXIT_CHECK_FAILED, label="refused")
             fail(error.message, error.hint)
         except ValidationError as error:  # a STREAMS_* variable or a file value of a wrong type
             fail(

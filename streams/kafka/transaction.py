@@ -370,8 +370,12 @@ class Transaction:
         *,
         origin: tuple[str, int, int] | None = None,
         partition: int | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
         """Produce in the open transaction; ``partition`` None lets the partitioner choose.
+
+        ``timestamp_ms`` None stamps the record with the time of the write (a replay passes
+        the record's original timestamp).
 
         Raises ``OutputRejectedError`` (the transaction still open and usable) when the client
         refuses the record itself, before queueing it: too large for ``message.max.bytes``.
@@ -389,6 +393,7 @@ class Transaction:
                     on_delivery=functools.partial(self._on_delivery, origin)
                     if self.attributing and origin is not None
                     else self._on_delivery_any,
+                    timestamp=timestamp_ms or 0,  # 0: the client's clock
                 )
             except BufferError:
                 self._producer.poll(_QUEUE_FULL_POLL_S)

@@ -58,6 +58,7 @@ from streams.sinks.offsets import (
     OFFSETS_TABLE,
     OffsetConflictError,
     ensure_offsets_table,
+    overwrite_offset,
     read_offsets,
     store_offset,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "SinkStats",
     "SinkTransaction",
     "ensure_offsets_table",
+    "overwrite_offset",
     "read_offsets",
     "store_offset",
 ]

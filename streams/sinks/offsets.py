@@ -15,6 +15,7 @@ __all__ = [
     "OFFSETS_TABLE",
     "OffsetConflictError",
     "ensure_offsets_table",
+    "overwrite_offset",
     "read_offsets",
     "store_offset",
 ]
@@ -68,3 +69,19 @@ def store_offset(
         raise OffsetConflictError(
             f"{tp[0]}/{tp[1]}: stored offset is no longer {expected} (group {group_id})"
         )
+
+
+def overwrite_offset(connection: Connection, group_id: str, tp: TP, next_offset: int) -> None:
+    """Set the stored offset whatever it holds (``streams replay reset`` of a stopped sink).
+
+    Run it inside the caller's transaction, one call per partition, so that a reset moves
+    every partition or none.
+    """
+    values = {"group_id": group_id, "topic": tp[0], "partition": tp[1], "next_offset": next_offset}
+    changed = connection.execute(
+        "UPDATE streams_sink_offsets SET next_offset = :next_offset WHERE group_id = :group_id "
+        'AND topic = :topic AND "partition" = :partition',
+        values,
+    ).rowcount
+    if changed == 0:
+        connection.execute(_INSERT_OFFSET, values)

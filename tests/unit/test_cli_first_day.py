@@ -83,7 +83,8 @@ def test_a_module_in_the_working_directory_is_found_without_pythonpath(
     done = _streams("run", "app:pipeline", "--stage", "nosuch", cwd=app, env=env)
 
     assert done.stderr.splitlines() == [
-        "error: pipeline 'firstday' has no stage 'nosuch' (stages: copy)"
+        "error: pipeline 'firstday' has no stage 'nosuch' (stages: copy)",
+        "hint: name one of its stages (the S of the consumer group P.S)",
     ]
     assert done.returncode == 1
 

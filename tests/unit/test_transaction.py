@@ -77,6 +77,7 @@ class FakeProducer:
         partition: int = -1,  # noqa: ARG002 - the real signature; the fake keeps no partitions
         headers: Any = None,
         on_delivery: Any = None,
+        timestamp: int = 0,  # noqa: ARG002 - the real signature; the fake keeps no timestamps
     ) -> None:
         self._call("produce", topic)
         self.delivery_callbacks.append(on_delivery)
