@@ -216,3 +216,28 @@ def test_shapes_of_queued_statements() -> None:
         shape = database_module._write_shape(not_copied, "postgresql")
         assert shape.copy is None, not_copied
         assert shape.names  # still positional
+
+
+@pytest.mark.parametrize(
+    "message",
+    [Message(b"v"), Message(b"v", key=None), Message(b"v", headers=RETRIED)],
+    ids=["plain", "no key", "headers"],
+)
+def test_a_kept_record_is_rebuilt_equal_to_the_first(message: Message) -> None:
+    make = record_maker(StringSerde(), BytesSerde())
+    first = make(message)
+    assert first is not None
+    kept: records_module.Kept = (
+        message.topic(),
+        message.partition(),
+        first.offset,
+        message.key(),
+        message.value(),
+        first.timestamp_ms,
+        first.headers,
+    )
+    again = make(records_module.KeptMessage(kept))
+    assert again == first
+    assert again is not None
+    assert again.idempotency_key == first.idempotency_key
+    assert again.idempotency_key != again.coordinates or not message.headers()
