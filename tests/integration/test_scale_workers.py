@@ -136,6 +136,8 @@ def test_scaling_one_four_one_driven_by_the_signal_keeps_exactly_once(
         watch.stop.set()
         monitor.close()
         pool.close()
+        for future in watch.admin.delete_topics([t.name for t in pipeline.topic_specs()]).values():
+            future.result(timeout=60)
     watch.join(5)
     unowned = unowned_per_event(watch.samples, events, PARTITIONS, fed_until)
     stalled = stalled_per_event(watch.commits, events, PARTITIONS, fed_until)
