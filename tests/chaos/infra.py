@@ -158,6 +158,7 @@ class InfraChaos(Chaos):
         watcher.start()
         try:
             report = self.run()
+            oversized = self._oversized_in_dlq()  # read while the broker still runs
             # a last few samples after the run: the monitor must be healthy again
             time.sleep(8)
         finally:
@@ -171,7 +172,7 @@ class InfraChaos(Chaos):
             chaos=report,
             health=self.health,
             alive_at_end=self.alive_at_end,
-            oversized_in_dlq=self._oversized_in_dlq(),
+            oversized_in_dlq=oversized,
         )
 
     def _faults(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -28,10 +29,16 @@ def read_topic(
     *,
     isolation: str = "read_committed",
     idle_polls: int = 6,
+    deadline_s: float = 60.0,
 ) -> list[Any]:
-    """Every record of ``topic`` from the start, until ``idle_polls`` half-second polls are empty.
+    """Every record of ``topic`` from the start to its end as ``isolation`` sees it.
 
-    ``config`` holds the client settings (``bootstrap.servers``...); errors are left out.
+    The end (the last stable offset for read_committed, else the high watermark) is read
+    first; the reader goes on until its position reached it on every partition and then
+    ``idle_polls`` half-second polls came back empty (records written meanwhile are read too).
+    An empty poll alone never ends it: on a loaded machine the first fetch of a large record
+    took longer than a few idle polls, and the record was missed. ``config`` holds the client
+    settings (``bootstrap.servers``...); errors are left out.
     """
     consumer = Consumer(
         {
@@ -41,13 +48,21 @@ def read_topic(
             "enable.auto.commit": False,
         }
     )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    assigned = [TopicPartition(topic, p, 0) for p in range(partitions)]
+    ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in assigned]
+    consumer.assign(assigned)
     found: list[Any] = []
     idle = 0
-    while idle < idle_polls:
+    deadline = time.monotonic() + deadline_s
+    while idle < idle_polls and time.monotonic() < deadline:
         batch = consumer.consume(1000, timeout=0.5)
-        idle = 0 if batch else idle + 1
         found.extend(m for m in batch if m.error() is None)
+        if batch:
+            idle = 0
+            continue
+        positions = consumer.position(assigned)
+        reached = all(tp.offset >= end or end <= 0 for tp, end in zip(positions, ends, strict=True))
+        idle = idle + 1 if reached else 0
     consumer.close()
     return found
 
