@@ -264,6 +264,11 @@ class Chaos:
         return sum(max(tp.offset, 0) for tp in offsets)
 
     def _lag(self, component: str) -> int | None:
+        lags = self._lags(component)
+        return None if lags is None else sum(lags.values())
+
+    def _lags(self, component: str) -> dict[str, int] | None:
+        """The component's lag per partition (``topic/p``) that has any, against the LSO."""
         stage_topics = [topics(self.name)[_COMPONENTS.index(component)]]
         if component != "store":
             stage_topics += self.pipeline.get(component).retry_topics
@@ -274,17 +279,19 @@ class Chaos:
                 "isolation.level": "read_committed",
             }
         )
-        total = 0
+        found: dict[str, int] = {}
         try:
             parts = [TopicPartition(t, p) for t in stage_topics for p in range(PARTITIONS)]
             for tp in consumer.committed(parts, timeout=10):
                 _low, stable = consumer.get_watermark_offsets(tp, timeout=10)
-                total += max(0, stable - max(tp.offset, 0))
+                lag = max(0, stable - max(tp.offset, 0))
+                if lag:
+                    found[f"{tp.topic}/{tp.partition} committed {tp.offset} stable {stable}"] = lag
         except KafkaException:
             return None
         finally:
             consumer.close()
-        return total
+        return found
 
     # -- feeding -----------------------------------------------------------------------------
 
@@ -496,7 +503,8 @@ class Chaos:
                 worker.process.send_signal(signal.SIGUSR1)
         time.sleep(1)
         raise AssertionError(
-            f"the pipeline did not drain within {self.cfg.finish_timeout_s:.0f} s\n"
+            f"the pipeline did not drain within {self.cfg.finish_timeout_s:.0f} s; lag left: "
+            f"{ {c: self._lags(c) for c in _COMPONENTS} }\n"
             + self.log_path.read_text(errors="replace")[-3000:]
         )
 
