@@ -8,6 +8,7 @@ topic the cluster does not have.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from streams.config import KafkaSettings
 from streams.exceptions import KafkaClientError, UnknownTopicError
-from streams.pipeline import INTERNAL_TOPICS, STATS_TOPIC, Pipeline, TopicSpec
+from streams.pipeline import INTERNAL_TOPICS, REPLAY_LEDGER_TOPIC, STATS_TOPIC, Pipeline, TopicSpec
 
 __all__ = [
     "PartitionDetail",
@@ -100,10 +101,7 @@ def ensure_topics(
     raced = _create(admin, missing, replication_factor, report) if missing else set()
     counts = {name: len(meta.partitions) for name, meta in existing.items()}
     if raced:
-        # ask for these by name: a metadata listing right after the race can still miss them
-        described = admin.describe_topics(TopicCollection(sorted(raced)))
-        for name, future in described.items():
-            counts[name] = len(future.result(timeout=_TIMEOUT_S).partitions)
+        counts.update(_partition_counts(admin, raced))
     for spec in specs:
         if spec.name in counts and spec.name not in report.created:
             problems = _compare(admin, spec, counts[spec.name])
@@ -112,6 +110,32 @@ def ensure_topics(
             else:
                 report.unchanged.append(spec.name)
     return report
+
+
+def _partition_counts(admin: AdminClient, raced: set[str]) -> dict[str, int]:
+    """The partition counts of topics another client created meanwhile, asked for by name.
+
+    Right after the race (or while a topic of that name is still being deleted) the broker
+    can answer UNKNOWN_TOPIC_OR_PART for a topic whose creation it just refused as existing:
+    asked again for up to 15 s.
+    """
+    deadline = time.monotonic() + 15
+    while True:
+        counts: dict[str, int] = {}
+        try:
+            described = admin.describe_topics(TopicCollection(sorted(raced)))
+            for name, future in described.items():
+                counts[name] = len(future.result(timeout=_TIMEOUT_S).partitions)
+        except KafkaException as error:
+            reason = error.args[0] if error.args else None
+            unknown = (
+                isinstance(reason, KafkaError) and reason.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            )
+            if not unknown or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
+        return counts
 
 
 def _create(
@@ -208,19 +232,25 @@ def _reason(error: KafkaException) -> str:
 
 RoleKind = Literal["input", "output", "retry", "dlq", "internal"]
 
+# what each internal topic holds, as `topics create` and `topics list` say it
+INTERNAL_PURPOSE = {
+    STATS_TOPIC: "worker stats for `streams monitor`",
+    REPLAY_LEDGER_TOPIC: "the replay ledger of `streams dlq` and `streams replay`",
+}
+
 
 @dataclass(frozen=True)
 class TopicRole:
     """What a topic is to a pipeline: the input, output, a retry tier or the DLQ of a stage."""
 
     role: RoleKind
-    component: str | None = None  # the stage or sink name (None for internal topics)
+    component: str | None = None  # the stage or sink name; internal topics: what they hold
     tier: str | None = None  # retry topics: the delay tier, e.g. "30s"
     sink: bool = False
 
     def describe(self) -> str:
         if self.role == "internal":
-            return "internal (worker stats for `streams monitor`)"
+            return f"internal ({self.component or 'framework state'})"
         of = f"{'sink' if self.sink else 'stage'} {self.component}"
         if self.role == "retry":
             return f"retry tier {self.tier} of {of}"
@@ -230,7 +260,9 @@ class TopicRole:
 
     def to_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {"role": self.role}
-        if self.component is not None:
+        if self.role == "internal":
+            found["holds"] = self.component
+        elif self.component is not None:
             found["sink" if self.sink else "stage"] = self.component
         if self.tier is not None:
             found["tier"] = self.tier
@@ -253,7 +285,8 @@ def topic_roles(pipeline: Pipeline) -> dict[str, list[TopicRole]]:
         if component.dlq_topic is not None:
             roles.setdefault(component.dlq_topic, []).append(TopicRole("dlq", component.name))
     for spec in INTERNAL_TOPICS:
-        roles.setdefault(spec.name, []).append(TopicRole("internal"))
+        purpose = INTERNAL_PURPOSE.get(spec.name)
+        roles.setdefault(spec.name, []).append(TopicRole("internal", purpose))
     return roles
 
 

@@ -13,8 +13,9 @@ from streams.deploy.plan import check_durability
 from streams.deploy.render import to_yaml
 from streams.deploy.strimzi import kafka_topics
 from streams.exceptions import ConfigError
-from streams.pipeline import INTERNAL_TOPICS, REPLAY_LEDGER_TOPIC, STATS_TOPIC, load_pipeline
+from streams.pipeline import INTERNAL_TOPICS, load_pipeline
 from streams.topics import (
+    INTERNAL_PURPOSE,
     TopicDetail,
     TopicRole,
     delete_topics,
@@ -27,10 +28,6 @@ from streams.topics import (
 __all__ = ["topics"]
 
 EXIT_USAGE = 2
-_INTERNAL = {
-    STATS_TOPIC: "worker stats for `streams monitor`",
-    REPLAY_LEDGER_TOPIC: "the replay ledger of `streams dlq` and `streams replay`",
-}
 
 
 @click.group()
@@ -105,7 +102,7 @@ def create(  # noqa: PLR0917 - one keyword parameter per option
         )
     else:
         for name in report.internal_created:
-            say(f"created   {name} (internal: {_INTERNAL.get(name, 'framework state')})")
+            say(f"created   {name} (internal: {INTERNAL_PURPOSE.get(name, 'framework state')})")
         for name in report.created:
             say(f"created   {name}")
         for name in report.unchanged:

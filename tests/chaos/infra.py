@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 
 from confluent_kafka import Producer
 
-from streams.observability.server import Monitor
+from streams.localstack.process import free_port
 from tests.chaos.harness import Chaos, ChaosConfig, ChaosReport, Fault, private_stack, write_result
 from tests.chaos.pipeline import SCHEMAS, topics
 from tests.faults import TcpProxy
@@ -50,6 +51,8 @@ class InfraReport:
     health: list[tuple[float, int | None]] = field(default_factory=list)  # (at_s, status)
     alive_at_end: dict[str, bool] = field(default_factory=dict)
     oversized_in_dlq: list[dict[str, Any]] = field(default_factory=list)
+    # exit codes of the monitor process when it died (restarted at once, as a supervisor would)
+    monitor_exits: list[int] = field(default_factory=list)
 
     @property
     def health_went_503(self) -> bool:
@@ -82,6 +85,7 @@ class InfraReport:
             "health_at_end": self.health[-1][1] if self.health else None,
             "workers_alive_at_end": self.alive_at_end,
             "oversized_in_dlq": self.oversized_in_dlq,
+            "monitor_exits": self.monitor_exits,
         }
 
 
@@ -138,23 +142,46 @@ class InfraChaos(Chaos):
             recovered = self._recovered(fault.target, back, before[fault.target])
             fault.recovered_after_s = None if recovered is None else round(recovered, 1)
 
-    def _watch_health(self, monitor: Monitor, stop: threading.Event) -> None:
-        while not stop.is_set():
+    def _start_monitor(self, port: int, log: Any) -> subprocess.Popen[bytes]:
+        """`streams monitor` as its own process, as operators run it.
+
+        Not in this process: a describe_consumer_groups request that spans a broker restart can
+        abort the client's process (librdkafka#4605, an assertion in
+        rd_kafka_enq_once_del_source_return), and a test process that aborts takes the test run
+        with it. A monitor that dies is counted (``monitor_exits``) and started again.
+        """
+        command = [
+            sys.executable, "-m", "streams.cli.main", "monitor",
+            "--pipeline", "tests.chaos.pipeline:pipeline",
+            "--host", "127.0.0.1", "--port", str(port), "--interval", "2",
+        ]  # fmt: skip
+        return subprocess.Popen(
+            command, env=self._env("monitor"), stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def _watch_health(self, stop: threading.Event) -> None:
+        port = free_port()
+        with (self.workdir / "monitor.log").open("ab") as log:
+            monitor = self._start_monitor(port, log)
             try:
-                with urllib.request.urlopen(f"{monitor.url}/health", timeout=3) as answer:  # noqa: S310
-                    status: int | None = int(answer.status)
-            except urllib.error.HTTPError as error:
-                status = int(error.code)
-            except (urllib.error.URLError, TimeoutError, ConnectionError):
-                status = None
-            self.health.append((round(time.monotonic() - self.began, 1), status))
-            stop.wait(1.0)
+                while not stop.is_set():
+                    code = monitor.poll()
+                    if code is not None:
+                        self.monitor_exits.append(code)
+                        monitor = self._start_monitor(port, log)
+                    self.health.append((round(time.monotonic() - self.began, 1), _health(port)))
+                    stop.wait(1.0)
+            finally:
+                monitor.terminate()
+                try:
+                    monitor.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    monitor.kill()
 
     def run_infra(self) -> InfraReport:
-        monitor = Monitor([self.pipeline], kafka=self.kafka, interval_s=2.0)
-        monitor.start("127.0.0.1", 0)
+        self.monitor_exits: list[int] = []
         stop = threading.Event()
-        watcher = threading.Thread(target=self._watch_health, args=(monitor, stop), daemon=True)
+        watcher = threading.Thread(target=self._watch_health, args=(stop,), daemon=True)
         watcher.start()
         try:
             report = self.run()
@@ -163,8 +190,7 @@ class InfraChaos(Chaos):
             time.sleep(8)
         finally:
             stop.set()
-            watcher.join(timeout=10)
-            monitor.close()
+            watcher.join(timeout=20)
             self.proxy.down()
             assert self.stack is not None
             self.stack.down()
@@ -173,6 +199,7 @@ class InfraChaos(Chaos):
             health=self.health,
             alive_at_end=self.alive_at_end,
             oversized_in_dlq=oversized,
+            monitor_exits=self.monitor_exits,
         )
 
     def _faults(self) -> None:
@@ -206,6 +233,17 @@ class InfraChaos(Chaos):
                     }
                 )
         return found
+
+
+def _health(port: int) -> int | None:
+    """The monitor's /health status, or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, TimeoutError, ConnectionError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

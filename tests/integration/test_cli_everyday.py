@@ -150,6 +150,7 @@ def test_topics_create_list_describe_delete_from_the_folder_of_the_module(app: A
         f"{n}.accept.retry.5m 1 retry tier 5m of stage accept",
         f"{n}.accept.dlq 1 DLQ of stage accept",
         "_streams.stats 1 internal (worker stats for `streams monitor`)",
+        "_streams.replay 1 internal (the replay ledger of `streams dlq` and `streams replay`)",
     ]
 
     described = app.streams("topics", "describe", f"{n}.accept.dlq", "--pipeline", "app:pipeline")
