@@ -36,6 +36,9 @@ log = logging.getLogger("streams.sink")
 _MAX_COMMIT_FAILURES = 5
 # How often an idle sink looks for positions that moved past transaction markers alone.
 _IDLE_COMMIT_INTERVAL_S = 2.0
+# How often an idle sink repeats its advisory Kafka commit of the stored offsets: one lost
+# while the broker was away (they are asynchronous) would leave lag views behind for ever.
+_ADVISORY_REFRESH_S = 30.0
 
 
 class SqlBatch:
@@ -68,6 +71,7 @@ class SqlBatch:
         self._stored: dict[TP, int | None] = {}  # the stored offsets as this worker last saw them
         self._commit_failures = 0
         self._idle_checked = 0.0
+        self._advised = 0.0  # when the stored offsets were last committed to Kafka
         self._make_record = record_maker(key, value)
 
     # -- what the loop asks ----------------------------------------------------------------
@@ -135,7 +139,9 @@ class SqlBatch:
         stored only the offsets after its records would stay one behind it on every partition
         (lag 1 for ever, until the next record). Every 2 s while idle, positions past stored
         offsets are stored, in a database transaction of their own, with the same
-        compare-and-set as a batch.
+        compare-and-set as a batch. Every 30 s while idle, the stored offsets are committed to
+        Kafka again (advisory: for lag views; an asynchronous commit made while the broker was
+        away may have been lost).
         """
         now = time.monotonic()
         if now - self._idle_checked < _IDLE_COMMIT_INTERVAL_S or not self._stored:
@@ -154,6 +160,8 @@ class SqlBatch:
         if moved:
             self._begin()
             self._commit(between_batches=True, positions=moved)
+        elif now - self._advised >= _ADVISORY_REFRESH_S:
+            self._commit_kafka(self._stored_offsets(), asynchronous=True)
 
     def finish(self) -> None:
         if self._commit(between_batches=True):
@@ -297,6 +305,7 @@ class SqlBatch:
         """Advisory: lets lag tools see progress; the offsets in the database are the truth."""
         if not offsets:
             return
+        self._advised = time.monotonic()
         try:
             listed = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
             if asynchronous:
