@@ -56,6 +56,34 @@ def _watermarks(setup: Setup) -> dict[tuple[str, int], int]:
     return found
 
 
+def _ledger_mentions(setup: Setup, since: dict[tuple[str, int], int]) -> list[bytes]:
+    """Ledger records written after ``since`` that name this test's pipeline.
+
+    The ledger is shared by every replay task on the broker (other tests run in parallel), so
+    a dry run is checked by what it would have written there, not by the ledger's offsets.
+    """
+    consumer = Consumer(
+        {**setup.config, "group.id": f"ledger-{uuid.uuid4().hex}", "enable.auto.commit": False}
+    )
+    starts = [
+        TopicPartition(topic, p, offset)
+        for (topic, p), offset in since.items()
+        if topic == REPLAY_LEDGER_TOPIC
+    ]
+    consumer.assign(starts)
+    found: list[bytes] = []
+    idle = 0
+    while idle < 6:
+        batch = consumer.consume(500, timeout=0.5)
+        idle = 0 if batch else idle + 1
+        for message in batch:
+            data = (message.key() or b"") + (message.value() or b"")
+            if message.error() is None and setup.name.encode() in data:
+                found.append(data)
+    consumer.close()
+    return found
+
+
 def _groups(setup: Setup) -> set[str]:
     """This test's groups and the replay tools' own (others share the broker)."""
     admin = AdminClient(setup.config)
@@ -103,7 +131,12 @@ def test_dry_runs_write_nothing_and_count_what_a_plain_consumer_counts(loaded: S
         f"{setup.name}.out",
     )
 
-    assert _watermarks(setup) == before, "a dry run wrote to a topic"
+    after_dry = _watermarks(setup)
+    own = [tp for tp in before if tp[0] != REPLAY_LEDGER_TOPIC]
+    assert {tp: after_dry[tp] for tp in own} == {tp: before[tp] for tp in own}, (
+        "a dry run wrote to a topic"
+    )
+    assert _ledger_mentions(setup, before) == [], "a dry run wrote to the replay ledger"
     assert _groups(setup) == groups, "a dry run created a consumer group"
 
     plain = read_topic(setup.config, setup.dlq, PARTITIONS)
@@ -126,3 +159,4 @@ def test_dry_runs_write_nothing_and_count_what_a_plain_consumer_counts(loaded: S
     moved = [tp for tp in before if after[tp] != before[tp]]
     assert any(topic == f"{setup.name}.work.retry.500ms" for topic, _ in moved), moved
     assert (REPLAY_LEDGER_TOPIC, 0) in moved
+    assert _ledger_mentions(setup, before), "the executed redrive is in the ledger"
