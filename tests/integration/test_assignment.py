@@ -38,6 +38,13 @@ def _stage_consumer(runner: StageRunner, cluster: Cluster) -> Consumer:
     config = runner._consumer_config()  # the settings a worker of this stage runs with
     config["bootstrap.servers"] = cluster.bootstrap_servers
     consumer = Consumer(config)
+    # as a worker does (streams.stage.runner._require_topics): subscribed to a topic its
+    # metadata does not list yet, librdkafka looks again only at the next metadata refresh
+    # (minutes), and the group would settle without that topic's partitions
+    deadline = time.monotonic() + 30
+    while set(runner.spec.subscriptions) - set(consumer.list_topics(timeout=10).topics):
+        assert time.monotonic() < deadline, "the stage's topics never showed in the metadata"
+        time.sleep(0.5)
     consumer.subscribe(runner.spec.subscriptions)
     return consumer
 

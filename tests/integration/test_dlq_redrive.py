@@ -92,22 +92,29 @@ def test_a_redrive_sigkilled_5_times_and_resumed_moves_each_record_exactly_once(
         "original",
     ]
     log = stack.enter_context((tmp_path / "redrive.log").open("ab"))
-    command = [*base, "--rate", "2000", "--execute"]
+    command = [*base, "--rate", "1000", "--execute"]
     process = subprocess.Popen(command, env=setup.env, stdout=log, stderr=subprocess.STDOUT)
-    task_id = _task_of(setup)
-    kills = 0
-    while kills < 5:
-        at_start = _moved(setup, task_id)
-        while _moved(setup, task_id) < at_start + 700:
-            assert process.poll() is None, (tmp_path / "redrive.log").read_text()[-2000:]
-            time.sleep(0.1)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        kills += 1
-        resume = [*base, "--resume", task_id, "--execute"]
-        process = subprocess.Popen(resume, env=setup.env, stdout=log, stderr=subprocess.STDOUT)
-    assert process.wait(timeout=180) == 0, (tmp_path / "redrive.log").read_text()[-3000:]
-    stack.close()
+    try:
+        task_id = _task_of(setup)
+        kills = 0
+        while kills < 5:
+            at_start = _moved(setup, task_id)
+            deadline = time.monotonic() + 60
+            while _moved(setup, task_id) < at_start + 700:
+                assert process.poll() is None, (tmp_path / "redrive.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "the redrive stopped moving"
+                time.sleep(0.1)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            kills += 1
+            resume = [*base, "--resume", task_id, "--execute"]
+            process = subprocess.Popen(resume, env=setup.env, stdout=log, stderr=subprocess.STDOUT)
+        assert process.wait(timeout=180) == 0, (tmp_path / "redrive.log").read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        stack.close()
 
     task = read_ledger(kafka(setup)).tasks[task_id]
     assert task.status is Status.COMPLETED

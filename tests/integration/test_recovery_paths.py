@@ -108,8 +108,10 @@ def test_a_twin_on_the_same_slot_stops_the_older_worker_with_exit_4(
     the older; the older finds a member with a newer incarnation on its slot, stops with exit
     code 4 without committing, and the newer one finishes the input exactly once."""
     count = 6000
+    # 3 ms a record (about 18 s of work): the older worker must still be writing when the newer
+    # one fences it; an idle worker makes no transactional call, so it would never learn of it
     env, source, sink, group = _setup(
-        cluster, topic_factory, pipeline_topics, count, TEST_DELAY_MS="1"
+        cluster, topic_factory, pipeline_topics, count, TEST_DELAY_MS="3"
     )
     logs = [tmp_path / "older.log", tmp_path / "newer.log"]
     older = start_worker(env, "copy", 0, log=logs[0])
@@ -117,6 +119,8 @@ def test_a_twin_on_the_same_slot_stops_the_older_worker_with_exit_4(
     # --take-over: started without it, the newer one refuses (streams.stage.twins)
     newer = start_worker(env, "copy", 0, log=logs[1], extra=("--take-over",))
     try:
+        _wait_for(lambda: "stage started" in logs[1].read_text(), 60, "the newer worker")
+        assert _committed(cluster, group, source) < count, "the older one finished: no overlap"
         assert older.wait(timeout=90) == 4, logs[0].read_text()[-3000:]
         older_log = logs[0].read_text()
         assert "fenced by another worker" in older_log

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams import headers as h
@@ -85,14 +85,24 @@ def _ledger_mentions(setup: Setup, since: dict[tuple[str, int], int]) -> list[by
 
 
 def _groups(setup: Setup) -> set[str]:
-    """This test's groups and the replay tools' own (others share the broker)."""
+    """This test's groups, and the replay tools' own that hold offsets of this test's topics.
+
+    Other tests share the broker and run replay tasks in parallel: a ``_streams.*`` group is
+    this test's only if it committed an offset on one of this test's topics.
+    """
     admin = AdminClient(setup.config)
     listed = admin.list_consumer_groups(request_timeout=10).result()
-    return {
-        g.group_id
-        for g in listed.valid
-        if setup.name in g.group_id or g.group_id.startswith("_streams.")
-    }
+    mine = {g.group_id for g in listed.valid if setup.name in g.group_id}
+    tools = [g.group_id for g in listed.valid if g.group_id.startswith("_streams.")]
+    for group in tools:
+        request = [ConsumerGroupTopicPartitions(group)]
+        try:
+            offsets = admin.list_consumer_group_offsets(request)[group].result(timeout=20)
+        except KafkaException:
+            continue  # deleted meanwhile
+        if any(setup.name in tp.topic for tp in offsets.topic_partitions or []):
+            mine.add(group)
+    return mine
 
 
 def _run(*args: str) -> Any:
@@ -160,3 +170,6 @@ def test_dry_runs_write_nothing_and_count_what_a_plain_consumer_counts(loaded: S
     assert any(topic == f"{setup.name}.work.retry.500ms" for topic, _ in moved), moved
     assert (REPLAY_LEDGER_TOPIC, 0) in moved
     assert _ledger_mentions(setup, before), "the executed redrive is in the ledger"
+    assert any(g.startswith("_streams.redrive.") for g in _groups(setup) - groups), (
+        "the executed redrive's group is found: the group comparison can fail"
+    )
