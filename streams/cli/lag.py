@@ -8,28 +8,40 @@ Exit codes: 0 every group is OK or WARN; 3 some group (or stage) is STALL, STOP,
 A single snapshot has no history, so it can only show OK, lag, ERR (data lost to retention, or
 a group that does not exist) and WARN for a group with no members but lag; STOP, STALL, REWIND
 and a growing lag need ``--watch`` (statuses evolve as samples accumulate).
+
+Replay marks (``streams.lag.marks``): a group that a replay task affects (a redrive or copy
+into its input, a reset in the last 10 minutes, from the ledger ``_streams.replay``) keeps its
+status, and the table says which task explains it (``REWIND (reset task T, 2 min ago, 10 min
+window)``) or, for a status no task explains, names the task below the group. ``--json`` gives
+every partition (and, with ``--pipeline``, every stage) ``replay``, its group's tasks, and
+``explained_by``. A REWIND explained by a reset does not make the exit code 3.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from streams.cli.output import EXIT_CHECK_FAILED, emit_json, fail_cleanly, say
+from streams.config import KafkaSettings
 from streams.lag import (
     GroupLag,
     LagMonitor,
     PartitionLag,
     PipelineView,
+    ReplayMark,
     StateProgress,
     Status,
     lag_hints,
 )
+from streams.lag.marks import explains
 from streams.observability.stats_reader import StatsReader
 from streams.pipeline import Pipeline, load_pipeline
+from streams.replay import ReplayMarks
 
 __all__ = ["lag"]
 
@@ -59,7 +71,8 @@ def lag(
     pipeline = load_pipeline(reference) if reference else None
     # the supervisors' records say how many workers each stage runs of how many it wants
     stats = StatsReader() if pipeline is not None else None
-    with LagMonitor() as monitor:
+    kafka = KafkaSettings()
+    with LagMonitor(kafka, replay=ReplayMarks(kafka)) as monitor:
         try:
             failing = _snapshot(monitor, groups, pipeline, stats, as_json=as_json, watch=watch)
             while watch:
@@ -99,7 +112,7 @@ def _snapshot(
     else:
         sampled = monitor.sample(groups or None)
     if as_json:
-        partitions = [p.to_dict() for g in sampled for p in g.partitions]
+        partitions = [_partition_dict(g, p) for g in sampled for p in g.partitions]
         payload: Any = {**view.to_dict(), "partitions": partitions} if view else partitions
         emit_json(payload)
     else:
@@ -109,7 +122,19 @@ def _snapshot(
         if view is not None:
             _print_view(view, colour=watch)
     stages = view.stages if view is not None else ()
-    return any(g.status in _FAILING for g in sampled) or any(s.status in _FAILING for s in stages)
+    return any(_failing(g.status, g.explained_by) for g in sampled) or any(
+        _failing(s.status, s.explained_by) for s in stages
+    )
+
+
+def _failing(status: Status, explained_by: str | None) -> bool:
+    """A failing status, unless a replay task explains it (only a reset can explain one: a
+    REWIND; ``streams.lag.marks``)."""
+    return status in _FAILING and explained_by is None
+
+
+def _partition_dict(group: GroupLag, partition: PartitionLag) -> dict[str, Any]:
+    return {**partition.to_dict(), "replay": [mark.to_dict() for mark in group.replay]}
 
 
 def _states(stats: StatsReader) -> dict[str, StateProgress]:
@@ -146,13 +171,18 @@ def _print_table(groups: list[GroupLag], *, colour: bool) -> None:
     say("  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)) + "  STATUS")
     for p, cells in rows:
         line = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
-        say(f"{line}  {_style(p.status, p.status.value, colour=colour)}  {p.rule}")
+        # an OK row's explanation is left to the group's line (and --json): only a status
+        # that would alarm carries it
+        because = _because(p.explained_by) if p.status is not Status.OK else ""
+        status = _style(p.status, p.status.value, colour=colour) + because
+        say(f"{line}  {status}  {p.rule}")
     for g in groups:
         status = _style(g.status, g.status.value, colour=colour)
         say(
             f"group {g.group} ({g.state}, {g.members} members): {status} sum lag {g.sum_lag}; "
             f"{g.rule}"
         )
+        _print_marks(g.status, g.sum_lag, g.explained_by, g.replay, indent="  ")
     if not groups:
         say("no consumer groups")
 
@@ -169,8 +199,33 @@ def _print_view(view: PipelineView, *, colour: bool) -> None:
             f"  {stage.group}: input lag {stage.input_lag} ({_seconds(stage.input_lag_seconds)}), "
             f"retry backlog {retry}, DLQ {stage.dlq_depth}{workers}: {status} {stage.rule}"
         )
+        _print_marks(stage.status, stage.input_lag, stage.explained_by, stage.replay, indent="    ")
         if stage.state_topics:
             say(f"    state {', '.join(stage.state_topics)}: {_state(stage.state)}")
+
+
+def _because(explained_by: str | None) -> str:
+    return "" if explained_by is None else f" ({explained_by})"
+
+
+def _print_marks(
+    status: Status,
+    lag: int,
+    explained_by: str | None,
+    marks: Sequence[ReplayMark],
+    *,
+    indent: str,
+) -> None:
+    """A line per replay task affecting the group: what it explains, or that it does not."""
+    now_ms = round(time.time() * 1000)
+    for mark in marks:
+        text = mark.describe(now_ms)
+        if explained_by is not None and explains(mark, status, lag):
+            say(f"{indent}explained by {text}")
+        elif status is Status.OK:
+            say(f"{indent}replay {text}")
+        else:
+            say(f"{indent}replay {text} (does not explain {status.value})")
 
 
 def _state(state: StateProgress | None) -> str:

@@ -7,9 +7,10 @@
         print(group.group, group.status, group.rule)
     view = monitor.pipeline_view(pipeline)    # per stage: input lag, retry backlog, DLQ depth
 
-The package: ``status`` (the pure rules and their table), ``fetch`` (every broker request, and
-how a snapshot stays a fixed number of batched requests), ``snapshot`` (the data of one
-sample), ``view`` (the pipeline view) and ``monitor`` (``LagMonitor``, which keeps the history).
+The package: ``status`` (the pure rules and their table), ``marks`` (replay tasks as the lag
+view marks them), ``fetch`` (every broker request, and how a snapshot stays a fixed number of
+batched requests), ``snapshot`` (the data of one sample), ``view`` (the pipeline view) and
+``monitor`` (``LagMonitor``, which keeps the history).
 
 **Lag is measured against the LSO** (``lag = LSO - committed``): our stages read with
 ``read_committed``, so records behind an open transaction are not consumable yet and are reported
@@ -47,10 +48,17 @@ epoch seconds (``time.time``, the default) for it to mean anything.
 
 **Status**: see ``streams.lag.status`` for the rules, their order and how they differ from
 Burrow's.
+
+**Replay marks**: given a ``ReplaySource`` (``LagMonitor(replay=...)``), each group carries the
+replay tasks affecting it (``replay``: a redrive or copy into its input, a reset of its offsets
+in the last 10 minutes) and ``explained_by``, the task(s) that explain its status: a reset
+explains a REWIND, any task explains a WARN or a lag. The status itself is kept; see
+``streams.lag.marks``.
 """
 
 from __future__ import annotations
 
+from streams.lag.marks import ReplayMark, ReplaySource
 from streams.lag.monitor import LagMonitor
 from streams.lag.snapshot import (
     GroupLag,
@@ -73,6 +81,8 @@ __all__ = [
     "PartitionLag",
     "PartitionOffsets",
     "PipelineView",
+    "ReplayMark",
+    "ReplaySource",
     "StageView",
     "StateProgress",
     "Status",

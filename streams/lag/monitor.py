@@ -11,6 +11,7 @@ from typing import Self
 from streams.config import KafkaSettings
 from streams.lag.due import DueLedger
 from streams.lag.fetch import KafkaFetcher, TimestampReader
+from streams.lag.marks import ReplayMark, ReplaySource, explain
 from streams.lag.snapshot import TP, GroupLag, GroupSnapshot, PartitionLag, PartitionOffsets
 from streams.lag.status import (
     Observation,
@@ -75,6 +76,10 @@ class LagMonitor:
 
     If a call raises KafkaClientError: check that the broker at STREAMS_BOOTSTRAP_SERVERS
     answers (``streams local status``) and that this client may describe groups.
+
+    ``replay``: where the replay tasks affecting each group come from, asked once per sample
+    (``streams.replay.tasks.ReplayMarks`` reads the ledger); without it no group is marked.
+    The monitor closes and reconnects it with its own clients.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class LagMonitor:
         request_timeout_s: float = 10.0,
         read_timeout_s: float = 2.0,
         max_reads: int = 5000,
+        replay: ReplaySource | None = None,
     ) -> None:
         self.kafka = kafka or KafkaSettings()
         self.window_s = window_s
@@ -106,6 +112,7 @@ class LagMonitor:
             self._fetch.scan_visible, window_s=window_s, max_points=_HISTORY_MAX_SAMPLES
         )
         self._due = DueLedger(self._fetch.scan_due)
+        self._replay = replay
 
     # -- public ------------------------------------------------------------------------------
 
@@ -137,7 +144,8 @@ class LagMonitor:
             }
         wanted = {tp for info in infos for tp in info.committed}
         offsets = fetch.list_offsets(wanted)
-        return self.ingest(now, infos, offsets, fetch.read_timestamps)
+        marks = self._replay.marks(round(now * 1000)) if self._replay is not None else {}
+        return self.ingest(now, infos, offsets, fetch.read_timestamps, replay=marks)
 
     def pipeline_view(
         self,
@@ -208,10 +216,14 @@ class LagMonitor:
         leave every DescribeConsumerGroups unanswered, sample after sample (``streams.lag.fetch``).
         """
         self._fetch.reconnect()
+        if self._replay is not None:
+            self._replay.reconnect()
 
     def close(self) -> None:
         """Close the consumers used to read records (the admin client needs nothing)."""
         self._fetch.close()
+        if self._replay is not None:
+            self._replay.close()
 
     def __enter__(self) -> Self:
         return self
@@ -227,8 +239,14 @@ class LagMonitor:
         infos: Sequence[GroupSnapshot],
         offsets: Mapping[TP, PartitionOffsets],
         read_timestamps: TimestampReader,
+        *,
+        replay: Mapping[str, Sequence[ReplayMark]] | None = None,
     ) -> list[GroupLag]:
-        """Turn one snapshot into GroupLags, adding it to the history. Public for tests."""
+        """Turn one snapshot into GroupLags, adding it to the history. Public for tests.
+
+        ``replay``: group -> the replay tasks affecting it (``streams.lag.marks``).
+        """
+        marks = {group: tuple(found) for group, found in (replay or {}).items()}
         for tp, off in offsets.items():
             self._record_end(tp, off, now)
         rows = [
@@ -248,8 +266,12 @@ class LagMonitor:
                 self._remember_timestamp(key, timestamp)
         by_group: dict[str, list[PartitionLag]] = {info.group: [] for info in infos}
         for row in rows:
-            by_group[row.info.group].append(self._partition(row, read, now))
-        return [_group_lag(info, by_group[info.group]) for info in infos]
+            mine = marks.get(row.info.group, ())
+            by_group[row.info.group].append(self._partition(row, read, now, mine))
+        return [
+            _group_lag(info, by_group[info.group], marks.get(info.group, ()), round(now * 1000))
+            for info in infos
+        ]
 
     def _time_lag(
         self, row: _Row, read: Mapping[tuple[str, int, int], int | None], now: float
@@ -271,7 +293,11 @@ class LagMonitor:
         return row.lag, None, None
 
     def _partition(
-        self, row: _Row, read: Mapping[tuple[str, int, int], int | None], now: float
+        self,
+        row: _Row,
+        read: Mapping[tuple[str, int, int], int | None],
+        now: float,
+        marks: Sequence[ReplayMark],
     ) -> PartitionLag:
         info, tp, off = row.info, row.tp, row.offsets
         lag, lag_seconds, method = self._time_lag(row, read, now)
@@ -317,6 +343,7 @@ class LagMonitor:
             data_loss=row.data_loss,
             hanging_transaction=hanging,
             owner=owner,
+            explained_by=explain(status, lag, marks, round(now * 1000)) if marks else None,
         )
 
     def _record_end(self, tp: TP, off: PartitionOffsets, now: float) -> None:
@@ -370,8 +397,14 @@ class LagMonitor:
             self._timestamps.popitem(last=False)
 
 
-def _group_lag(info: GroupSnapshot, partitions: list[PartitionLag]) -> GroupLag:
-    """A group's roll-up: its worst partition, then the group rules (``evaluate_group``)."""
+def _group_lag(
+    info: GroupSnapshot,
+    partitions: list[PartitionLag],
+    marks: tuple[ReplayMark, ...],
+    now_ms: int,
+) -> GroupLag:
+    """A group's roll-up: its worst partition, then the group rules (``evaluate_group``);
+    the replay tasks affecting it, and which of them explain its status."""
     lags = [p.lag for p in partitions if p.lag is not None]
     seconds = [p.lag_seconds for p in partitions if p.lag_seconds is not None]
     status = worst(p.status for p in partitions)
@@ -398,4 +431,6 @@ def _group_lag(info: GroupSnapshot, partitions: list[PartitionLag]) -> GroupLag:
         max_lag=max(lags, default=0),
         max_lag_seconds=max(seconds, default=None),
         exists=info.exists,
+        replay=marks,
+        explained_by=explain(status, sum(lags), marks, now_ms) if marks else None,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from streams.lag.marks import ReplayMark
 from streams.lag.status import Status
 
 __all__ = [
@@ -104,6 +105,8 @@ class PartitionLag:
     data_loss: bool
     hanging_transaction: bool
     owner: Owner | None = None  # the live member it is assigned to; None: nobody
+    # the replay task(s) of the group that explain this status (streams.lag.marks), described
+    explained_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -125,6 +128,9 @@ class GroupLag:
     max_lag: int
     max_lag_seconds: float | None
     exists: bool = True  # False: Dead with no member and no committed offset (see status)
+    # replay tasks affecting the group now, and those of them that explain its status
+    replay: tuple[ReplayMark, ...] = ()
+    explained_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,5 +143,7 @@ class GroupLag:
             "sum_lag": self.sum_lag,
             "max_lag": self.max_lag,
             "max_lag_seconds": self.max_lag_seconds,
+            "replay": [mark.to_dict() for mark in self.replay],
+            "explained_by": self.explained_by,
             "partitions": [p.to_dict() for p in self.partitions],
         }

@@ -44,6 +44,12 @@ WARN         no live member while its lag is > 0 (``no members, lag N``): nobody
 rewind reprocesses (duplicates downstream of non-EOS consumers); a stop means nobody consumes; ERR
 means records were lost (or, for a group, that it does not exist). Unlike Burrow,
 STOP/STALL/REWIND are not folded into ERR.
+
+**Replay tasks do not change a status.** A group reset by ``streams replay reset`` shows REWIND,
+and one a redrive or copy writes into shows its lag, exactly as these rules say: the lag view
+adds which task explains the status (``explained_by``, ``streams.lag.marks``) rather than
+hiding it, so the numbers stay true and the reason sits next to them. A reset explains a
+REWIND; any task explains a WARN or a lag; nothing explains STALL, STOP or ERR.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from streams.lag.due import DueSplit
+from streams.lag.marks import ReplayMark
 from streams.lag.snapshot import TP, GroupLag, PartitionOffsets
 from streams.lag.status import Status
 from streams.pipeline import Pipeline
@@ -83,6 +84,10 @@ class StageView:
     # (None: no live worker reports it)
     state_topics: tuple[str, ...] = ()
     state: StateProgress | None = None
+    # the replay tasks affecting the stage's group, and those that explain its status (the
+    # group's explanation, kept while the stage's status is the group's; streams.lag.marks)
+    replay: tuple[ReplayMark, ...] = ()
+    explained_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -207,6 +212,9 @@ def stage_view(
     worse = workers is not None and workers[0] is not Status.OK
     if workers is not None and worse and workers[0].severity >= status.severity:
         status, rule = workers[0], workers[1]
+    explained_by = None
+    if group is not None and (status, rule) == (group.status, group.rule):
+        explained_by = group.explained_by
     return StageView(
         group=stage.group_id,
         input_lag=input_lag,
@@ -223,6 +231,8 @@ def stage_view(
         retry_not_due=sum(split.not_due for split in (due or {}).values()),
         state_topics=tuple(stage.state_topics),
         state=state if stage.state_topics else None,
+        replay=group.replay if group is not None else (),
+        explained_by=explained_by,
     )
 
 

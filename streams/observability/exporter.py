@@ -22,6 +22,11 @@ Ours, from the lag monitor:
 
 - ``streams_group_status{group,status}``: 1 for the group's current status (OK, WARN, STALL,
   STOP, REWIND, ERR), 0 for the others. Alert on ``streams_group_status{status!="OK"} == 1``.
+- ``streams_group_replay_active{group,kind}``: 1 while a replay task of that kind (redrive,
+  copy, reset) affects the group: a redrive or copy into its input, a reset in the last 10
+  minutes (``streams.lag.marks``); no series otherwise. The status stays what it is (a reset
+  still shows REWIND): silence a REWIND alert it explains with
+  ``unless on(group) streams_group_replay_active{kind="reset"} == 1``.
 - ``streams_partition_pending_transactional{group,topic,partition}``: records between the last
   stable offset and the high watermark (open or unresolved transactions); a value stuck above 0
   for longer than the transaction timeout is a hanging transaction.
@@ -112,6 +117,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "kafka_partition_earliest_offset",
     "kafka_consumergroup_poll_time_ms",
     "streams_group_status",
+    "streams_group_replay_active",
     "streams_partition_pending_transactional",
     "streams_stage_retry_backlog",
     "streams_stage_dlq_depth",
@@ -252,6 +258,11 @@ class SnapshotCollector(Collector):
             "1 for the group's current status, 0 for the others",
             labels=["group", "status"],
         )
+        replay = GaugeMetricFamily(
+            "streams_group_replay_active",
+            "1 while a replay task of this kind affects the group (no series otherwise)",
+            labels=["group", "kind"],
+        )
         pending = GaugeMetricFamily(
             "streams_partition_pending_transactional",
             "Records between the last stable offset and the high watermark",
@@ -261,11 +272,13 @@ class SnapshotCollector(Collector):
             current = str(group.status)
             for name in STATUSES:
                 status.add_metric([group.group, name], 1.0 if name == current else 0.0)
+            for kind in sorted({mark.kind for mark in group.replay}):
+                replay.add_metric([group.group, kind], 1.0)
             for p in group.partitions:
                 pending.add_metric(
                     [group.group, p.topic, str(p.partition)], float(p.pending_transactional)
                 )
-        yield from (status, pending)
+        yield from (status, replay, pending)
 
     def _stages(self, snapshot: Snapshot) -> Iterator[Metric]:
         backlog = GaugeMetricFamily(

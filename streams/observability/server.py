@@ -1,9 +1,10 @@
 """The monitor process: a sampler thread and an HTTP server over its latest sample.
 
-Every ``interval_s`` the sampler asks the lag monitor for every consumer group, reads the
-workers' counters and the supervisors' records from ``_streams.stats``, and builds the views
-of the given pipelines (a stage below its desired worker count is WARN, ERR with none left);
-the result is one immutable ``Snapshot``, swapped whole. The HTTP server only reads that snapshot:
+Every ``interval_s`` the sampler asks the lag monitor for every consumer group (each marked
+with the replay tasks affecting it, from the ledger ``_streams.replay``), reads the workers'
+counters and the supervisors' records from ``_streams.stats``, and builds the views of the
+given pipelines (a stage below its desired worker count is WARN, ERR with none left); the
+result is one immutable ``Snapshot``, swapped whole. The HTTP server only reads that snapshot:
 
 - ``/metrics``: Prometheus text (``streams.observability.exporter``);
 - ``/api/state``: JSON for the dashboard (``?partitions=0`` leaves out the partitions);
@@ -53,6 +54,7 @@ from streams.observability.state import (
 )
 from streams.observability.stats_reader import StatsReader, WorkerStats
 from streams.pipeline import Pipeline
+from streams.replay import ReplayMarks
 from streams.stats import SupervisorReport
 
 if TYPE_CHECKING:
@@ -149,7 +151,13 @@ class Monitor:
     ) -> None:
         settings = kafka or KafkaSettings()
         if lag is None:
-            lag = LagMonitor(settings, transaction_timeout_s=transaction_timeout_s)
+            # the replay tasks affecting a group mark it (streams.lag.marks): the ledger is
+            # followed, so a sample reads only what was added to it
+            lag = LagMonitor(
+                settings,
+                transaction_timeout_s=transaction_timeout_s,
+                replay=ReplayMarks(settings),
+            )
         self.pipelines = list(pipelines)
         self.interval_s = interval_s
         self.cluster_name = cluster_name

@@ -193,6 +193,9 @@ def _stage_state(
         "group": stage.group,
         "status": str(stage.status),
         "rule": stage.rule,
+        # the replay tasks affecting the stage's group, and those that explain its status
+        "replay": [mark.to_dict() for mark in stage.replay],
+        "explained_by": stage.explained_by,
         "lag": stage.input_lag,
         "lag_seconds": stage.input_lag_seconds,
         "retry_backlog": dict(stage.retry_backlog),

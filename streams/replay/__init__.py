@@ -17,7 +17,7 @@ Every operation is planned first and changes nothing until executed:
 ``task_status``
 ``cancel_task``
 ``active_tasks``            the groups a task is redriving into, copying into, or reset lately:
-                            for the lag view, which should mark them rather than raise STALL
+``ReplayMarks``             the lag view marks them and says which status a task explains
 ==========================  ====================================================================
 
 The ledger is the compacted topic ``_streams.replay`` (``streams topics create`` makes it):
@@ -50,6 +50,7 @@ from streams.replay.selection import Filters, parse_header_filters, parse_offset
 from streams.replay.task import Status, Task
 from streams.replay.tasks import (
     ActiveTask,
+    ReplayMarks,
     TaskView,
     active_tasks,
     cancel_task,
@@ -68,6 +69,7 @@ __all__ = [
     "Plan",
     "Progress",
     "RedriveRequest",
+    "ReplayMarks",
     "ResetPlan",
     "ResetRequest",
     "ShownRecord",

@@ -1,24 +1,46 @@
-"""``streams dlq status|cancel|tasks``, and ``active_tasks`` for the lag view.
+"""``streams dlq status|cancel|tasks``, and ``active_tasks`` / ``ReplayMarks`` for the lag view.
 
 A task's view has SQS's fields: status, moved, to move (fixed when the task began), skipped by
 reason, rate, start time, failure reason. Cancel never reverts: the task stops at its next
 transaction boundary, and what it moved stays moved.
+
+``ReplayMarks`` is the lag view's ``streams.lag.ReplaySource``: ``streams lag`` and ``streams
+monitor`` give it to their ``LagMonitor``, which asks it once per sample; it follows the
+ledger (``LedgerFollower``), so a sample costs no ledger request when nothing changed, and a
+missing or unreadable ledger means no marks, never an error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from streams.config import KafkaSettings
 from streams.exceptions import BadArgumentError, RefusedError
+from streams.lag import ReplayMark
 from streams.pipeline import Pipeline
-from streams.replay.ledger import LedgerState, read_ledger, request_cancel, write_task
+from streams.replay.ledger import (
+    LedgerFollower,
+    LedgerState,
+    read_ledger,
+    request_cancel,
+    write_task,
+)
 from streams.replay.mover import now_ms
 from streams.replay.task import ACTIVE, Status, Task
 from streams.replay.timespec import format_ms
 
-__all__ = ["ActiveTask", "TaskView", "active_tasks", "cancel_task", "list_tasks", "task_status"]
+__all__ = [
+    "ActiveTask",
+    "ReplayMarks",
+    "TaskView",
+    "active_in",
+    "active_tasks",
+    "cancel_task",
+    "list_tasks",
+    "task_status",
+]
 
 # A reset changes where a group reads at once; the lag view marks the group for this long after
 # it (the backlog it made is the reset's, not a stalled stage).
@@ -130,15 +152,33 @@ class ActiveTask:
             "updated_ms": self.updated_ms,
         }
 
+    def mark(self) -> ReplayMark:
+        """The task as the lag view marks the group (a reset: until its window ends)."""
+        until = self.started_ms + RESET_WINDOW_MS if self.kind == "reset" else None
+        return ReplayMark(
+            task=self.task,
+            kind=self.kind,
+            status=self.status,
+            moved=self.moved,
+            to_move=self.to_move,
+            started_ms=self.started_ms,
+            updated_ms=self.updated_ms,
+            until_ms=until,
+        )
+
 
 def active_tasks(kafka: KafkaSettings, *, now: int | None = None) -> list[ActiveTask]:
     """The groups being redriven into or copied into now, or reset in the last 10 minutes.
 
-    For the lag view: a group listed here has a backlog a task made on purpose; show the task
-    (``moved``/``to_move``) instead of a STALL or REWIND. One entry per (group, task).
+    For the lag view: a group listed here has a backlog a task made on purpose; the view keeps
+    its status and says which task explains it (``streams.lag.marks``). One entry per (group,
+    task). Reads the whole ledger: a reader asked every few seconds uses ``ReplayMarks``.
     """
-    stamp = now_ms() if now is None else now
-    ledger = read_ledger(kafka)
+    return active_in(read_ledger(kafka), now_ms() if now is None else now)
+
+
+def active_in(ledger: LedgerState, stamp: int) -> list[ActiveTask]:
+    """``active_tasks`` of a ledger already read, at ``stamp`` (ms). Pure: no broker."""
     found = []
     for task in ledger.recent():
         status = ledger.status(task, stamp)
@@ -159,3 +199,23 @@ def active_tasks(kafka: KafkaSettings, *, now: int | None = None) -> list[Active
             for group in task.affects
         ]
     return found
+
+
+class ReplayMarks:
+    """The lag view's replay marks (``streams.lag.ReplaySource``), from the followed ledger."""
+
+    def __init__(self, kafka: KafkaSettings, *, follower: LedgerFollower | None = None) -> None:
+        self._follower = follower if follower is not None else LedgerFollower(kafka)
+
+    def marks(self, now_ms: int) -> Mapping[str, Sequence[ReplayMark]]:
+        """group -> the tasks affecting it at ``now_ms``; empty without a readable ledger."""
+        found: dict[str, list[ReplayMark]] = {}
+        for active in active_in(self._follower.poll(), now_ms):
+            found.setdefault(active.group, []).append(active.mark())
+        return found
+
+    def reconnect(self) -> None:
+        self._follower.reconnect()
+
+    def close(self) -> None:
+        self._follower.close()

@@ -8,6 +8,7 @@ import math
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +22,7 @@ from streams.lag import (
     Owner,
     PartitionLag,
     PipelineView,
+    ReplayMark,
     StageView,
     Status,
 )
@@ -123,6 +125,9 @@ WORKER = WorkerStats(
 )
 
 
+REDRIVE = ReplayMark("redrive-1", "redrive", "RUNNING", 7, 70, 999_000, 1_000_000)
+
+
 SUPERVISOR = SupervisorReport(
     group="hello.validate",
     desired=2,
@@ -145,7 +150,8 @@ def _snapshot() -> Snapshot:
     return Snapshot(
         taken_at=1000.0,
         cluster_name="c1",
-        groups=(_group("g1", parts, Status.STALL),),
+        # a redrive into g1's input: streams_group_replay_active (it does not explain a STALL)
+        groups=(replace(_group("g1", parts, Status.STALL), replay=(REDRIVE,)),),
         views=(_view(hello, 7),),
         workers=(WORKER,),
         sample_seconds=0.25,
@@ -406,6 +412,8 @@ def test_state_has_groups_pipelines_workers_and_history(
     assert stage["throughput"] == 5.0  # 50 records committed in 10 s
     assert stage["workers"] == 1
     assert stage["breakers"] == [["prices", "half_open"]]
+    assert (stage["replay"], stage["explained_by"]) == ([], None)  # no task affects it
+    assert (state["groups"][1]["replay"], state["groups"][1]["explained_by"]) == ([], None)
     assert state["history"]["hello.validate"]["lag"] == [90, 40]
     assert state["history"]["hello.validate"]["throughput"] == [None, 5.0]
     assert state["workers"][0]["consumed"] == 120

@@ -49,6 +49,14 @@ function badge(status) {
   return html("span", { class: "badge s-" + statusOf(status) }, status || "?");
 }
 
+// The replay tasks affecting a group (a redrive or copy into its input, a recent reset): the
+// status is kept, and the mark says which task explains it (streams.lag.marks).
+function replayText(marks, explainedBy) {
+  if (!marks || !marks.length) return "";
+  if (explainedBy) return "explained by " + explainedBy;
+  return "replay: " + marks.map((m) => `${m.kind} task ${m.task} (${m.status})`).join("; ");
+}
+
 function short(topic) {
   return topic.length > 24 ? "…" + topic.slice(-23) : topic;
 }
@@ -122,6 +130,13 @@ function drawGraph(pipeline) {
     g.append(el("text", { class: "name", x: x + 18, y: y + 24 }, s.name));
     g.append(el("rect", { class: "s-" + status, x: x + BOX_W - 78, y: y + 10, width: 66, height: 19, rx: 9.5 }));
     g.append(el("text", { class: "status-text stage-status", x: x + BOX_W - 45, y: y + 23.5, "text-anchor": "middle" }, status));
+    const replay = replayText(st.replay, st.explained_by);
+    if (replay) {
+      const mark = el("text", { class: "replay-mark", x: x + 18, y: y + 38, "data-field": "replay",
+        "data-explained": st.explained_by ? "1" : "0" }, replay.length > 34 ? replay.slice(0, 33) + "…" : replay);
+      mark.append(el("title", {}, replay));
+      g.append(mark);
+    }
     const retryTitle = Object.entries(st.retry_backlog || {}).map(([t, n]) => `${t}: ${n}`).join("\n");
     const lines = [
       ["lag", `${fmtCount(st.lag)}  (${fmtSeconds(st.lag_seconds)})`],
@@ -146,7 +161,8 @@ function drawGraph(pipeline) {
       ? `\nstate: ${s.state_topics.join(", ")}, ${fmtCount(st.state_keys)} keys`
         + (st.restoring ? `, restoring ${fmtCount(st.restore_restored)} / ${fmtCount(st.restore_to_restore)}` : "")
       : "";
-    const tip = el("title", {}, `${s.group}\nrule: ${st.rule || "–"}${stateLine}`);
+    const tip = el("title", {}, `${s.group}\nrule: ${st.rule || "–"}${stateLine}`
+      + (replay ? `\n${replay}` : ""));
     g.append(tip);
     svg.append(g);
   });
@@ -264,6 +280,12 @@ function renderGroups(state) {
     status.append(badge(g.status));
     const rule = cell(g.rule || "", "rule");
     rule.title = g.rule || "";
+    const replay = replayText(g.replay, g.explained_by);
+    if (replay) {
+      rule.append(html("div", { class: "replay-mark", "data-field": "replay",
+        "data-explained": g.explained_by ? "1" : "0" }, replay));
+      rule.title += "\n" + replay;
+    }
     tr.append(cell(g.group), status, rule, cell(g.state || ""), cell(String(members ?? "")),
       cell(String(g.partition_count ?? (g.partitions || []).length), "num"),
       cell(fmtCount(g.sum_lag), "num"), cell(fmtCount(g.max_lag), "num"),
