@@ -18,7 +18,8 @@
 Environment: ``PRICING_URL`` (default http://127.0.0.1:18090), ``ORDERS_DATABASE_URL`` (the
 sink's default database; ``STREAMS_SINK_DATABASE_URL`` overrides it as for every sink),
 ``ORDERS_TOTALS_WINDOW_S`` and ``ORDERS_TOTALS_GRACE_S`` (the totals' window, default 60 s,
-and grace, default 10 s: a demo of a minute uses shorter ones so that windows close in it).
+and grace, default 10 s: a demo of a minute uses shorter ones so that windows close in it),
+``ORDERS_ENRICH_MAX_ATTEMPTS`` (enrich's attempts before the DLQ, default 8).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ PRICED = "orders.priced"
 TOTALS = "orders.customer_totals"
 TOTALS_WINDOW_S = float(os.environ.get("ORDERS_TOTALS_WINDOW_S", "60"))
 TOTALS_GRACE_S = float(os.environ.get("ORDERS_TOTALS_GRACE_S", "10"))
+ENRICH_MAX_ATTEMPTS = int(os.environ.get("ORDERS_ENRICH_MAX_ATTEMPTS", "8"))
 PLACED_SCHEMA = "orders/order_placed.v1.avsc"
 PRICED_SCHEMA = "orders/order_priced.v1.avsc"
 MAX_QUANTITY = 100
@@ -155,8 +157,9 @@ def validate(record: Record[RawOrder]) -> OrderPlaced:
     inputs=[PLACED],
     input=codecs.avro(OrderPlaced, PLACED_SCHEMA),
     outputs={PRICED: codecs.avro(OrderPriced, PRICED_SCHEMA)},
-    # outlasts a pricing outage of a minute or so: 2 + 10 + 30 * 5 s of waiting at the least
-    retry=RetryPolicy(tiers=(2.0, 10.0, 30.0), max_attempts=8, jitter=0.2),
+    # 8 attempts outlast a pricing outage of a minute or so: 2 + 10 + 30 * 5 s of waiting at
+    # the least (the demo gives 3, so that its outage dead-letters some orders to redrive)
+    retry=RetryPolicy(tiers=(2.0, 10.0, 30.0), max_attempts=ENRICH_MAX_ATTEMPTS, jitter=0.2),
 )
 def enrich(record: Record[OrderPlaced]) -> OrderPriced:
     order = record.value

@@ -85,8 +85,14 @@ def verify_totals(
     database: Path | str | None = None,
     database_url: str | None = None,
     schema_registry_url: str | None = None,
+    window_s: float = TOTALS_WINDOW_S,
+    grace_s: float = TOTALS_GRACE_S,
 ) -> TotalsReport:
-    """Compare ``orders.customer_totals`` with totals recomputed from the stored orders."""
+    """Compare ``orders.customer_totals`` with totals recomputed from the stored orders.
+
+    ``window_s`` and ``grace_s``: the totals stage's, when its workers ran with other
+    ``ORDERS_TOTALS_*`` settings than this process.
+    """
     late = _late_orders(kafka_config, schema_registry_url)
     serde: Serde[Any] = codecs.json(_totals_model()).build(None)
     emitted = []
@@ -94,7 +100,9 @@ def verify_totals(
         value = serde.deserialize(message.value(), topic=TOTALS)
         start = round(value.window_start.timestamp() * 1000)
         emitted.append((value.customer_id, start, [value.orders, value.total_cents]))
-    return compare_totals(_stored(database, database_url), late, emitted)
+    return compare_totals(
+        _stored(database, database_url), late, emitted, window_s=window_s, grace_s=grace_s
+    )
 
 
 def compare_totals(

@@ -137,8 +137,9 @@ def summarize_dlq(
     """Counts of what the DLQ holds (read to its last stable offset, now)."""
     spec, topic = _dlq_of(pipeline, stage, dlq)
     summary = DlqSummary(stage=spec.group_id, topic=topic, filters=filters)
-    history = RedriveHistory(read_ledger(kafka).tasks.values(), source=topic)
+    tasks = read_ledger(kafka).tasks.values()
     with Reader(kafka) as reader:
+        history = RedriveHistory(tasks, source=topic, topic_id=reader.topic_id(topic))
         ranges = restrict(
             reader.watermarks(topic, _require(reader, topic, pipeline)), offsets or {}
         )
@@ -222,10 +223,11 @@ def show_dlq(
     registry = registry_for([spec.key_codec, spec.input_codec], kafka.schema_registry_url)
     key_serde: Serde[Any] = spec.key_codec.build(registry)
     value_serde: Serde[Any] = spec.input_codec.build(registry)
-    history = RedriveHistory(read_ledger(kafka).tasks.values(), source=topic)
+    tasks = read_ledger(kafka).tasks.values()
     shown: list[ShownRecord] = []
     try:
         with Reader(kafka) as reader:
+            history = RedriveHistory(tasks, source=topic, topic_id=reader.topic_id(topic))
             ranges = restrict(
                 reader.watermarks(topic, _require(reader, topic, pipeline)), offsets or {}
             )

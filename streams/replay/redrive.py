@@ -164,6 +164,7 @@ def plan_redrive(
                 else "check the name given to --dlq",
             )
         ranges = restrict(reader.watermarks(source, count), request.offsets)
+        task = task.model_copy(update={"source_topic_id": reader.topic_id(source)})
         ledger = read_ledger(kafka)
         limits = DestinationLimits(
             kafka, [task.destination_topic] if task.destination_topic else []
@@ -199,7 +200,9 @@ def _scan(
 ) -> tuple[Plan, dict[int, list[tuple[int, int]]]]:
     """Judge every record of ``task.ranges``; the plan, and (ts, offset) of the first moves."""
     decider = RedriveDecider(
-        RedriveRules.of(task), RedriveHistory(ledger.tasks.values(), source=task.source), limits
+        RedriveRules.of(task),
+        RedriveHistory(ledger.tasks.values(), source=task.source, topic_id=task.source_topic_id),
+        limits,
     )
     parts = {p: PartitionPlan(p, start, end) for p, (start, end) in sorted(task.ranges.items())}
     plan = Plan(task=task, partitions=list(parts.values()))
@@ -377,7 +380,9 @@ def execute(
         stamp = now_ms()
         task = task.model_copy(update={"started_ms": stamp, "updated_ms": stamp})
     limits = DestinationLimits(kafka, [task.destination_topic] if task.destination_topic else [])
-    history = RedriveHistory(ledger.tasks.values(), source=task.source, before=task)
+    history = RedriveHistory(
+        ledger.tasks.values(), source=task.source, before=task, topic_id=task.source_topic_id
+    )
     decider = RedriveDecider(RedriveRules.of(task), history, limits)
     return run_task(
         task,

@@ -149,12 +149,23 @@ class RedriveHistory:
     exact without the ledger holding one entry per record.
     """
 
-    def __init__(self, tasks: Iterable[Task], *, source: str, before: Task | None = None) -> None:
+    def __init__(
+        self,
+        tasks: Iterable[Task],
+        *,
+        source: str,
+        before: Task | None = None,
+        topic_id: str | None = None,
+    ) -> None:
+        """``topic_id``: the source's id now; a task that read a topic of the same name with
+        another id (deleted and created again since) covered none of its records. A task
+        without an id (or none given here) is taken to have read this topic."""
         chosen = [
             t
             for t in tasks
             if t.kind == "redrive"
             and t.source == source
+            and (topic_id is None or t.source_topic_id in {None, topic_id})
             and (before is None or (t.id != before.id and t.started_ms <= before.started_ms))
         ]
         chosen.sort(key=lambda t: (t.started_ms, t.id))

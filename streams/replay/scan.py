@@ -12,7 +12,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, Self
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicCollection,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from streams.config import KafkaSettings
 from streams.exceptions import KafkaClientError, RefusedError
@@ -86,6 +94,17 @@ class Reader:
         if found is None or found.error is not None:
             return None
         return len(found.partitions)
+
+    def topic_id(self, topic: str) -> str | None:
+        """The topic's id (a new one each time a topic of that name is created); None if the
+        broker does not say (the topic is gone, or describing it is not allowed)."""
+        admin = AdminClient(self.kafka.client_config())
+        try:
+            futures = admin.describe_topics(TopicCollection([topic]), request_timeout=_TIMEOUT_S)
+            found = futures[topic].result(timeout=_TIMEOUT_S)
+        except KafkaException:
+            return None
+        return str(found.topic_id) if found.topic_id is not None else None
 
     def require(self, topic: str, *, what: str, hint: str) -> int:
         """The partition count of a topic that must exist; a missing one is refused."""

@@ -60,6 +60,9 @@ class Task(BaseModel):
     pipeline: str
     stage: str  # the consumer group P.S the command named
     source: str  # the topic read: the DLQ, the copy's source; "" for a reset
+    # the source's topic id when the task began: a topic deleted and created again under the
+    # same name is another topic, whose offsets no earlier task covered (None: not known)
+    source_topic_id: str | None = None
     destination: str  # first-retry | input | a topic; "" for a reset
     destination_topic: str | None = None  # the topic of first-retry, or the one named
     keep_partition: bool = False  # write to the record's original partition number

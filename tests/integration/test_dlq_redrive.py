@@ -15,6 +15,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from streams import headers as h
 from streams.config import KafkaSettings, StageSettings
@@ -145,6 +148,40 @@ def test_a_redrive_sigkilled_5_times_and_resumed_moves_each_record_exactly_once(
 def _redrive(setup: Setup, request: RedriveRequest) -> tuple[Plan, Task | None]:
     plan = plan_redrive(setup.pipeline, "work", request, kafka=kafka(setup))
     return plan, None if plan.refused else execute(plan, kafka=kafka(setup))
+
+
+def test_a_dlq_deleted_and_created_again_is_not_refused_for_the_old_topics_redrives(
+    replay_setup: Setup,
+) -> None:
+    """The ledger's repeat rule is per topic, not per name: the offsets of a DLQ created again
+    under the same name were covered by no earlier redrive (the control: before the topic is
+    created again, the same redrive is refused)."""
+    setup = replay_setup
+    dead_letters(setup.config, setup.name, 12)
+    _plan, first = _redrive(setup, RedriveRequest(to="input"))
+    assert first is not None
+    assert first.status is Status.COMPLETED
+    assert first.source_topic_id
+    repeat, _ = _redrive(setup, RedriveRequest(to="input"))
+    assert repeat.refused, "the control: a repeat on the same topic is refused"
+
+    admin = AdminClient(setup.config)
+    admin.delete_topics([setup.dlq])[setup.dlq].result(timeout=30)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            new = NewTopic(setup.dlq, num_partitions=PARTITIONS, replication_factor=1)
+            admin.create_topics([new])[setup.dlq].result(timeout=30)
+            break
+        except KafkaException:  # still being deleted
+            assert time.monotonic() < deadline, "the DLQ was not created again"
+            time.sleep(0.5)
+    dead_letters(setup.config, setup.name, 12)
+    plan, second = _redrive(setup, RedriveRequest(to="input"))
+    assert not plan.refused, plan.refusals
+    assert second is not None
+    assert second.moved == 12
+    assert second.source_topic_id not in {None, first.source_topic_id}
 
 
 def test_the_ledger_refuses_a_repeat_and_again_counts_up(replay_setup: Setup) -> None:

@@ -142,3 +142,25 @@ def test_history_of_a_task_leaves_out_itself_and_later_tasks() -> None:
     history = RedriveHistory([first, me, later], source=DLQ, before=me)
     assert history.movers(letter()) == ["redrive-1"]
     assert not RedriveHistory([later], source="other.dlq")
+
+
+def test_history_leaves_out_tasks_that_read_an_earlier_topic_of_the_same_name() -> None:
+    def done(task_id: str, topic_id: str | None) -> Task:
+        return task(
+            task_id,
+            started=1,
+            ranges={1: (0, 10)},
+            status=Status.COMPLETED,
+            source_topic_id=topic_id,
+        )
+
+    assert RedriveHistory([done("r-1", "old")], source=DLQ, topic_id="new").movers(letter()) == []
+    assert RedriveHistory([done("r-2", "new")], source=DLQ, topic_id="new").movers(letter()) == [
+        "r-2"
+    ]
+    # a task written before topic ids were recorded is taken to have read this topic
+    assert RedriveHistory([done("r-3", None)], source=DLQ, topic_id="new").movers(letter()) == [
+        "r-3"
+    ]
+    # the control: without the current topic id every task of the name counts
+    assert RedriveHistory([done("r-1", "old")], source=DLQ).movers(letter()) == ["r-1"]
