@@ -47,6 +47,8 @@ class Record(Generic[V]):
         ``streams.original.*`` headers, and those are used. Pass it to outside systems that
         deduplicate (an ``Idempotency-Key`` HTTP header, a unique column).
         """
+        if not self.headers:  # read from its input topic with no headers: the common case
+            return f"{self.topic}/{self.partition}@{self.offset}"
         original = _headers.original_coordinates(self.headers)
         if original is None:
             return self.coordinates
