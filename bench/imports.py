@@ -32,14 +32,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_MODULE = "streams.runtime.worker"
 
-# The order in which a worker process loads them (each one's own dependencies first).
+# The order in which a worker process loads them (each one's own dependencies first). The
+# first import of any streams module runs the facade (streams/__init__.py): config, pipeline,
+# codecs, the testing harness, the database layer.
 WORKER_STEPS: tuple[str, ...] = (
     "asyncio",
     "confluent_kafka",
     "pydantic",
     "pydantic_settings",
-    "prometheus_client",
-    "streams.config",
     "streams",
     "streams.stage",
     WORKER_MODULE,
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         alone.append({"module": module, **found, "added_mib": added})
         print(f"{module:32} {found['rss_mib']:8.1f} {added:6.1f}")
 
-    worker = steps[-1]
+    worker = next(entry for entry in alone if entry["module"] == WORKER_MODULE)
     third_party = sorted(set(worker["top_level"]) - stdlib)
     print(f"\nthird-party packages a worker loads: {', '.join(third_party)}")
     summary = {
