@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one mea
     from streams.topics import ensure_topics  # noqa: PLC0415
 
     started = datetime.now(UTC)
+    worktree = _worktree()  # the code the worker runs is what is on disk when it starts
     name = f"rsscurve{uuid.uuid4().hex[:8]}"
     os.environ["RSS_CURVE_PIPELINE"] = name
     built = Pipeline(name, partitions=_PARTITIONS)
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one mea
             "python": platform.python_version(),
             "load_avg_at_start": Path("/proc/loadavg").read_text().split()[:3],
         },
-        "worktree": _worktree(),
+        "worktree": worktree,
     }
     args.results_dir.mkdir(exist_ok=True)
     path = args.results_dir / f"rss_curve-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
