@@ -61,6 +61,10 @@ class RunSettings:
     linger_ms: int
     retry_backoff_ms: int | None
     fetch_queue_backoff_ms: int | None
+    # --consumer-setting / --producer-setting: raw librdkafka settings for every librdkafka
+    # contender (b1, b2, ours, quix), on top of its own
+    consumer_settings: dict[str, str]
+    producer_settings: dict[str, str]
     timeout_s: float
     work_dir: Path
     interpreters: dict[str, str]
@@ -217,6 +221,8 @@ def build_spec(
         linger_ms=settings.linger_ms,
         retry_backoff_ms=settings.retry_backoff_ms,
         fetch_queue_backoff_ms=settings.fetch_queue_backoff_ms,
+        consumer_settings=dict(settings.consumer_settings),
+        producer_settings=dict(settings.producer_settings),
         schema_registry_url=settings.schema_registry_url,
         schema_id=workload.schema_id,
         marker_path=str(settings.work_dir / f"{tag}.first"),

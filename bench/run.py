@@ -81,6 +81,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="fetch.queue.backoff.ms of the librdkafka consumers (default: librdkafka's, 1000 ms)",
     )
     p.add_argument(
+        "--consumer-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a librdkafka setting for the consumers of b1, b2, ours and quix (repeatable)",
+    )
+    p.add_argument(
+        "--producer-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a librdkafka setting for the producers of b1, b2, ours and quix (repeatable)",
+    )
+    p.add_argument(
         "--records-for",
         action="append",
         default=[],
@@ -180,6 +194,16 @@ def progress(result: RunResult) -> str:
     )
 
 
+def _key_values(items: list[str], option: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{option} takes KEY=VALUE, not {item!r}")
+        found[key] = value
+    return found
+
+
 def build_settings(args: argparse.Namespace, run_id: str) -> RunSettings:
     overrides = {k: int(v) for k, v in (item.split("=", 1) for item in args.records_for)}
     return RunSettings(
@@ -193,6 +217,8 @@ def build_settings(args: argparse.Namespace, run_id: str) -> RunSettings:
         linger_ms=args.linger_ms,
         retry_backoff_ms=args.retry_backoff_ms,
         fetch_queue_backoff_ms=args.fetch_queue_backoff_ms,
+        consumer_settings=_key_values(args.consumer_setting, "--consumer-setting"),
+        producer_settings=_key_values(args.producer_setting, "--producer-setting"),
         timeout_s=args.timeout,
         work_dir=Path(tempfile.mkdtemp(prefix=f"streams-bench-{run_id}-")),
         interpreters={"main": sys.executable, "peers": args.peers_python},
@@ -337,6 +363,8 @@ def main(argv: list[str]) -> int:
         "settings": {
             k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()
         },
+        # ours reads STREAMS_* settings (streams.config) from the environment it inherits
+        "streams_environment": {k: v for k, v in os.environ.items() if k.startswith("STREAMS_")},
         "contenders": {c.name: dataclasses.asdict(c) for c in contenders},
         "unavailable": unavailable,
         "summary": summary,

@@ -60,6 +60,10 @@ class RunSpec:
     # The contender (and bench.child) may write a JSON object of facts here: versions, counters.
     report_path: str
     work_dir: str
+    # raw librdkafka settings for the consumers and producers (--consumer-setting, ...);
+    # the contenders that use librdkafka apply them on top of their own settings
+    consumer_settings: dict[str, str] = dataclasses.field(default_factory=dict)
+    producer_settings: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

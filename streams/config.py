@@ -409,6 +409,33 @@ class StageSettings(BaseSettings):
     # then wait for session_timeout_ms before they move. For StatefulSet-like deployments.
     static_membership: bool = False
     max_poll_interval_ms: int = 300000
+    # librdkafka's queues: after the imports (about 40 MiB), the largest part of a worker's
+    # memory. Measured on the benchmark's raw load (300,000 100-byte records on 4 partitions,
+    # `python -m bench.run --records 300000 --rounds 3 --contenders b2,ours --workload raw
+    # --fetch-queue-backoff-ms 10 --retry-backoff-ms 10`; bench/README.md, "Memory").
+    # queued.min.messages, records per partition the fetcher keeps queued. librdkafka's 100,000
+    # (x 4 partitions, a few hundred bytes of bookkeeping each on top of the record) was what
+    # made the peak: 116 MiB at 100,000, 73 at 10,000, 71 at 2,000, with no throughput lost.
+    # 10,000 rather than less: past it a partition waits fetch.queue.backoff.ms (100 ms) before
+    # its next fetch, so 10,000 lets one partition feed 100k records/s, about a stage's best.
+    consumer_queue_min_messages: int = 10000
+    # queued.max.messages.kbytes, the prefetched bytes of all the input partitions together:
+    # the bound for large records, where 10,000 per partition would be gigabytes. 16 MiB, not
+    # librdkafka's 64: alone it lowered nothing at 100-byte records (bench/results/
+    # 20261127T132447Z-queued-max-16MiB.json), but it caps 1 KiB+ records at 16 MiB.
+    consumer_queue_max_kbytes: int = 16384
+    # fetch.max.bytes, one fetch response from one broker (librdkafka's 50 MiB), and
+    # max.partition.fetch.bytes, one partition's share (1 MiB). A fetched buffer lives until
+    # its last record is freed; 4 MiB / 256 KiB took the peak from 73 to 61 MiB with the two
+    # settings above, at the same throughput. Neither is a hard limit: a record batch larger
+    # than either is still fetched whole, so they never stop a stage on a large record.
+    fetch_max_bytes: int = 4194304
+    partition_fetch_max_bytes: int = 262144
+    # queue.buffering.max.kbytes, records produced but not yet delivered: librdkafka's 1 GiB.
+    # A stage's producer holds at most one transaction's records (commit flushes them): 16 MiB
+    # changed nothing measurable (112 against 116 MiB, one round), and a lower bound would
+    # only add BufferError waits for batches of large records. Kept, and stated here.
+    producer_queue_max_kbytes: int = 1048576
     # SIGTERM: finish the batch in flight and commit within this long, else abort and exit.
     shutdown_deadline_s: float = 30.0
     # how often a worker logs and publishes its counters (the dashboard refreshes from them)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from streams.exceptions import ConfigError
 
 if TYPE_CHECKING:
+    import sqlite3
+
     import psycopg
 
     from streams.record import Record
@@ -113,6 +114,8 @@ class Database:
 
 
 def _connect_sqlite(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    import sqlite3  # noqa: PLC0415 - about 1 MiB; a stage worker imports this module, not SQLite
+
     # isolation_level=None: the module must not open transactions behind our back
     connection = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
     try:

@@ -43,11 +43,17 @@ def consumer_config(spec: RunSpec) -> dict[str, object]:
         "group.id": spec.group_id,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
+        **spec.consumer_settings,
     }
 
 
 def producer_config(spec: RunSpec) -> dict[str, object]:
-    return {**common_config(spec), "linger.ms": spec.linger_ms, "acks": "all"}
+    return {
+        **common_config(spec),
+        "linger.ms": spec.linger_ms,
+        "acks": "all",
+        **spec.producer_settings,
+    }
 
 
 def next_offsets(messages: list[Message]) -> list[TopicPartition]:

@@ -36,6 +36,7 @@ class TransactionalCopy:
                 **common_config(spec),
                 "linger.ms": spec.linger_ms,
                 "transactional.id": spec.transactional_id,
+                **spec.producer_settings,
             }
         )
         self.commit_latencies: list[float] = []

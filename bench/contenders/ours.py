@@ -33,6 +33,17 @@ def _create_routing_topics(spec: RunSpec, topics: list[str]) -> None:
         future.result(timeout=30)
 
 
+# The harness's --consumer-setting / --producer-setting keys that the stage models as settings;
+# any other key goes to the escape hatch (KafkaSettings.kafka_extra, every client).
+_STAGE_FIELDS = {
+    "queued.max.messages.kbytes": "consumer_queue_max_kbytes",
+    "queued.min.messages": "consumer_queue_min_messages",
+    "fetch.max.bytes": "fetch_max_bytes",
+    "max.partition.fetch.bytes": "partition_fetch_max_bytes",
+    "queue.buffering.max.kbytes": "producer_queue_max_kbytes",
+}
+
+
 def run(spec: RunSpec) -> None:
     transform = value_function(spec.workload, spec.schema_registry_url, spec.schema_id)
     marker = FirstRecordMarker(spec.marker_path)
@@ -47,13 +58,20 @@ def run(spec: RunSpec) -> None:
         "copy", copy, inputs=[spec.input_topic], outputs={spec.output_topic: raw()}
     )
     _create_routing_topics(spec, [*stage.retry_topics, stage.dlq_topic])
+    extra: dict[str, Any] = {}
+    modelled: dict[str, Any] = {}
+    for key, value in {**spec.consumer_settings, **spec.producer_settings}.items():
+        if key in _STAGE_FIELDS:
+            modelled[_STAGE_FIELDS[key]] = int(value)
+        else:
+            extra[key] = value
     settings = StageSettings(
         batch_max_records=spec.txn_max_records or 1_000_000,
         batch_max_ms=round(spec.txn_interval_s * 1000),
         consume_max_records=spec.consume_batch,
         stats_interval_s=3600,
+        **modelled,
     )
-    extra: dict[str, Any] = {}
     if spec.retry_backoff_ms is not None:
         extra["retry.backoff.ms"] = spec.retry_backoff_ms
     if spec.fetch_queue_backoff_ms is not None:

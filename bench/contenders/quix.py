@@ -43,6 +43,7 @@ def run(spec: RunSpec) -> None:
     consumer_extra = dict(client_extra)
     if spec.fetch_queue_backoff_ms is not None:
         consumer_extra["fetch.queue.backoff.ms"] = spec.fetch_queue_backoff_ms
+    consumer_extra.update(spec.consumer_settings)
     app = Application(
         broker_address=spec.bootstrap_servers,
         consumer_group=spec.group_id,
@@ -54,6 +55,7 @@ def run(spec: RunSpec) -> None:
             **client_extra,
             "linger.ms": spec.linger_ms,
             "transactional.id": spec.transactional_id,
+            **spec.producer_settings,
         },
         consumer_extra_config=consumer_extra,
         state_dir=Path(spec.work_dir) / f"quix-state-{spec.group_id}",

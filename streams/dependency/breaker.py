@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from streams.dependency import metrics
 from streams.exceptions import DependencyUnavailable
 
 __all__ = ["BreakerState", "CircuitBreaker", "Ticket"]
@@ -74,6 +73,10 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         self._probes_in_flight = 0
         self._in_flight = 0
+        # prometheus_client is about 2 MiB; a worker loads it when a stage declares a dependency,
+        # not with the package (the streams facade imports this module)
+        from streams.dependency import metrics  # noqa: PLC0415
+
         self._counts = dict.fromkeys(metrics.OUTCOMES, 0)
         self._m_calls = {o: metrics.CALLS.labels(name, o) for o in metrics.OUTCOMES}
         self._m_state = metrics.BREAKER_STATE.labels(name)

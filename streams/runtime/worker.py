@@ -20,9 +20,8 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from streams.agents import FaustRunner
-from streams.aggregate import AggregateRunner
 from streams.config import KafkaSettings, LogSettings, StageSettings
 from streams.exceptions import (
     FencedError,
@@ -35,8 +34,19 @@ from streams.pipeline import load_pipeline
 from streams.runtime.health import HealthServer
 from streams.runtime.logs import configure_logging
 from streams.runtime.publish import StatsPublisher
-from streams.sinks import SinkRunner
 from streams.stage import StageRunner
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from streams.agents import FaustRunner
+    from streams.aggregate import AggregateRunner
+    from streams.sinks import SinkRunner
+
+    # What a worker runs, by the kind of its component (spec.kind). A worker imports only its
+    # own kind's runner: aggregates (SQLite, RocksDB), sinks (the database layer) and faust
+    # agents are not loaded by a plain stage (bench/imports.py measures what imports cost).
+    Runner: TypeAlias = StageRunner | SinkRunner | AggregateRunner | FaustRunner
 
 __all__ = [
     "EXIT_CRASHED",
@@ -54,9 +64,6 @@ EXIT_FENCED = 4
 EXIT_START_FAILED = 5
 
 log = logging.getLogger("streams.worker")
-
-# what a worker runs, by the kind of its component (spec.kind)
-Runner = StageRunner | SinkRunner | AggregateRunner | FaustRunner
 
 # How long a worker waits for an unreachable schema registry before it asks again: doubling
 # from 1 s to 10 s (a registry that comes back is used within 10 s).
@@ -205,6 +212,8 @@ def _build_runner(
                     take_over=take_over,
                 )
             if spec.kind == "aggregate":
+                from streams.aggregate import AggregateRunner  # noqa: PLC0415 - by kind, above
+
                 return AggregateRunner(
                     spec,
                     slot=slot,
@@ -214,7 +223,11 @@ def _build_runner(
                     take_over=take_over,
                 )
             if spec.kind == "faust":
+                from streams.agents import FaustRunner  # noqa: PLC0415 - by kind, above
+
                 return FaustRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
+            from streams.sinks import SinkRunner  # noqa: PLC0415 - by kind, above
+
             return SinkRunner(spec, slot=slot, kafka=kafka, on_stats=publisher.publish)
         except RegistryUnavailableError as error:
             log.warning(
