@@ -2,18 +2,21 @@
 
 ``python -m bench.worker_footprint --records 200000 --rate 500 --paced-s 30`` ran the orders
 pipeline's ``validate`` stage as one pod runs it (`streams run`: a supervisor and one worker
-process) and wrote ``bench/results/worker_footprint-20261202T015836Z.json``:
+process) and wrote ``bench/results/worker_footprint-20261202T062005Z.json`` (the worker with
+its bounded fetch queues, ``streams.config.StageSettings``):
 
 ========  ==========================  =================  ==================
 phase     load                        RSS, both (MiB)    CPU, worker (cores)
 ========  ==========================  =================  ==================
-idle      joined, no input            122.6              0.002
-paced     500 records/s               123.0              0.030
-drain     200,000 records, 4,246/s    180.8              0.177
+idle      joined, no input            125.1              0.002
+paced     500 records/s               126.0              0.024
+drain     200,000 records, 32,322/s   135.2              0.620
 ========  ==========================  =================  ==================
 
-(supervisor 51.0 MiB and at most 0.001 cores throughout; 2 CPUs, load average 11.8 from other
-work at the end, so the drain rate is the shared machine's, not the worker's ceiling.)
+(worker 80.2 MiB at its peak, supervisor 55.1 MiB and at most 0.001 cores throughout; 2 CPUs,
+load average 7.1 from other work at the end. The run before the queue bounds,
+``worker_footprint-20261202T015836Z.json``, drained at 4,246/s on a busier machine: 180.8 MiB,
+0.177 cores.)
 
 The requests: memory the drain's peak rounded up to 32 MiB, CPU the drain's cores rounded up
 to 50 millicores. The memory limit is twice the request (a handler's own data structures come
@@ -45,4 +48,4 @@ class Resources:
         }
 
 
-WORKER_RESOURCES = Resources(cpu_millicores=200, memory_mib=192, memory_limit_mib=384)
+WORKER_RESOURCES = Resources(cpu_millicores=650, memory_mib=160, memory_limit_mib=320)
