@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from confluent_kafka import Producer
@@ -46,7 +47,10 @@ def _value(n: int, size: int, rng: random.Random) -> bytes:
     return n.to_bytes(8, "big") + rng.randbytes(max(0, size - 8))
 
 
-def _produce_all(config: dict[str, Any], rows: list[tuple[str, bytes, bytes, int, Any]]) -> None:
+Row = tuple[str, bytes, bytes, int, Any]  # topic, key, value, partition (-1: by key), headers
+
+
+def _produce_all(config: dict[str, Any], rows: Iterable[Row]) -> None:
     producer = Producer({**config, "enable.idempotence": True, "linger.ms": 5})
     for topic, key, value, partition, headers in rows:
         while True:
@@ -85,13 +89,18 @@ def dead_letters(config: dict[str, Any], name: str, count: int, size: int) -> No
 
 
 def inputs(config: dict[str, Any], name: str, count: int, size: int) -> None:
-    """``count`` new records of ``size`` bytes in ``<name>.in``, partitioned by key."""
+    """``count`` new records of ``size`` bytes in ``<name>.in``, partitioned by key.
+
+    Generated as they are produced: the live windows need millions of them.
+    """
     rng = random.Random(count * 7 + size)
-    rows = []
-    for n in range(count):
-        key = f"k{n % KEYS}".encode()
-        rows.append((f"{name}.in", key, _value(n, size, rng), -1, None))
-    _produce_all(config, rows)
+    topic = f"{name}.in"
+
+    def rows() -> Iterator[Row]:
+        for n in range(count):
+            yield topic, f"k{n % KEYS}".encode(), _value(n, size, rng), -1, None
+
+    _produce_all(config, rows())
 
 
 pipeline = build(os.environ.get("BENCH_REPLAY_NAME", "bench-replay"))

@@ -19,10 +19,9 @@ redrive and copy, the plan's read of the DLQ included). From the child's own ``g
 Then the rate limiter: a redrive of 3,000 records at ``--rate 1000``; the achieved rate is read
 from the written records' timestamps (the time of each write), and its error is achieved/asked - 1.
 
-Then a live stage: ``--live-records`` records in a stage's input drained by one worker, without
-and with a redrive of ``--live-redrive-records`` into its first retry tier started with it
-(``--live-redrive-rate``); the stage's throughput is its committed input offsets over time
-(first commit -> all committed), and the ratio is with / without.
+Then a live stage (``bench.replay_live``): one worker drains a backlog of its input, in windows
+of at least ``--live-window-s`` that alternate without and with a redrive into its first retry
+tier at ``--live-redrive-rate``, ``--live-pairs`` pairs; the ratio is with / without per pair.
 
 Everything goes to ``bench/results/replay-<UTC timestamp>.json``, and a Markdown table is printed.
 Topics are named ``bench-rp-<run id>-...`` and deleted at the end.
@@ -36,7 +35,6 @@ import json
 import os
 import platform
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,7 +53,8 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from bench.measure import sample_process
-from bench.replay_pipeline import PARTITIONS, build, dead_letters, inputs
+from bench.replay_live import LiveBench
+from bench.replay_pipeline import PARTITIONS, build, dead_letters
 from streams.config import KafkaSettings, StageSettings
 from streams.replay import (
     CopyRequest,
@@ -198,19 +197,6 @@ def _stable_sum(config: dict[str, Any], topic: str) -> Callable[[], int]:
     return read
 
 
-def _committed_sum(config: dict[str, Any], group: str, topic: str) -> Callable[[], int]:
-    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
-    parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-
-    def read() -> int:
-        try:
-            return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
-        except Exception:  # noqa: BLE001 - an unstable answer while a transaction is open
-            return 0
-
-    return read
-
-
 def _spawn(
     kind: str, name: str, bootstrap: str, rate: float | None, log: Path
 ) -> subprocess.Popen[str]:
@@ -321,53 +307,6 @@ class _Run:
             "error": achieved / asked - 1,
         }
 
-    def live(self, records: int, redrive: int, rate: float, size: int) -> dict[str, Any]:
-        without = self._live_once("live0", records, 0, rate, size)
-        with_redrive = self._live_once("live1", records, redrive, rate, size)
-        return {
-            "records": records,
-            "size": size,
-            "redrive_records": redrive,
-            "redrive_rate": rate,
-            "without": without,
-            "with_redrive": with_redrive,
-            "ratio": with_redrive["throughput_rps"] / without["throughput_rps"],
-        }
-
-    def _live_once(
-        self, label: str, records: int, redrive: int, rate: float, size: int
-    ) -> dict[str, Any]:
-        name = self.pipeline(label)
-        inputs(self.config, name, records, size)
-        if redrive:
-            dead_letters(self.config, name, redrive, size)
-        watch = _Watch(_committed_sum(self.config, f"{name}.work", f"{name}.in"), records)
-        env = {**os.environ, "BENCH_REPLAY_NAME": name, "STREAMS_BOOTSTRAP_SERVERS": self.bootstrap}
-        command = [sys.executable, "-m", "streams.runtime.worker", "bench.replay_pipeline:pipeline"]
-        with self.log.open("ab") as err:
-            worker = subprocess.Popen(
-                [*command, "--stage", "work", "--slot", "0"],
-                cwd=ROOT,
-                env=env,
-                stdout=err,
-                stderr=err,
-            )
-        mover = _spawn("redrive-retry", name, self.bootstrap, rate, self.log) if redrive else None
-        watch.run()  # returns once every input is committed (or never: the timeout below)
-        redrive_running = mover is not None and mover.poll() is None
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
-        if mover is not None:
-            mover.communicate(timeout=600)
-        if watch.first_at is None or watch.last_at is None:
-            raise RuntimeError(f"the live stage did not finish; see {self.log}")
-        window = watch.last_at - watch.first_at
-        return {
-            "throughput_rps": (records - watch.first_value) / window,
-            "window_s": window,
-            "redrive_still_running_at_end": redrive_running,
-        }
-
 
 def _read_all(config: dict[str, Any], topic: str) -> list[Any]:
     consumer = Consumer(
@@ -410,20 +349,35 @@ def _table(result: dict[str, Any]) -> str:
                 f"| {max(r['peak_rss_mib'] for r in runs):.0f} "
                 f"| {median(r['first_record_s'] for r in runs):.2f} |"
             )
+    lines.append("")
+    for size in result["sizes"]:
+        rounds = [r for r in result["throughput"] if r["size"] == size]
+        lines.append(
+            f"per-round ratios, {size} B: redrive "
+            + " ".join(f"{r['ratio_redrive']:.2f}" for r in rounds)
+            + ", copy "
+            + " ".join(f"{r['ratio_copy']:.2f}" for r in rounds)
+        )
     rate = result["rate"]
-    live = result["live"]
     lines += [
         "",
         (
             f"rate limiter: asked {rate['asked']:.0f}/s, achieved {rate['achieved_rps']:.0f}/s "
             f"(error {rate['error']:+.1%})"
         ),
-        (
-            f"live stage: {live['without']['throughput_rps']:,.0f} rec/s without, "
-            f"{live['with_redrive']['throughput_rps']:,.0f} rec/s with a redrive at "
-            f"{live['redrive_rate']:.0f}/s (ratio {live['ratio']:.2f})"
-        ),
     ]
+    live = result.get("live")
+    if live is not None:
+        pairs = ", ".join(
+            f"{r['with_redrive']['throughput_rps']:,.0f} / "
+            f"{r['without']['throughput_rps']:,.0f} = {r['ratio']:.2f}"
+            for r in live["pairs"]
+        )
+        lines.append(
+            f"live stage ({len(live['pairs'])} pairs of windows of >= "
+            f"{live['window_s_asked']:.0f} s), with / without a redrive at "
+            f"{live['redrive_rate']:.0f}/s into it: {pairs} (median {live['ratio']:.2f})"
+        )
     return "\n".join(lines)
 
 
@@ -440,8 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=1000.0, help="the limiter's test rate")
     parser.add_argument("--rate-records", type=int, default=3000)
-    parser.add_argument("--live-records", type=int, default=100_000)
-    parser.add_argument("--live-redrive-records", type=int, default=20_000)
+    parser.add_argument("--live-window-s", type=float, default=20.0, help="the least per window")
+    parser.add_argument("--live-pairs", type=int, default=2, help="without/with pairs")
     parser.add_argument("--live-redrive-rate", type=float, default=2000.0)
     options = parser.parse_args(args)
     sizes = [int(s) for s in options.sizes.split(",")]
@@ -462,9 +416,20 @@ def main(argv: list[str] | None = None) -> int:
             ],
         }
         result["rate"] = run.rate(options.rate, options.rate_records)
-        result["live"] = run.live(
-            options.live_records, options.live_redrive_records, options.live_redrive_rate, 100
-        )
+        if options.live_pairs:
+            live = LiveBench(
+                bootstrap=run.bootstrap,
+                config=run.config,
+                pipeline=run.pipeline,
+                spawn=lambda kind, name, rate: _spawn(kind, name, run.bootstrap, rate, run.log),
+                log=run.log,
+            )
+            result["live"] = live.run(
+                window_s=options.live_window_s,
+                pairs=options.live_pairs,
+                rate=options.live_redrive_rate,
+                size=100,
+            )
     finally:
         run.cleanup()
     RESULTS.mkdir(exist_ok=True)

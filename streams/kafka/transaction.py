@@ -179,12 +179,13 @@ class Transaction:
         self.records = 0
         self.delivery_error: str | None = None
         # Delivery reports are attributed per transaction: one callback for every record, none
-        # built per produce. A refusal the broker makes (``_REJECTED``) needs the input record
+        # built per produce (none at all without ``on_rejected``: a failed delivery fails the
+        # commit anyway). A refusal the broker makes (``_REJECTED``) needs the input record
         # it belongs to, so once one arrives unattributed, produces carry their origin (a
         # callback each) until a transaction commits: the aborted batch, read again, is
         # refused again, this time with its origin, and that record is routed aside.
         self.attributing = False
-        self._on_delivery_any = functools.partial(self._on_delivery, None)
+        self._on_delivery_any = on_rejected and functools.partial(self._on_delivery, None)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -31,16 +31,23 @@ change: a sink that deduplicates on it stays single.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, NamedTuple
 
 from streams import headers as h
 from streams.headers import HeaderList
 from streams.kafka.messages import MessageLike, message_headers
 
-__all__ = ["Letter", "copied_headers", "escaped", "read_letter", "redriven_headers"]
+__all__ = [
+    "HeaderRewriter",
+    "Letter",
+    "copied_headers",
+    "escaped",
+    "read_letter",
+    "redriven_headers",
+]
 
 Format = Literal["streams", "spring", "connect", "none"]
 
@@ -48,11 +55,17 @@ _SPRING = "kafka_dlt-"
 _SPRING_RETRY = "retry_topic-"  # Spring's retry-topic state, like our attempt and due headers
 _CONNECT = "__connect.errors."
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+# Memo sizes: a DLQ holds few distinct original topics and header names; the bound only keeps
+# a DLQ of ever-new names from growing the memo without end.
+_MEMO = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class Letter:
-    """One DLQ record and what its headers say: where it came from, why it failed."""
+class Letter(NamedTuple):
+    """One DLQ record and what its headers say: where it came from, why it failed.
+
+    A named tuple, not a dataclass: one is built for every record a redrive reads, and a
+    frozen dataclass of this size cost more to build than the rest of the record's judgement.
+    """
 
     topic: str
     partition: int
@@ -90,11 +103,18 @@ def _number(data: bytes | None) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=_MEMO)
+def _topic_name(data: bytes) -> str | None:
+    """The topic a header names, if Kafka would take the name (one regex per distinct name)."""
+    name = data.decode("utf-8", "replace")
+    return name if _TOPIC_NAME.match(name) else None
+
+
 def _coordinates(
     topic: bytes | None, partition: bytes | None, offset: bytes | None, *, decimal_only: bool
 ) -> tuple[str, int, int] | None:
-    name = _text(topic)
-    if name is None or not _TOPIC_NAME.match(name):
+    name = None if topic is None else _topic_name(topic)
+    if name is None:
         return None
     if decimal_only:
         p = int(partition) if partition is not None and partition.isdigit() else None
@@ -106,79 +126,80 @@ def _coordinates(
     return name, p, o
 
 
-# Over 50 lines: one pass over the headers for three formats, kept together so that the hot
-# path of a redrive reads each header once.
+def _foreign(names: Iterable[str]) -> Format:
+    """A record without our coordinates or reason: Spring's (first), Connect's, or neither."""
+    connect = False
+    for name in names:
+        if name.startswith(_SPRING):
+            return "spring"
+        if name.startswith(_CONNECT):
+            connect = True
+    return "connect" if connect else "none"
+
+
 def read_letter(message: MessageLike) -> Letter:
     """The record and its dead-letter metadata, whichever of the three formats it uses."""
     found = message_headers(message)
-    # a null header value stays None (streams.kafka.messages): it reads as an absent one here
-    ours: dict[str, bytes | None] = {}
-    spring: dict[str, bytes | None] = {}
-    connect: dict[str, bytes | None] = {}
-    for name, value in found:
-        if name.startswith(h.PREFIX):
-            ours[name] = value  # the last value wins, as headers.get
-        elif name.startswith(_SPRING):
-            spring[name] = value
-        elif name.startswith(_CONNECT):
-            connect[name] = value
+    # one dict of every header: the last value of a name wins, as headers.get; a null header
+    # value stays None (streams.kafka.messages), which reads as an absent one here
+    named = dict(found)
+    get = named.get
     fmt: Format = "none"
     original: tuple[str, int, int] | None = None
     original_ts: int | None = None
     reason = error_class = error_message = None
-    if h.ORIGINAL_TOPIC in ours or h.ERROR_REASON in ours:
+    if h.ORIGINAL_TOPIC in named or h.ERROR_REASON in named:
         fmt = "streams"
         original = _coordinates(
-            ours.get(h.ORIGINAL_TOPIC),
-            ours.get(h.ORIGINAL_PARTITION),
-            ours.get(h.ORIGINAL_OFFSET),
+            get(h.ORIGINAL_TOPIC),
+            get(h.ORIGINAL_PARTITION),
+            get(h.ORIGINAL_OFFSET),
             decimal_only=True,
         )
-        original_ts = _number(ours.get(h.ORIGINAL_TIMESTAMP))
-        reason = _text(ours.get(h.ERROR_REASON))
-        error_class = _text(ours.get(h.ERROR_CLASS))
-        error_message = _text(ours.get(h.ERROR_MESSAGE))
-    elif spring:
-        fmt = "spring"
+        original_ts = _number(get(h.ORIGINAL_TIMESTAMP))
+        reason = _text(get(h.ERROR_REASON))
+        error_class = _text(get(h.ERROR_CLASS))
+        error_message = _text(get(h.ERROR_MESSAGE))
+    elif found:
+        fmt = _foreign(named)
+    if fmt == "spring":
         original = _coordinates(
-            spring.get("kafka_dlt-original-topic"),
-            spring.get("kafka_dlt-original-partition"),
-            spring.get("kafka_dlt-original-offset"),
+            get("kafka_dlt-original-topic"),
+            get("kafka_dlt-original-partition"),
+            get("kafka_dlt-original-offset"),
             decimal_only=False,
         )
-        original_ts = _number(spring.get("kafka_dlt-original-timestamp"))
+        original_ts = _number(get("kafka_dlt-original-timestamp"))
         reason = "spring"
-        error_class = _text(spring.get("kafka_dlt-exception-fqcn"))
-        error_message = _text(spring.get("kafka_dlt-exception-message"))
-    elif connect:
-        fmt = "connect"
+        error_class = _text(get("kafka_dlt-exception-fqcn"))
+        error_message = _text(get("kafka_dlt-exception-message"))
+    elif fmt == "connect":
         original = _coordinates(
-            connect.get(f"{_CONNECT}topic"),
-            connect.get(f"{_CONNECT}partition"),
-            connect.get(f"{_CONNECT}offset"),
+            get(f"{_CONNECT}topic"),
+            get(f"{_CONNECT}partition"),
+            get(f"{_CONNECT}offset"),
             decimal_only=True,
         )
-        stage = _text(connect.get(f"{_CONNECT}stage"))
+        stage = _text(get(f"{_CONNECT}stage"))
         reason = stage.lower() if stage else "connect"
-        error_class = _text(connect.get(f"{_CONNECT}exception.class.name"))
-        error_message = _text(connect.get(f"{_CONNECT}exception.message"))
-    topic = message.topic() or ""
-    return Letter(
-        topic=topic,
-        partition=message.partition() or 0,
-        offset=message.offset() or 0,
-        timestamp_ms=message.timestamp()[1],
-        key=message.key(),
-        value=message.value(),
-        headers=found,
-        format=fmt,
-        original=original,
-        original_timestamp_ms=original_ts,
-        reason=reason,
-        error_class=error_class,
-        error_message=error_message,
-        redrives=_number(ours.get(h.REPLAY_COUNT)) or 0,
-        truncated=h.TRUNCATED in ours,
+        error_class = _text(get(f"{_CONNECT}exception.class.name"))
+        error_message = _text(get(f"{_CONNECT}exception.message"))
+    return Letter(  # positional, in the order of the fields: one is built per record
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        message.timestamp()[1],
+        message.key(),
+        message.value(),
+        found,
+        fmt,
+        original,
+        original_ts,
+        reason,
+        error_class,
+        error_message,
+        _number(get(h.REPLAY_COUNT)) or 0,  # redrives
+        h.TRUNCATED in named,  # truncated
     )
 
 
@@ -194,33 +215,51 @@ def _kept(name: str, drop: frozenset[str]) -> bool:
     return not name.startswith((_SPRING, _SPRING_RETRY, _CONNECT))
 
 
+@functools.lru_cache(maxsize=64)
+def _keeper(drop: frozenset[str]) -> Callable[[str], bool]:
+    """``_kept`` for one set of dropped names, memoized by name: a DLQ repeats a few names."""
+    return functools.lru_cache(maxsize=_MEMO)(functools.partial(_kept, drop=drop))
+
+
+class HeaderRewriter:
+    """``redriven_headers`` for one task: its id and the names it drops, worked out once."""
+
+    def __init__(self, task_id: str, drop: Iterable[str] = ()) -> None:
+        self._kept = _keeper(frozenset(drop))
+        self._replayed = (h.REPLAYED, task_id.encode())
+
+    def __call__(self, letter: Letter, count: int) -> HeaderList:
+        """The headers of ``letter`` redriven for the ``count``-th time."""
+        kept = self._kept
+        headers = [pair for pair in letter.headers if kept(pair[0])]
+        if letter.original is not None and letter.format in {"spring", "connect"}:
+            topic, partition, offset = letter.original
+            headers += [
+                (h.ORIGINAL_TOPIC, topic.encode()),
+                (h.ORIGINAL_PARTITION, str(partition).encode()),
+                (h.ORIGINAL_OFFSET, str(offset).encode()),
+            ]
+            if letter.original_timestamp_ms is not None:
+                headers.append((h.ORIGINAL_TIMESTAMP, str(letter.original_timestamp_ms).encode()))
+        headers += [
+            self._replayed,
+            (h.REPLAY_SOURCE, f"{letter.topic}/{letter.partition}@{letter.offset}".encode()),
+            (h.REPLAY_COUNT, str(count).encode()),
+        ]
+        if letter.reason is not None:
+            headers.append((h.REPLAY_PRIOR_REASON, letter.reason.encode()))
+        return headers
+
+
 def redriven_headers(
     letter: Letter, *, task_id: str, count: int, drop: Iterable[str] = ()
 ) -> HeaderList:
     """The headers of ``letter`` redriven by ``task_id`` for the ``count``-th time.
 
     ``drop``: more header names to leave out (a replication or tracing header, say, that must
-    not be sent twice).
+    not be sent twice). A task builds one ``HeaderRewriter`` instead, for all its records.
     """
-    dropped = frozenset(drop)
-    kept = [(name, value) for name, value in letter.headers if _kept(name, dropped)]
-    if letter.format in {"spring", "connect"} and letter.original is not None:
-        topic, partition, offset = letter.original
-        kept += [
-            (h.ORIGINAL_TOPIC, topic.encode()),
-            (h.ORIGINAL_PARTITION, str(partition).encode()),
-            (h.ORIGINAL_OFFSET, str(offset).encode()),
-        ]
-        if letter.original_timestamp_ms is not None:
-            kept.append((h.ORIGINAL_TIMESTAMP, str(letter.original_timestamp_ms).encode()))
-    kept += [
-        (h.REPLAYED, task_id.encode()),
-        (h.REPLAY_SOURCE, letter.coordinates.encode()),
-        (h.REPLAY_COUNT, str(count).encode()),
-    ]
-    if letter.reason is not None:
-        kept.append((h.REPLAY_PRIOR_REASON, letter.reason.encode()))
-    return kept
+    return HeaderRewriter(task_id, drop)(letter, count)
 
 
 def copied_headers(

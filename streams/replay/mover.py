@@ -119,6 +119,7 @@ class MoveBatch:
         self._watch = watch
         self._progress = progress
         self._book = OffsetBook()
+        self._source = task.source  # the one topic the task reads
         self._ends = {p: end for p, (_start, end) in task.ranges.items()}
         self._assigned = sorted(tp.partition for tp in assignment)
         self._done = set(self._ends) - set(self._assigned)  # nothing left to read there
@@ -144,11 +145,41 @@ class MoveBatch:
 
     def process(self, messages: list[Message]) -> None:
         self._abandoned = False
-        handled = 0
+        handled = processed = moved = 0
+        skipped: Counter[str] = Counter()
+        decide, ends, done, book = self._decide, self._ends, self._done, self._book
+        source = self._source
+        # every record of a task goes through this loop: its state in locals, and what it
+        # counted joins the batch's counts once, at the end
         for message in messages:
-            if not self._one(message):
-                break
+            p = message.partition() or 0
+            offset = message.offset() or 0
+            end = ends[p]
+            if offset >= end or p in done:
+                self._finish_partition(p)
+                handled += 1
+                continue
+            decided = decide(message)
+            if isinstance(decided, Move):
+                if not self._write(decided):
+                    # recovered: the batch is dropped and rewound, its counts with it
+                    self.stats.consumed += processed
+                    self._progress.advance(handled)
+                    return
+                moved += 1
+            elif decided is not None:
+                skipped[decided] += 1
+            if self._batch_began is None:
+                self._batch_began = time.monotonic()
+            book.next[source, p] = offset + 1  # OffsetBook.processed, in place
+            processed += 1
+            if offset + 1 >= end:
+                self._finish_partition(p)
             handled += 1
+        book.in_batch += processed
+        self.stats.consumed += processed
+        self._moved += moved
+        self._skipped.update(skipped)
         self._progress.advance(handled)
 
     def maybe_commit(self, *, force: bool) -> None:
@@ -194,35 +225,14 @@ class MoveBatch:
 
     # -- records ---------------------------------------------------------------------------
 
-    def _one(self, message: Message) -> bool:
-        """Decide and write one record; False if the transaction failed (rest dropped)."""
-        p = message.partition() or 0
-        offset = message.offset() or 0
-        if p in self._done or offset >= self._ends[p]:
-            self._finish_partition(p)
-            return True
-        decided = self._decide(message)
-        if isinstance(decided, Move):
-            if not self._write(decided):
-                return False
-            self._moved += 1
-        elif decided is not None:
-            self._skipped[decided] += 1
-        if self._batch_began is None:
-            self._batch_began = time.monotonic()
-        self._book.processed(message.topic() or "", p, offset)
-        self.stats.consumed += 1
-        if offset + 1 >= self._ends[p]:
-            self._finish_partition(p)
-        return True
-
     def _write(self, move: Move) -> bool:
         if self._limiter is not None:
             self._limiter.take()
+        txn = self._txn
         try:
-            if not self._txn.is_open:
-                self._txn.begin()
-            self._txn.produce(
+            if not txn.is_open:
+                txn.begin()
+            txn.produce(
                 move.topic,
                 move.value,
                 move.key,
@@ -239,10 +249,6 @@ class MoveBatch:
         if partition not in self._done:
             self._done.add(partition)
             self._consumer.pause([TopicPartition(self._source, partition)])
-
-    @property
-    def _source(self) -> str:
-        return self.task.source
 
     def _past_end(self) -> None:
         """Partitions whose position reached their end (what was left were markers)."""

@@ -30,7 +30,14 @@ from streams.replay.ledger import LedgerState, read_ledger, require_ledger
 from streams.replay.letters import Letter, read_letter
 from streams.replay.mover import now_ms
 from streams.replay.plan import PartitionPlan, Plan, require_stage
-from streams.replay.rules import ALREADY_REDRIVEN, Move, RedriveHistory, RedriveRules, verdict
+from streams.replay.rules import (
+    ALREADY_REDRIVEN,
+    MOVE,
+    Move,
+    RedriveHistory,
+    RedriveRules,
+    verdict,
+)
 from streams.replay.runner import Stopper, run_task
 from streams.replay.scan import NO_PROGRESS, Progress, Reader
 from streams.replay.selection import Filters, Ranges, restrict
@@ -78,14 +85,14 @@ class RedriveDecider:
         self, rules: RedriveRules, history: RedriveHistory, limits: DestinationLimits
     ) -> None:
         self._rules = rules
-        self._history = history
+        self._history = history or None  # None: no earlier task to ask, per record
         self._limits = limits
 
     def judge(self, message: Message) -> tuple[Letter, str | None, Move | None, list[str]]:
         letter = read_letter(message)
-        movers = self._history.movers(letter) if self._history else []
+        movers = [] if self._history is None else self._history.movers(letter)
         found = verdict(letter, self._rules, len(movers))
-        if found != "move":
+        if found != MOVE:
             return letter, found, None, movers
         move = self._rules.move(letter, len(movers))
         refused = self._limits.check(move, now_ms())
@@ -94,8 +101,14 @@ class RedriveDecider:
         return letter, found, move, movers
 
     def __call__(self, message: Message) -> Move | str | None:
-        _letter, found, move, _movers = self.judge(message)
-        return move if move is not None else found
+        """``judge`` for the task: the move, else the skip reason (None: not selected)."""
+        letter = read_letter(message)
+        previous = 0 if self._history is None else len(self._history.movers(letter))
+        found = verdict(letter, self._rules, previous)
+        if found != MOVE:
+            return found
+        move = self._rules.move(letter, previous)
+        return self._limits.check(move, now_ms()) or move
 
 
 def _destination(spec: StageSpec, request: RedriveRequest) -> tuple[str, str | None, bool]:

@@ -30,11 +30,13 @@ For one record, in this order:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from streams.headers import HeaderList
-from streams.replay.letters import Letter, redriven_headers
+from streams.replay.letters import HeaderRewriter, Letter
 from streams.replay.selection import Filters
 from streams.replay.task import Task
 
@@ -52,9 +54,8 @@ SKIP_REASONS = ("truncated", "unroutable", "max-redrives", ALREADY_REDRIVEN)
 MOVE = "move"
 
 
-@dataclass(frozen=True, slots=True)
-class Move:
-    """One record to write: where, and every byte of it."""
+class Move(NamedTuple):
+    """One record to write: where, and every byte of it (a named tuple: one per record)."""
 
     topic: str
     partition: int | None  # None: the producer's partitioner (by key)
@@ -94,6 +95,10 @@ class RedriveRules:
             drop_headers=tuple(task.drop_headers),
         )
 
+    @functools.cached_property
+    def _rewrite(self) -> HeaderRewriter:
+        return HeaderRewriter(self.task_id, self.drop_headers)
+
     def route(self, letter: Letter) -> tuple[str, int | None]:
         """(topic, partition) for a routable record (``letter.original`` is set)."""
         assert letter.original is not None  # noqa: S101 - verdict() checked it
@@ -116,12 +121,7 @@ class RedriveRules:
             partition=partition,
             key=letter.key,
             value=letter.value,
-            headers=redriven_headers(
-                letter,
-                task_id=self.task_id,
-                count=letter.redrives + previous + 1,
-                drop=self.drop_headers,
-            ),
+            headers=self._rewrite(letter, letter.redrives + previous + 1),
             timestamp_ms=timestamp,
         )
 

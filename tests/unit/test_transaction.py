@@ -258,7 +258,8 @@ def test_a_failing_begin_breaks_the_transaction(clock: FakeTime) -> None:
 
 
 def test_produce_counts_records_and_passes_the_delivery_callback(clock: FakeTime) -> None:
-    txn, producer = new_transaction()
+    txn = Transaction(CONFIG, deadline_s=10.0, on_rejected=lambda _refusal: None)
+    producer = FakeProducer.instances[-1]
     txn.begin()
 
     txn.produce("out", b"v1", b"k1", [("h", b"1")])
@@ -269,6 +270,17 @@ def test_produce_counts_records_and_passes_the_delivery_callback(clock: FakeTime
     callbacks = producer.delivery_callbacks
     assert len(callbacks) == 2
     assert all(getattr(cb, "func", None) == txn._on_delivery for cb in callbacks)
+
+
+def test_without_on_rejected_no_delivery_callback_is_passed(clock: FakeTime) -> None:
+    # a replay task: a failed delivery fails the commit (abortable), nothing else acts on it
+    txn, producer = new_transaction()
+    txn.begin()
+
+    txn.produce("out", b"v1", b"k1", None)
+
+    assert txn.records == 1
+    assert producer.delivery_callbacks == [None]
 
 
 def test_buffer_error_on_produce_polls_then_retries(clock: FakeTime) -> None:

@@ -19,7 +19,7 @@ class FakeMessage:
         topic: str = DLQ,
         partition: int = 1,
         offset: int = 7,
-        found: list[tuple[str, bytes]] | None = None,
+        found: list[tuple[str, bytes | None]] | list[tuple[str, bytes]] | None = None,
         timestamp_ms: int = NOW,
     ) -> None:
         self._value, self._key = value, key
@@ -42,7 +42,7 @@ class FakeMessage:
     def value(self) -> bytes | None:
         return self._value
 
-    def headers(self) -> list[tuple[str, bytes]] | None:
+    def headers(self) -> list[tuple[str, bytes | None]] | list[tuple[str, bytes]] | None:
         return self._headers
 
     def timestamp(self) -> tuple[int, int]:

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from confluent_kafka import Message
 
 from streams import headers as h
-from streams.replay.letters import copied_headers, escaped, read_letter, redriven_headers
+from streams.kafka.messages import message_headers
+from streams.replay.letters import (
+    HeaderRewriter,
+    copied_headers,
+    escaped,
+    read_letter,
+    redriven_headers,
+)
 from tests.unit.replay.fakes import DLQ, NOW, FakeMessage, connect, ours, spring
 
 
@@ -175,3 +183,28 @@ def test_carried_headers_keep_provenance_through_retries() -> None:
         (h.REPLAY_COUNT, b"2"),
     ]
     assert h.without_ours(found, keep_original=False) == [("own", b"1")]
+
+
+TRACES = [("trace", b"t1"), ("trace", b"t2")]
+
+
+def test_a_client_message_reads_as_the_same_letter_as_any_message_like_object() -> None:
+    # confluent_kafka.Message takes a fast path (its header list is copied, not converted)
+    found: list[tuple[str, bytes | None]] = [("nil", None), *ours(count=1, extra=TRACES)]
+    wire: list[tuple[str, str | bytes | None]] = list(found)
+    real = Message(
+        topic=DLQ, partition=1, offset=7, key=b"k", value=b"v", headers=wire, timestamp=(1, NOW)
+    )
+    letter = read_letter(real)
+    assert letter == read_letter(FakeMessage(found=found))
+    assert letter.headers == tuple(found)  # order, duplicates and the null value kept
+    assert message_headers(real) == tuple(found)
+
+
+def test_redriven_headers_are_the_same_from_a_task_rewriter() -> None:
+    letter = read_letter(FakeMessage(found=spring()))
+    rewrite = HeaderRewriter("t", ["traceparent"])
+    assert rewrite(letter, 2) == redriven_headers(
+        letter, task_id="t", count=2, drop=["traceparent"]
+    )
+    assert rewrite(letter, 2) == rewrite(letter, 2)  # the memo of kept names changes nothing
