@@ -410,8 +410,10 @@ class Chaos:
             fault.recovered_after_s = self._recovered(component, at, before)
         return fault
 
-    def _restart_broker(self, kind: str) -> None:
+    def _restart_broker(self, kind: str, *, away_s: float = 0.0) -> None:
         """Restart the broker, then wait until every component commits again.
+
+        ``away_s``: the broker stays down at least this long (from the stop to the start).
 
         Recovery is counted per component from the moment the broker answers again (``up``
         returned) to the component's next commit on its main input; a component with nothing
@@ -431,6 +433,7 @@ class Chaos:
                 time.sleep(0.1)
             process.clear_stale()
             time.sleep(3)  # the clients notice: connections refused, then reconnect attempts
+        time.sleep(max(0.0, at + away_s - time.monotonic()))
         self.stack.up(with_registry=False)
         answered = time.monotonic()
         fault = Fault(kind, "broker", round(at - self.began, 1), down_s=round(answered - at, 1))

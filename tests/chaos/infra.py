@@ -210,7 +210,10 @@ class InfraChaos(Chaos):
         self._registry_outage()
         self._wait_progress("b", time.monotonic() + 180)
         time.sleep(3)
-        self._restart_broker("broker-clean")
+        # away for 15 s: the monitor (2 s interval) says stale after three intervals plus the
+        # sample time without a successful sample; a broker back within 4 s (as a clean
+        # restart can be) would not make /health answer 503, and the check below would fail
+        self._restart_broker("broker-clean", away_s=15.0)
         for component in ("c", "b", "store"):
             if not self._wait_progress(component, time.monotonic() + 120):
                 break
