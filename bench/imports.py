@@ -20,13 +20,14 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench.run import describe_worktree
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,17 +87,21 @@ print(json.dumps({**status(), "modules": len(sys.modules), "top_level": tops, "m
 """
 
 
-def _probe(modules: list[str]) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, *modules],
-        env=env,
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter on this checkout, run to its end (output captured)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
     )
+
+
+def _probe(modules: list[str]) -> dict[str, Any]:
+    done = _python("-c", _PROBE, *modules)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -119,16 +124,7 @@ def _stdlib_names() -> frozenset[str]:
 
 def _importtime(module: str, top: int) -> list[dict[str, Any]]:
     """``-X importtime``'s ``top`` imports of ``module`` by cumulative time (µs)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
+    done = _python("-X", "importtime", "-c", f"import {module}")
     rows: list[dict[str, Any]] = []
     for line in done.stderr.splitlines():
         found = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
@@ -190,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "executable": sys.executable,
         },
-        "worktree": _worktree(),
+        "worktree": describe_worktree(),
         "method": (
             "fresh interpreter per figure; VmRSS after the imports; median of the repeats; "
             "steps are cumulative (a step imports every module of the steps before it)"
@@ -208,19 +204,6 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
-
-
-def _worktree() -> dict[str, Any]:
-    """The commit this ran from, and whether the worktree had uncommitted changes."""
-    git = shutil.which("git")
-    if git is None:
-        return {"commit": None}
-
-    def out(*git_args: str) -> str:
-        done = subprocess.run([git, *git_args], cwd=ROOT, capture_output=True, check=False)
-        return done.stdout.decode().strip()
-
-    return {"commit": out("rev-parse", "HEAD"), "dirty": bool(out("status", "--porcelain"))}
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ def _committed_sum(config: dict[str, Any], group: str, topic: str) -> Callable[[
     return read
 
 
-def _stable_sum(config: dict[str, Any], topic: str) -> Callable[[], int]:
+def stable_sum(config: dict[str, Any], topic: str) -> Callable[[], int]:
+    """A reader of the sum of ``topic``'s end offsets, as a read_committed consumer gets them."""
     consumer = Consumer({**config, "group.id": "bench-lso", "isolation.level": "read_committed"})
 
     def read() -> int:
@@ -157,7 +158,7 @@ class LiveBench:
             dead_letters(self._config, name, redrive, size)
         stage = Series(_committed_sum(self._config, f"{name}.work", f"{name}.in"), records)
         retry_topic = build(name).get("work").retry_topics[0]
-        moved = Series(_stable_sum(self._config, retry_topic))
+        moved = Series(stable_sum(self._config, retry_topic))
         env = {
             **os.environ,
             "BENCH_REPLAY_NAME": name,

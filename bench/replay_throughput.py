@@ -53,7 +53,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from bench.measure import sample_process
-from bench.replay_live import LiveBench
+from bench.replay_live import LiveBench, stable_sum
 from bench.replay_pipeline import PARTITIONS, build, dead_letters
 from streams.config import KafkaSettings, StageSettings
 from streams.replay import (
@@ -185,18 +185,6 @@ class _Watch:
             time.sleep(_POLL_S)
 
 
-def _stable_sum(config: dict[str, Any], topic: str) -> Callable[[], int]:
-    consumer = Consumer({**config, "group.id": "bench-lso", "isolation.level": "read_committed"})
-
-    def read() -> int:
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-            for p in range(PARTITIONS)
-        )
-
-    return read
-
-
 def _spawn(
     kind: str, name: str, bootstrap: str, rate: float | None, log: Path
 ) -> subprocess.Popen[str]:
@@ -210,7 +198,7 @@ def _run_child(
     kind: str, name: str, bootstrap: str, *, destination: str, count: int, log: Path
 ) -> dict[str, Any]:
     config = KafkaSettings(bootstrap_servers=bootstrap).client_config()
-    watch = _Watch(_stable_sum(config, destination), count)
+    watch = _Watch(stable_sum(config, destination), count)
     watching = threading.Thread(target=watch.run, daemon=True)
     watching.start()
     launched = time.monotonic()

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import signal
 import statistics
 import subprocess
@@ -36,7 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.measure import sample_process
+from bench.measure import child_pids, sample_process
+from bench.run import describe_worktree
 from streams import Output, Pipeline, Record, codecs
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,20 +60,6 @@ pipeline = Pipeline(_NAME, partitions=_PARTITIONS)
 pipeline.add_stage(
     "copy", copy, inputs=[f"{_NAME}.in"], input=codecs.raw(), outputs={f"{_NAME}.out": codecs.raw()}
 )
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 class _Load:
@@ -183,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one mea
     from streams.topics import ensure_topics  # noqa: PLC0415
 
     started = datetime.now(UTC)
-    worktree = _worktree()  # the code the worker runs is what is on disk when it starts
+    worktree = describe_worktree()  # the code the worker runs is what is on disk when it starts
     name = f"rsscurve{uuid.uuid4().hex[:8]}"
     os.environ["RSS_CURVE_PIPELINE"] = name
     built = Pipeline(name, partitions=_PARTITIONS)
@@ -231,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one mea
         workers: list[int] = []
         while not workers and time.monotonic() < deadline:
             time.sleep(0.5)
-            workers = _children(child.pid)
+            workers = child_pids(child.pid)
         if not workers:
             raise SystemExit("the worker process did not start")
         load.produce(1)  # one record through: the worker has joined and committed once
@@ -313,19 +299,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one mea
     print(json.dumps({"worker": result["worker"], "lag_at_end": lags[-1]}, indent=2))
     print(f"wrote {path}")
     return 0
-
-
-def _worktree() -> dict[str, Any]:
-    """The commit this ran from, and whether the worktree had uncommitted changes."""
-    git = shutil.which("git")
-    if git is None:
-        return {"commit": None}
-
-    def out(*git_args: str) -> str:
-        done = subprocess.run([git, *git_args], cwd=ROOT, capture_output=True, check=False)
-        return done.stdout.decode().strip()
-
-    return {"commit": out("rev-parse", "HEAD"), "dirty": bool(out("status", "--porcelain"))}
 
 
 if __name__ == "__main__":

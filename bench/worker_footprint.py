@@ -39,7 +39,7 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from bench.measure import Sample, sample_process
+from bench.measure import Sample, child_pids, sample_process
 from streams import Pipeline, codecs
 from streams.config import KafkaSettings
 from streams.examples.orders import PLACED_SCHEMA, OrderPlaced, RawOrder, validate
@@ -66,20 +66,6 @@ class Series:
 
     pid: int
     samples: list[Sample] = field(default_factory=list)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def _order(index: int) -> bytes:
@@ -172,7 +158,7 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one measurement, step by s
         workers: list[int] = []
         while not workers and time.monotonic() < deadline:
             time.sleep(0.5)
-            workers = _children(child.pid)
+            workers = child_pids(child.pid)
         if not workers:
             raise SystemExit("the worker process did not start")
         series = [Series(child.pid), Series(workers[0])]

@@ -464,7 +464,7 @@ def _summary(
         reasons[f"validate: {why.decode()}"] += 1
     outage: Counter[str] = Counter()
     for message in redriven:
-        outage[_order_id(message)] += 1
+        outage[(message.key() or b"").decode()] += 1  # the key is the order id
         why = headers.get(list(message.headers() or []), headers.ERROR_REASON) or b"?"
         reasons[f"enrich: {why.decode()}"] += 1
     retried = sum(len(_read_all(config, topic)) for topic in pipeline.get("enrich").retry_topics)
@@ -523,11 +523,6 @@ def _summary(
     for line in report.lines():
         say(f"  {line}")
     return 0 if ok and report.ok else 3
-
-
-def _order_id(message: Any) -> str:
-    """The order id of an enrich DLQ record (its key is the order id, as validate wrote it)."""
-    return (message.key() or b"").decode()
 
 
 if __name__ == "__main__":
