@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,3 +77,15 @@ def child_pids(pid: int) -> list[int]:
         if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+def first_child(pid: int, *, timeout_s: float) -> int:
+    """The first child process of ``pid`` (a supervisor's worker), waited for up to
+    ``timeout_s``; exits the benchmark (SystemExit) if none starts."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        children = child_pids(pid)
+        if children:
+            return children[0]
+    raise SystemExit("the worker process did not start")

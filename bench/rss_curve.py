@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.measure import child_pids, sample_process
+from bench.measure import first_child, sample_process
 from bench.run import describe_worktree
 from streams import Output, Pipeline, Record, codecs
 
@@ -214,12 +214,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one mea
     bursts: list[dict[str, Any]] = []
     try:
         deadline = time.monotonic() + 60
-        workers: list[int] = []
-        while not workers and time.monotonic() < deadline:
-            time.sleep(0.5)
-            workers = child_pids(child.pid)
-        if not workers:
-            raise SystemExit("the worker process did not start")
+        worker = first_child(child.pid, timeout_s=60)
         load.produce(1)  # one record through: the worker has joined and committed once
         load.producer.flush(10)
         while committed() < load.produced:
@@ -228,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one mea
             time.sleep(0.5)
 
         t0 = time.monotonic()
-        curve = _sampler(
-            {"worker": workers[0], "supervisor": child.pid}, args.sample_every_s, t0, stop
-        )
+        curve = _sampler({"worker": worker, "supervisor": child.pid}, args.sample_every_s, t0, stop)
         end = t0 + args.duration_s
         next_burst = t0 + args.burst_every_s / 2
         next_lag = t0

@@ -39,7 +39,7 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from bench.measure import Sample, child_pids, sample_process
+from bench.measure import Sample, first_child, sample_process
 from streams import Pipeline, codecs
 from streams.config import KafkaSettings
 from streams.examples.orders import PLACED_SCHEMA, OrderPlaced, RawOrder, validate
@@ -155,13 +155,8 @@ def main() -> None:  # noqa: C901, PLR0912, PLR0915 - one measurement, step by s
     produced = 0
     try:
         deadline = time.monotonic() + 60
-        workers: list[int] = []
-        while not workers and time.monotonic() < deadline:
-            time.sleep(0.5)
-            workers = child_pids(child.pid)
-        if not workers:
-            raise SystemExit("the worker process did not start")
-        series = [Series(child.pid), Series(workers[0])]
+        worker = first_child(child.pid, timeout_s=60)
+        series = [Series(child.pid), Series(worker)]
         # warm-up: one record through, so the worker has joined and fetched the schema
         producer.produce(source, _order(produced))
         produced += 1
